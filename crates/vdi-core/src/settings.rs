@@ -1,0 +1,510 @@
+//! The settings document: defaults, parsing with per-field errors, validation,
+//! partial updates and rendering in the original's layout.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::str::FromStr;
+use vdi_wire::{
+    FieldError, HAPROXY_PEERS_PORT, HAPROXY_STATS_PORT, SERVICE_PUBLIC_PORT, SERVICE_TUNNEL_PORT,
+    SETTINGS_FIELDS, Secret, Settings,
+};
+
+pub const DEFAULT_ALLOWED_TARGETS: &[&str] =
+    &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
+pub const DEFAULT_TUNNEL_TTL_SECS: u64 = 120;
+pub const DEFAULT_TUNNEL_IDLE_SECS: u64 = 60;
+pub const DEFAULT_MAX_STREAMS_PER_TUNNEL: u32 = 64;
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Shortest key accepted.
+pub const MIN_KEY_LEN: usize = 16;
+const MAX_DURATION_SECS: u64 = 7 * 24 * 3600;
+
+/// Settings for a gateway running alone on loopback (first start, local runs).
+pub fn local_defaults(api_key: String, cli_key: String) -> Settings {
+    let lo: IpAddr = IpAddr::from([127, 0, 0, 1]);
+    Settings {
+        is_enabled: true,
+        internal_addrs: vec![lo],
+        ssl: false,
+        disp_addrs: vec![lo],
+        disp_port: 4200,
+        public_addr: lo,
+        virtual_addr: lo,
+        api_port: 8000,
+        balancer_api_port: 8002,
+        port_range_start: 5900,
+        port_range_stop: 5999,
+        api_key: Secret::new(api_key),
+        cli_key: Secret::new(cli_key),
+        allowed_targets: None,
+        tunnel_ttl_secs: None,
+        tunnel_idle_secs: None,
+        max_streams_per_tunnel: None,
+        connect_timeout_secs: None,
+        tls_cert_path: None,
+        tls_key_path: None,
+    }
+}
+
+/// The values in force, with this project's defaults filled in.
+pub fn allowed_targets(s: &Settings) -> Vec<String> {
+    s.allowed_targets
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ALLOWED_TARGETS.iter().map(|s| s.to_string()).collect())
+}
+pub fn tunnel_ttl_secs(s: &Settings) -> u64 {
+    s.tunnel_ttl_secs.unwrap_or(DEFAULT_TUNNEL_TTL_SECS)
+}
+pub fn tunnel_idle_secs(s: &Settings) -> u64 {
+    s.tunnel_idle_secs.unwrap_or(DEFAULT_TUNNEL_IDLE_SECS)
+}
+pub fn max_streams_per_tunnel(s: &Settings) -> u32 {
+    s.max_streams_per_tunnel
+        .unwrap_or(DEFAULT_MAX_STREAMS_PER_TUNNEL)
+}
+pub fn connect_timeout_secs(s: &Settings) -> u64 {
+    s.connect_timeout_secs.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS)
+}
+
+/// Why a settings document could not be taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("settings document is not valid JSON: {0}")]
+    Json(String),
+    #[error("settings document must be a JSON object")]
+    NotAnObject,
+    #[error("invalid settings: {}", join(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl SettingsError {
+    /// Per-field errors, or one error for the whole document.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            SettingsError::Invalid(errors) => errors.clone(),
+            other => vec![FieldError::new("document", other.to_string())],
+        }
+    }
+}
+
+/// Parses and validates the stored text.
+pub fn parse_document_text(text: &str) -> Result<Settings, SettingsError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| SettingsError::Json(e.to_string()))?;
+    parse_document(value)
+}
+
+/// Parses and validates a whole document given as JSON, collecting every problem.
+pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
+    let Value::Object(map) = value else {
+        return Err(SettingsError::NotAnObject);
+    };
+    let mut errors = Vec::new();
+    for key in map.keys() {
+        if !SETTINGS_FIELDS.contains(&key.as_str()) {
+            errors.push(FieldError::new(key, "unknown field"));
+        }
+    }
+    let mut f = Fields {
+        map: &map,
+        errors: &mut errors,
+    };
+    let parsed = (
+        f.required("is_enabled", bool_of),
+        f.required("internal_addrs", ip_list_of),
+        f.required("ssl", bool_of),
+        f.required("disp_addrs", ip_list_of),
+        f.required("disp_port", port_of),
+        f.required("public_addr", ip_of),
+        f.required("virtual_addr", ip_of),
+        f.required("api_port", port_of),
+        f.required("balancer_api_port", port_of),
+        f.required("port_range_start", port_of),
+        f.required("port_range_stop", port_of),
+        f.required("api_key", key_of),
+        f.required("cli_key", key_of),
+    );
+    let extras = (
+        f.optional("allowed_targets", cidr_list_of),
+        f.optional("tunnel_ttl_secs", duration_of),
+        f.optional("tunnel_idle_secs", duration_of),
+        f.optional("max_streams_per_tunnel", max_streams_of),
+        f.optional("connect_timeout_secs", timeout_of),
+        f.optional("tls_cert_path", path_of),
+        f.optional("tls_key_path", path_of),
+    );
+    let settings = match (parsed, extras) {
+        (
+            (
+                Some(is_enabled),
+                Some(internal_addrs),
+                Some(ssl),
+                Some(disp_addrs),
+                Some(disp_port),
+                Some(public_addr),
+                Some(virtual_addr),
+                Some(api_port),
+                Some(balancer_api_port),
+                Some(port_range_start),
+                Some(port_range_stop),
+                Some(api_key),
+                Some(cli_key),
+            ),
+            (
+                Some(allowed_targets),
+                Some(tunnel_ttl_secs),
+                Some(tunnel_idle_secs),
+                Some(max_streams_per_tunnel),
+                Some(connect_timeout_secs),
+                Some(tls_cert_path),
+                Some(tls_key_path),
+            ),
+        ) if errors.is_empty() => Settings {
+            is_enabled,
+            internal_addrs,
+            ssl,
+            disp_addrs,
+            disp_port,
+            public_addr,
+            virtual_addr,
+            api_port,
+            balancer_api_port,
+            port_range_start,
+            port_range_stop,
+            api_key,
+            cli_key,
+            allowed_targets,
+            tunnel_ttl_secs,
+            tunnel_idle_secs,
+            max_streams_per_tunnel,
+            connect_timeout_secs,
+            tls_cert_path,
+            tls_key_path,
+        },
+        _ => return Err(SettingsError::Invalid(errors)),
+    };
+    let cross = validate(&settings);
+    if cross.is_empty() {
+        Ok(settings)
+    } else {
+        Err(SettingsError::Invalid(cross))
+    }
+}
+
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    errors: &'a mut Vec<FieldError>,
+}
+
+impl Fields<'_> {
+    fn required<T>(&mut self, name: &str, conv: fn(&Value) -> Result<T, String>) -> Option<T> {
+        match self.map.get(name) {
+            None => {
+                self.errors.push(FieldError::new(name, "missing"));
+                None
+            }
+            Some(v) => self.convert(name, v, conv),
+        }
+    }
+
+    /// Absent or null means "use the default".
+    fn optional<T>(
+        &mut self,
+        name: &str,
+        conv: fn(&Value) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => self.convert(name, v, conv).map(Some),
+        }
+    }
+
+    fn convert<T>(
+        &mut self,
+        name: &str,
+        v: &Value,
+        conv: fn(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match conv(v) {
+            Ok(t) => Some(t),
+            Err(message) => {
+                self.errors.push(FieldError::new(name, message));
+                None
+            }
+        }
+    }
+}
+
+fn bool_of(v: &Value) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("expected true or false, got {v}"))
+}
+
+fn uint_of(v: &Value, min: u64, max: u64) -> Result<u64, String> {
+    let n = v
+        .as_u64()
+        .ok_or_else(|| format!("expected a whole number, got {v}"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is out of range {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn port_of(v: &Value) -> Result<u16, String> {
+    uint_of(v, 1, 65535).map(|n| n as u16)
+}
+
+fn duration_of(v: &Value) -> Result<u64, String> {
+    uint_of(v, 1, MAX_DURATION_SECS)
+}
+
+fn timeout_of(v: &Value) -> Result<u64, String> {
+    uint_of(v, 1, 300)
+}
+
+fn max_streams_of(v: &Value) -> Result<u32, String> {
+    uint_of(v, 1, 100_000).map(|n| n as u32)
+}
+
+fn str_of(v: &Value) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| format!("expected a string, got {v}"))
+}
+
+fn ip_of(v: &Value) -> Result<IpAddr, String> {
+    let s = str_of(v)?;
+    IpAddr::from_str(s).map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+fn list_of<T>(v: &Value, item: fn(&Value) -> Result<T, String>) -> Result<Vec<T>, String> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| format!("expected a list, got {v}"))?;
+    items.iter().map(item).collect()
+}
+
+fn ip_list_of(v: &Value) -> Result<Vec<IpAddr>, String> {
+    let list = list_of(v, ip_of)?;
+    if list.is_empty() {
+        return Err("must list at least one address".into());
+    }
+    let unique: BTreeSet<_> = list.iter().collect();
+    if unique.len() != list.len() {
+        return Err("lists an address twice".into());
+    }
+    Ok(list)
+}
+
+fn cidr_list_of(v: &Value) -> Result<Vec<String>, String> {
+    list_of(v, |item| {
+        let s = str_of(item)?;
+        crate::allow::parse_net(s)?;
+        Ok(s.to_string())
+    })
+}
+
+fn key_of(v: &Value) -> Result<Secret, String> {
+    // Never echo the value: it is a key.
+    let s = v.as_str().ok_or("expected a string")?;
+    if s.chars().count() < MIN_KEY_LEN {
+        return Err(format!("must be at least {MIN_KEY_LEN} characters"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces (it travels in a header)".into());
+    }
+    Ok(Secret::new(s))
+}
+
+fn path_of(v: &Value) -> Result<String, String> {
+    let s = str_of(v)?;
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} must be an absolute path"));
+    }
+    Ok(s.to_string())
+}
+
+/// Rules that involve more than one field. Field rules are checked while parsing.
+pub fn validate(s: &Settings) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if s.port_range_start > s.port_range_stop {
+        errors.push(FieldError::new(
+            "port_range_start",
+            format!(
+                "{} is above port_range_stop {}",
+                s.port_range_start, s.port_range_stop
+            ),
+        ));
+    } else {
+        let range = s.port_range_start..=s.port_range_stop;
+        let reserved = [
+            ("api_port", s.api_port),
+            ("balancer_api_port", s.balancer_api_port),
+            ("the service port", SERVICE_PUBLIC_PORT),
+            ("the service tunnel port", SERVICE_TUNNEL_PORT),
+            ("the HAProxy stats port", HAPROXY_STATS_PORT),
+            ("the HAProxy peers port", HAPROXY_PEERS_PORT),
+        ];
+        for (what, port) in reserved {
+            if range.contains(&port) {
+                errors.push(FieldError::new(
+                    "port_range_start",
+                    format!(
+                        "range {}-{} overlaps {what} ({port})",
+                        s.port_range_start, s.port_range_stop
+                    ),
+                ));
+            }
+        }
+    }
+    for (port, what) in [
+        (SERVICE_TUNNEL_PORT, "the service tunnel port"),
+        (HAPROXY_PEERS_PORT, "the HAProxy peers port"),
+    ] {
+        if s.api_port == port {
+            errors.push(FieldError::new(
+                "api_port",
+                format!("{port} is {what}"),
+            ));
+        }
+    }
+    for (port, what) in [
+        (SERVICE_PUBLIC_PORT, "the service port"),
+        (HAPROXY_STATS_PORT, "the HAProxy stats port"),
+        (HAPROXY_PEERS_PORT, "the HAProxy peers port"),
+    ] {
+        if s.balancer_api_port == port {
+            errors.push(FieldError::new(
+                "balancer_api_port",
+                format!("{port} is {what}"),
+            ));
+        }
+    }
+    if s.api_key.expose() == s.cli_key.expose() {
+        errors.push(FieldError::new(
+            "cli_key",
+            "must differ from api_key (the two keys grant different rights)",
+        ));
+    }
+    errors
+}
+
+/// A validated partial update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub settings: Settings,
+    /// Fields whose value differs from before, in document order.
+    pub changed: Vec<String>,
+}
+
+/// Applies a partial update (only the fields given; `null` resets an optional
+/// field to its default) and validates the result as a whole.
+pub fn apply_patch(current: &Settings, patch: &Map<String, Value>) -> Result<Change, SettingsError> {
+    let unknown: Vec<FieldError> = patch
+        .keys()
+        .filter(|k| !SETTINGS_FIELDS.contains(&k.as_str()))
+        .map(|k| FieldError::new(k, "unknown field"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(SettingsError::Invalid(unknown));
+    }
+    let before = to_map(current);
+    let mut merged = before.clone();
+    for (k, v) in patch {
+        if v.is_null() {
+            merged.remove(k);
+        } else {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    let settings = parse_document(Value::Object(merged))?;
+    let after = to_map(&settings);
+    let changed = SETTINGS_FIELDS
+        .iter()
+        .filter(|f| before.get(**f) != after.get(**f))
+        .map(|f| f.to_string())
+        .collect();
+    Ok(Change { settings, changed })
+}
+
+fn to_map(s: &Settings) -> Map<String, Value> {
+    match serde_json::to_value(s) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("Settings serializes to an object"),
+    }
+}
+
+/// The document as stored and printed: one field per line, lists inline, as the
+/// original shows it (`select * from settings`).
+pub fn render_document(s: &Settings) -> String {
+    let map = to_map(s);
+    let mut out = String::from("{\n");
+    let last = map.len().saturating_sub(1);
+    for (i, (k, v)) in map.iter().enumerate() {
+        out.push_str("  ");
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push_str(": ");
+        out.push_str(&inline(v));
+        if i != last {
+            out.push(',');
+        }
+        out.push('\n');
+    }
+    out.push('}');
+    out
+}
+
+fn inline(v: &Value) -> String {
+    match v {
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(inline).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The document with both keys replaced by `***`, for showing to people.
+pub fn masked(s: &Settings) -> Settings {
+    let mut m = s.clone();
+    m.api_key = Secret::new("***");
+    m.cli_key = Secret::new("***");
+    m
+}
+
+/// Turns `KEY=VALUE` (command line) into a patch entry. VALUE is JSON when it
+/// parses as JSON of the field's kind; lists also take `a,b,c`; strings may be bare.
+pub fn parse_assignment(arg: &str) -> Result<(String, Value), FieldError> {
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| FieldError::new(arg, "expected KEY=VALUE"))?;
+    let key = key.trim();
+    if !SETTINGS_FIELDS.contains(&key) {
+        return Err(FieldError::new(key, "unknown field"));
+    }
+    let list_field = matches!(key, "internal_addrs" | "disp_addrs" | "allowed_targets");
+    let value = match serde_json::from_str::<Value>(raw) {
+        Ok(v @ Value::Array(_)) if list_field => v,
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::Null)) if !list_field => v,
+        Ok(v @ Value::String(_)) if !list_field => v,
+        _ if list_field => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => Value::String(raw.to_string()),
+    };
+    Ok((key.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use crate::{FieldError, Settings};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The one error shape every endpoint answers with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `unauthorized`, `invalid_settings`, `no_free_port`.
+    pub code: String,
+    /// Sentence for people.
+    pub message: String,
+    /// Per-field problems (settings validation only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+/// State of a systemd unit as `systemctl is-active` reports it, or `unknown`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitStates {
+    pub vdi_gateway: String,
+    pub haproxy: String,
+    pub keepalived: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok`, or `disabled` while `is_enabled` is false.
+    pub status: String,
+    pub version: String,
+    pub uptime_secs: u64,
+    pub is_enabled: bool,
+    pub tunnels: u64,
+    pub streams: u64,
+    pub ports_in_use: u64,
+    pub ports_free: u64,
+    pub units: UnitStates,
+}
+
+/// Answer of `change_settings`: which fields changed and the document now in force.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettingsChanged {
+    pub changed: Vec<String>,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OpenConnection {
+    /// Desktop address: IP or DNS name (resolved once, at open).
+    pub target_host: String,
+    pub target_port: u16,
+    /// Informational: `spice`, `rdp`, `vnc`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectionOpened {
+    pub id: String,
+    /// The gateway's public address (`public_addr`), to which the client connects.
+    pub address: String,
+    pub port: u16,
+    /// When the tunnel expires if no stream reaches it.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelState {
+    /// Open, no stream has reached it yet.
+    Waiting,
+    /// At least one stream is running.
+    Active,
+    /// Its streams have all closed; it idles out unless a new one comes.
+    Idle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StreamVia {
+    Tcp,
+    Websocket,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamInfo {
+    pub id: String,
+    /// The real client address (from the PROXY header when HAProxy sent one).
+    pub client_addr: String,
+    pub via: StreamVia,
+    pub started_at: DateTime<Utc>,
+    pub bytes_to_target: u64,
+    pub bytes_to_client: u64,
+    pub last_activity: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TunnelInfo {
+    pub id: String,
+    pub port: u16,
+    pub target_host: String,
+    pub target_port: u16,
+    /// The address `target_host` resolved to at open; streams go there.
+    pub target_addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub state: TunnelState,
+    /// When it expires unless a stream comes; absent while streams run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub streams: Vec<StreamInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Connections {
+    pub tunnels: Vec<TunnelInfo>,
+}
+
+/// Exactly one of the three selectors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Disconnect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+}
+
+/// What a disconnect closed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Disconnected {
+    pub tunnels: Vec<String>,
+    pub streams: Vec<String>,
+}

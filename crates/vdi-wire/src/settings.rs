@@ -1,0 +1,131 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+
+/// A key (base64 text in the original). `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The key itself; call only where it is compared or sent, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The settings document, stored as one JSON row in SQLite table `settings`.
+///
+/// The first 13 fields are the original product's, in its order, names and types.
+/// The optional fields after them are this project's additions (see
+/// `docs/settings.md`); they are omitted from the document while unset, so a
+/// document in the original's shape round-trips byte-for-byte.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Settings {
+    pub is_enabled: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["10.254.150.132"])))]
+    pub internal_addrs: Vec<IpAddr>,
+    pub ssl: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["10.244.32.32"])))]
+    pub disp_addrs: Vec<IpAddr>,
+    pub disp_port: u16,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.254.150.136"))]
+    pub public_addr: IpAddr,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.254.150.136"))]
+    pub virtual_addr: IpAddr,
+    pub api_port: u16,
+    pub balancer_api_port: u16,
+    pub port_range_start: u16,
+    pub port_range_stop: u16,
+    pub api_key: Secret,
+    pub cli_key: Secret,
+
+    /// Target networks tunnels may reach (CIDR). Default: RFC 1918 and fc00::/7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_targets: Option<Vec<String>>,
+    /// Seconds a new tunnel waits for its first stream before it expires. Default 120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_ttl_secs: Option<u64>,
+    /// Seconds a tunnel stays open after its last stream closed. Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_idle_secs: Option<u64>,
+    /// Streams one tunnel may carry at once. Default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_tunnel: Option<u32>,
+    /// Seconds to wait for a target (desktop or dispatcher) to accept. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_secs: Option<u64>,
+    /// PEM certificate chain for TLS (when `ssl`). Default: `tls/cert.pem` next to the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_path: Option<String>,
+    /// PEM private key for TLS (when `ssl`). Default: `tls/key.pem` next to the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_path: Option<String>,
+}
+
+/// Names of the settings fields, in document order.
+pub const SETTINGS_FIELDS: &[&str] = &[
+    "is_enabled",
+    "internal_addrs",
+    "ssl",
+    "disp_addrs",
+    "disp_port",
+    "public_addr",
+    "virtual_addr",
+    "api_port",
+    "balancer_api_port",
+    "port_range_start",
+    "port_range_stop",
+    "api_key",
+    "cli_key",
+    "allowed_targets",
+    "tunnel_ttl_secs",
+    "tunnel_idle_secs",
+    "max_streams_per_tunnel",
+    "connect_timeout_secs",
+    "tls_cert_path",
+    "tls_key_path",
+];
+
+/// Fields that hold secrets: masked wherever settings are shown to people.
+pub const SECRET_FIELDS: &[&str] = &["api_key", "cli_key"];
+
+/// One rejected field of a settings document or change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
