@@ -1,0 +1,97 @@
+//! The one error type of the API and its JSON shape (`vdi_wire::ErrorBody`).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use vdi_wire::{ErrorBody, FieldError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TargetNotAllowed(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid settings")]
+    InvalidSettings(Vec<FieldError>),
+    #[error("{0}")]
+    Unresolvable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Disabled(String),
+    #[error("{0}")]
+    NoFreePort(String),
+    #[error("{0}")]
+    StreamLimit(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            TargetNotAllowed(_) => (StatusCode::FORBIDDEN, "target_not_allowed"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            InvalidSettings(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_settings"),
+            Unresolvable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unresolvable_target"),
+            Conflict(_) => (StatusCode::CONFLICT, "cannot_apply"),
+            Disabled(_) => (StatusCode::SERVICE_UNAVAILABLE, "gateway_disabled"),
+            NoFreePort(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_free_port"),
+            StreamLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "stream_limit"),
+            MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        let fields = match self {
+            ApiError::InvalidSettings(f) => f.clone(),
+            _ => Vec::new(),
+        };
+        let message = match self {
+            ApiError::InvalidSettings(f) => format!(
+                "invalid settings: {}",
+                f.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            ),
+            other => other.to_string(),
+        };
+        ErrorBody { code: code.into(), message, fields }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (status, Json(self.body())).into_response()
+    }
+}
+
+impl From<crate::state::ChangeError> for ApiError {
+    fn from(e: crate::state::ChangeError) -> Self {
+        use crate::state::ChangeError;
+        use crate::store::StoreError;
+        match e {
+            ChangeError::Invalid(s) => ApiError::InvalidSettings(s.field_errors()),
+            ChangeError::Apply(msg) => ApiError::Conflict(msg),
+            ChangeError::Store(StoreError::Conflict) => ApiError::Conflict(StoreError::Conflict.to_string()),
+            ChangeError::Store(StoreError::Rejected(s)) => ApiError::InvalidSettings(s.field_errors()),
+            ChangeError::Store(other) => ApiError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `GET /v3/connect/?id=TUNNEL` (*our design*): a WebSocket whose binary frames
+//! are relayed to the tunnel's target as one more stream of that tunnel, for
+//! clients that can only reach HTTP(S) ports.
+
+use super::{ApiError, ClientAddr, ConnectQuery};
+use crate::relay::{self, Counters, Direction, RelayError};
+use crate::state::Shared;
+use axum::Extension;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vdi_core::settings as rules;
+use vdi_wire::{ErrorBody, StreamVia};
+
+/// WebSocket relay to the tunnel's target (binary frames both ways).
+#[utoipa::path(get, path = "/v3/connect/", tag = "client",
+    security(("cli_key" = []), ("bearer" = [])),
+    params(ConnectQuery),
+    responses((status = 101, description = "Switching to WebSocket; binary frames are relayed"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such tunnel"),
+        (status = 503, body = ErrorBody, description = "The tunnel carries max_streams_per_tunnel streams")))]
+pub async fn connect(
+    State(gw): State<Shared>,
+    client: Option<Extension<ClientAddr>>,
+    Query(q): Query<ConnectQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
+    let tunnel = gw
+        .tunnels
+        .get(&q.id)
+        .ok_or_else(|| ApiError::NotFound(format!("no tunnel {}", q.id)))?;
+    let client = client.map(|c| c.0.0).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let s = gw.current();
+    let max = rules::max_streams_per_tunnel(&s);
+    let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
+    if tunnel.info(Duration::ZERO).streams.len() >= max as usize {
+        return Err(ApiError::StreamLimit(format!("tunnel {} carries {max} streams already", q.id)));
+    }
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let stream = match gw.tunnels.add_stream(&tunnel, client, StreamVia::Websocket, max) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::warn!(%client, reason = why, "websocket stream refused");
+                return;
+            }
+        };
+        let target = tunnel.req.target_addr;
+        let span = tracing::info_span!("stream", id = %crate::tunnel::stream_id(stream.id), via = "websocket");
+        let _enter = span.enter();
+        tracing::info!(%client, %target, "stream start");
+        drop(_enter);
+        let body = async {
+            let upstream = relay::connect(target, timeout).await?;
+            relay_ws(socket, upstream, &stream.counters).await
+        };
+        let run = tunnel.run_stream(stream.clone(), body);
+        tunnel.tasks().track_future(tracing::Instrument::instrument(run, span)).await;
+    }))
+}
+
+async fn relay_ws(socket: WebSocket, target: TcpStream, counters: &Counters) -> Result<(), RelayError> {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (mut tr, mut tw) = target.into_split();
+    let upstream = async {
+        while let Some(msg) = ws_rx.next().await {
+            match msg.map_err(std::io::Error::other)? {
+                Message::Binary(b) => {
+                    tw.write_all(&b).await?;
+                    counters.add(Direction::ToTarget, b.len());
+                }
+                Message::Close(_) => break,
+                Message::Text(_) => return Err(RelayError::Refused("text frames are not relayed; send binary frames".into())),
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+        tw.shutdown().await?;
+        Ok::<_, RelayError>(())
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; relay::BUF_SIZE];
+        loop {
+            let n = tr.read(&mut buf).await?;
+            if n == 0 {
+                let _ = ws_tx.send(Message::Close(None)).await;
+                return Ok::<_, RelayError>(());
+            }
+            ws_tx
+                .send(Message::Binary(axum::body::Bytes::copy_from_slice(&buf[..n])))
+                .await
+                .map_err(std::io::Error::other)?;
+            counters.add(Direction::ToClient, n);
+        }
+    };
+    tokio::try_join!(upstream, downstream)?;
+    Ok(())
+}

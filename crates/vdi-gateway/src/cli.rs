@@ -1,0 +1,192 @@
+//! Command line of `vdi-gateway`. `main` is a thin shell over this.
+
+use crate::store::{self, DEFAULT_DB_PATH, Store, StoreError};
+use clap::{Parser, Subcommand};
+use serde_json::Map;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use vdi_core::settings as rules;
+
+#[derive(Debug, Parser)]
+#[command(name = "vdi-gateway", version, about = "Space Gateway: remote access to virtual desktops")]
+pub struct Cli {
+    /// The settings database (SQLite).
+    #[arg(long, env = "VDI_GATEWAY_DB", default_value = DEFAULT_DB_PATH, global = true)]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (creates the database with fresh keys on first start).
+    Serve,
+    /// Show or change the settings document.
+    Settings {
+        #[command(subcommand)]
+        command: SettingsCommand,
+    },
+    /// Validate the database (for systemd's ExecStartPre); exit 1 if invalid.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Print the document as stored; keys are masked unless --reveal.
+    Show {
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Change fields: KEY=VALUE ... (lists as a,b or JSON; `null` resets an optional field).
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => serve(cli.db),
+        Command::Check => check(&cli.db),
+        Command::Settings { command: SettingsCommand::Show { reveal } } => show(&cli.db, reveal),
+        Command::Settings { command: SettingsCommand::Set { assignments } } => set(&cli.db, &assignments),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("vdi-gateway: {msg}");
+    ExitCode::FAILURE
+}
+
+fn check(db: &PathBuf) -> ExitCode {
+    match Store::open(db) {
+        Ok(_) => {
+            println!("{}: settings are valid", db.display());
+            ExitCode::SUCCESS
+        }
+        Err(StoreError::Invalid { path, source }) => {
+            eprintln!("{}: invalid settings:", path.display());
+            for e in source.field_errors() {
+                eprintln!("  {e}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn show(db: &PathBuf, reveal: bool) -> ExitCode {
+    match Store::open(db).and_then(|s| s.load()) {
+        Ok(settings) => {
+            let shown = if reveal { settings } else { rules::masked(&settings) };
+            println!("{}", rules::render_document(&shown));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
+    let mut patch = Map::new();
+    for a in assignments {
+        match rules::parse_assignment(a) {
+            Ok((k, v)) => {
+                patch.insert(k, v);
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    let store = match Store::open(db) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match store.update(&patch) {
+        Ok(change) if change.changed.is_empty() => {
+            println!("nothing changed");
+            ExitCode::SUCCESS
+        }
+        Ok(change) => {
+            println!("changed: {}", change.changed.join(", "));
+            println!("a running gateway applies this on `systemctl reload vdi-gateway` (SIGHUP)");
+            ExitCode::SUCCESS
+        }
+        Err(StoreError::Rejected(e)) => {
+            eprintln!("rejected, nothing was written:");
+            for f in e.field_errors() {
+                eprintln!("  {f}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn serve(db: PathBuf) -> ExitCode {
+    crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(serve_async(db)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
+    let (store, created) = Store::open_or_create(&db, store::first_start_settings)?;
+    if created {
+        tracing::info!(
+            db = %db.display(),
+            "created the settings database with fresh random keys; see them with `vdi-gateway --db {} settings show --reveal`",
+            db.display()
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    crate::run(store, shutdown, move |gw| {
+        let s = gw.current();
+        let scheme = if s.ssl { "https" } else { "http" };
+        for addr in gw.api_addrs() {
+            tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tokio::spawn(handle_signals(gw.clone(), signals));
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn handle_signals(gw: crate::Shared, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                match gw.reload().await {
+                    Ok(()) => tracing::info!("settings reloaded from the database"),
+                    Err(e) => tracing::error!(error = %e, "reload refused; the previous settings stay in force"),
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+}

@@ -1,0 +1,242 @@
+//! Moving bytes both ways between a client and a target, with half-close,
+//! bounded buffers (one per direction: a slow reader stalls its writer, which is
+//! the back-pressure), live byte counters, and PROXY header sniffing.
+
+use crate::metrics::Metrics;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vdi_core::proxy::{self, Verdict};
+
+/// Per-direction buffer. Also the most one stream holds in flight per direction.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// Live figures of one relayed stream, read by `get_connections`.
+#[derive(Debug)]
+pub struct Counters {
+    pub client: Mutex<SocketAddr>,
+    pub to_target: AtomicU64,
+    pub to_client: AtomicU64,
+    /// Unix time in milliseconds.
+    pub last_activity: AtomicI64,
+    metrics: Arc<Metrics>,
+}
+
+impl Counters {
+    pub fn new(client: SocketAddr, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client: Mutex::new(client),
+            to_target: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+            last_activity: AtomicI64::new(now_millis()),
+            metrics,
+        }
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        *self.client.lock().unwrap()
+    }
+
+    pub fn add(&self, dir: Direction, n: usize) {
+        let n = n as u64;
+        match dir {
+            Direction::ToTarget => self.to_target.fetch_add(n, Ordering::Relaxed),
+            Direction::ToClient => self.to_client.fetch_add(n, Ordering::Relaxed),
+        };
+        self.metrics.bytes(dir, n);
+        self.last_activity.store(now_millis(), Ordering::Relaxed);
+    }
+}
+
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToTarget,
+    ToClient,
+}
+
+/// How to treat a PROXY header at the start of the client's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sniffing {
+    pub peer: SocketAddr,
+    pub trusted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads the first bytes until the PROXY verdict is known. `buf` receives the
+/// bytes read. End of stream before a verdict counts as no header.
+pub async fn sniff_from<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    s: Sniffing,
+) -> io::Result<Verdict> {
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(v) = proxy::decide(&proxy::sniff(buf), s.peer, s.trusted) {
+            return Ok(v);
+        }
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Verdict::Plain);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Relays until both directions have ended (each end's EOF is passed on as a
+/// half-close) or either side fails. With `sniff`, a PROXY header at the start of
+/// the client's bytes is stripped (trusted peer, the real client is recorded) or
+/// ends the relay (untrusted peer).
+pub async fn relay<C, T>(
+    client: C,
+    target: T,
+    counters: &Counters,
+    sniff: Option<Sniffing>,
+) -> Result<(), RelayError>
+where
+    C: AsyncRead + AsyncWrite,
+    T: AsyncRead + AsyncWrite,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut tr, mut tw) = tokio::io::split(target);
+    let upstream = async {
+        if let Some(s) = sniff {
+            let mut first = Vec::new();
+            match sniff_from(&mut cr, &mut first, s).await? {
+                Verdict::Plain => write_counted(&mut tw, &first, counters, Direction::ToTarget).await?,
+                Verdict::Proxied { len, client } => {
+                    *counters.client.lock().unwrap() = client;
+                    tracing::info!(%client, via = %s.peer, "client address from PROXY header");
+                    write_counted(&mut tw, &first[len..], counters, Direction::ToTarget).await?;
+                }
+                Verdict::Refuse(why) => return Err(RelayError::Refused(why)),
+            }
+        }
+        copy_counted(&mut cr, &mut tw, counters, Direction::ToTarget).await?;
+        Ok::<_, RelayError>(())
+    };
+    let downstream = async {
+        copy_counted(&mut tr, &mut cw, counters, Direction::ToClient).await?;
+        Ok::<_, RelayError>(())
+    };
+    tokio::try_join!(upstream, downstream)?;
+    Ok(())
+}
+
+async fn write_counted<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    counters: &Counters,
+    dir: Direction,
+) -> io::Result<()> {
+    if !bytes.is_empty() {
+        w.write_all(bytes).await?;
+        counters.add(dir, bytes.len());
+    }
+    Ok(())
+}
+
+/// Copies until EOF, then shuts the writer down (half-close).
+async fn copy_counted<R, W>(r: &mut R, w: &mut W, counters: &Counters, dir: Direction) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        counters.add(dir, n);
+    }
+}
+
+/// Socket options for every relayed TCP connection: no Nagle delay for
+/// interactive desktop traffic, keepalive to notice vanished peers.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+/// Connects to a target with a time limit, tuned for relaying.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {timeout:?}")))??;
+    tune(&stream);
+    Ok(stream)
+}
+
+/// A stream that first yields bytes already read from it (after sniffing).
+pub struct Rewind<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self { prefix, pos: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

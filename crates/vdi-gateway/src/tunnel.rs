@@ -1,0 +1,475 @@
+//! Tunnels: one allocated port bound to one target, carrying any number of TCP
+//! streams (and WebSocket streams from `/v3/connect/`). See `docs/tunnels.md`.
+//!
+//! Task tree: each tunnel owns a `TaskTracker` holding its accept loops, its
+//! lifecycle task and its streams; its `CancellationToken` is a child of the
+//! gateway's, so shutdown reaches every stream.
+
+use crate::metrics::Metrics;
+use crate::relay::{self, Counters, RelayError, Sniffing};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use vdi_core::lifecycle::{self, Lifecycle};
+use vdi_core::ports::PortPool;
+use vdi_core::proxy;
+use vdi_core::settings as rules;
+use vdi_wire::{Settings, StreamInfo, StreamVia, TunnelInfo, TunnelState};
+
+pub struct Registry {
+    inner: Mutex<Inner>,
+    next_stream: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+struct Inner {
+    pool: PortPool,
+    tunnels: HashMap<String, Arc<Tunnel>>,
+}
+
+/// What `open_connection` asks for, after the target was resolved and allowed.
+#[derive(Debug, Clone)]
+pub struct OpenRequest {
+    pub target_host: String,
+    pub target_port: u16,
+    pub target_addr: SocketAddr,
+    pub protocol: Option<String>,
+    pub vm_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("no free port: all {size} ports of {start}-{stop} are in use or unavailable")]
+    NoFreePort { start: u16, stop: u16, size: usize },
+}
+
+pub struct Tunnel {
+    pub id: String,
+    pub port: u16,
+    pub req: OpenRequest,
+    pub created_at: DateTime<Utc>,
+    token: CancellationToken,
+    tasks: TaskTracker,
+    /// Set once every listener and stream of the tunnel is gone.
+    closed: CancellationToken,
+    life: Mutex<Life>,
+    streams: Mutex<BTreeMap<u64, Arc<Stream>>>,
+    changed: Notify,
+}
+
+struct Life {
+    reserved_until: Instant,
+    last_stream_end: Option<Instant>,
+}
+
+pub struct Stream {
+    pub id: u64,
+    pub via: StreamVia,
+    pub started_at: DateTime<Utc>,
+    pub counters: Counters,
+    token: CancellationToken,
+    done: CancellationToken,
+}
+
+pub fn stream_id(n: u64) -> String {
+    format!("s{n}")
+}
+
+impl Registry {
+    pub fn new(range: std::ops::RangeInclusive<u16>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                pool: PortPool::new(range),
+                tunnels: HashMap::new(),
+            }),
+            next_stream: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    pub fn set_range(&self, range: std::ops::RangeInclusive<u16>) {
+        self.inner.lock().unwrap().pool.set_range(range);
+    }
+
+    /// (tunnels, streams, ports in use, ports free)
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        let streams = inner.tunnels.values().map(|t| t.streams.lock().unwrap().len()).sum();
+        (inner.tunnels.len(), streams, inner.pool.in_use(), inner.pool.free())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Tunnel>> {
+        let t = self.inner.lock().unwrap().tunnels.get(id).cloned();
+        t.filter(|t| !t.token.is_cancelled())
+    }
+
+    pub fn all(&self) -> Vec<Arc<Tunnel>> {
+        let mut all: Vec<_> = self.inner.lock().unwrap().tunnels.values().cloned().collect();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        all
+    }
+
+    /// The open tunnel for the same vm and target, if any, reserved anew.
+    pub fn reuse(&self, req: &OpenRequest, ttl: Duration) -> Option<Arc<Tunnel>> {
+        let inner = self.inner.lock().unwrap();
+        let t = inner.tunnels.values().find(|t| {
+            !t.token.is_cancelled()
+                && t.req.vm_id == req.vm_id
+                && t.req.target_host == req.target_host
+                && t.req.target_port == req.target_port
+                && t.req.protocol == req.protocol
+        })?;
+        t.reserve(ttl);
+        Some(t.clone())
+    }
+
+    /// Allocates a port, binds it on every local address and starts the tunnel.
+    pub fn open(
+        self: &Arc<Self>,
+        req: OpenRequest,
+        local_addrs: &[IpAddr],
+        settings: watch::Receiver<Arc<Settings>>,
+        parent: &CancellationToken,
+    ) -> Result<Arc<Tunnel>, OpenError> {
+        let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&settings.borrow()));
+        let mut inner = self.inner.lock().unwrap();
+        let candidates: Vec<u16> = inner.pool.candidates().collect();
+        let bound = candidates
+            .into_iter()
+            .find_map(|port| bind_all(local_addrs, port).ok().map(|ls| (port, ls)));
+        let Some((port, listeners)) = bound else {
+            let range = inner.pool.range();
+            return Err(OpenError::NoFreePort {
+                start: *range.start(),
+                stop: *range.end(),
+                size: range.count(),
+            });
+        };
+        inner.pool.claim(port);
+        let tunnel = Arc::new(Tunnel {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            port,
+            req,
+            created_at: Utc::now(),
+            token: parent.child_token(),
+            tasks: TaskTracker::new(),
+            closed: CancellationToken::new(),
+            life: Mutex::new(Life {
+                reserved_until: Instant::now() + ttl,
+                last_stream_end: None,
+            }),
+            streams: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+        });
+        inner.tunnels.insert(tunnel.id.clone(), tunnel.clone());
+        drop(inner);
+        self.metrics.tunnels_opened.inc();
+        let span = tracing::info_span!("tunnel", id = %tunnel.id, port);
+        tracing::info!(
+            parent: &span,
+            target = %tunnel.req.target_addr,
+            target_host = %tunnel.req.target_host,
+            vm_id = tunnel.req.vm_id.as_deref().unwrap_or("-"),
+            protocol = tunnel.req.protocol.as_deref().unwrap_or("-"),
+            "tunnel open"
+        );
+        for listener in listeners {
+            let (reg, t, s) = (self.clone(), tunnel.clone(), settings.clone());
+            tunnel
+                .tasks
+                .spawn(accept_loop(reg, t, listener, s).instrument(span.clone()));
+        }
+        let (reg, t) = (self.clone(), tunnel.clone());
+        // The lifecycle task is not in the tunnel's tracker: it waits for it.
+        tokio::spawn(lifecycle_task(reg, t, settings).instrument(span));
+        Ok(tunnel)
+    }
+
+    fn remove(&self, t: &Tunnel) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.tunnels.remove(&t.id);
+        inner.pool.release(t.port);
+    }
+
+    /// Finds a stream by its id (`s42`).
+    pub fn find_stream(&self, id: &str) -> Option<(Arc<Tunnel>, Arc<Stream>)> {
+        let n: u64 = id.strip_prefix('s')?.parse().ok()?;
+        self.all().into_iter().find_map(|t| {
+            let s = t.streams.lock().unwrap().get(&n).cloned();
+            s.map(|s| (t, s))
+        })
+    }
+
+    /// Registers a new stream of `t`, unless the tunnel is closing or full.
+    pub fn add_stream(
+        &self,
+        t: &Arc<Tunnel>,
+        client: SocketAddr,
+        via: StreamVia,
+        max: u32,
+    ) -> Result<Arc<Stream>, &'static str> {
+        let mut streams = t.streams.lock().unwrap();
+        if t.token.is_cancelled() {
+            return Err("tunnel is closing");
+        }
+        if streams.len() >= max as usize {
+            return Err("tunnel has max_streams_per_tunnel streams already");
+        }
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let s = Arc::new(Stream {
+            id,
+            via,
+            started_at: Utc::now(),
+            counters: Counters::new(client, self.metrics.clone()),
+            token: t.token.child_token(),
+            done: CancellationToken::new(),
+        });
+        streams.insert(id, s.clone());
+        self.metrics.streams_accepted.inc();
+        drop(streams);
+        t.changed.notify_one();
+        Ok(s)
+    }
+}
+
+impl Tunnel {
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    fn reserve(&self, ttl: Duration) {
+        let mut life = self.life.lock().unwrap();
+        life.reserved_until = life.reserved_until.max(Instant::now() + ttl);
+        drop(life);
+        self.changed.notify_one();
+    }
+
+    fn phase(&self, idle: Duration) -> (TunnelState, Option<Instant>) {
+        let live_streams = self.streams.lock().unwrap().len();
+        let life = self.life.lock().unwrap();
+        lifecycle::phase(
+            &Lifecycle {
+                reserved_until: life.reserved_until,
+                last_stream_end: life.last_stream_end,
+                live_streams,
+            },
+            idle,
+        )
+    }
+
+    /// Closes the tunnel and waits until its port is free again. Returns the ids
+    /// of the streams it closed.
+    pub async fn close(&self) -> Vec<String> {
+        let ids = self
+            .streams
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|n| stream_id(*n))
+            .collect();
+        self.token.cancel();
+        self.closed.cancelled().await;
+        ids
+    }
+
+    /// Ends the stream `s` of this tunnel and waits until it is gone.
+    pub async fn close_stream(&self, s: &Stream) {
+        s.token.cancel();
+        s.done.cancelled().await;
+    }
+
+    pub fn info(&self, idle: Duration) -> TunnelInfo {
+        let (state, deadline) = self.phase(idle);
+        let streams = self.streams.lock().unwrap().values().map(|s| s.info()).collect();
+        TunnelInfo {
+            id: self.id.clone(),
+            port: self.port,
+            target_host: self.req.target_host.clone(),
+            target_port: self.req.target_port,
+            target_addr: self.req.target_addr.to_string(),
+            protocol: self.req.protocol.clone(),
+            vm_id: self.req.vm_id.clone(),
+            created_at: self.created_at,
+            state,
+            expires_at: deadline.map(to_utc),
+            streams,
+        }
+    }
+
+    /// When the tunnel expires if nothing happens, for `open_connection`'s answer.
+    pub fn expires_at(&self, idle: Duration) -> DateTime<Utc> {
+        let reserved = self.life.lock().unwrap().reserved_until;
+        to_utc(self.phase(idle).1.unwrap_or(reserved))
+    }
+
+    /// Runs one stream (TCP or WebSocket) to its end, then unregisters it.
+    pub async fn run_stream<F>(&self, s: Arc<Stream>, body: F)
+    where
+        F: Future<Output = Result<(), RelayError>>,
+    {
+        let outcome = tokio::select! {
+            r = body => r.map_err(|e| e.to_string()),
+            _ = s.token.cancelled() => Err("disconnected".to_string()),
+        };
+        let secs = (Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0;
+        let (to_target, to_client) = (
+            s.counters.to_target.load(Ordering::Relaxed),
+            s.counters.to_client.load(Ordering::Relaxed),
+        );
+        let client = s.counters.client();
+        match outcome {
+            Ok(()) => tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, "stream end"),
+            Err(why) => tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, reason = %why, "stream end"),
+        }
+        self.streams.lock().unwrap().remove(&s.id);
+        self.life.lock().unwrap().last_stream_end = Some(Instant::now());
+        s.done.cancel();
+        self.changed.notify_one();
+    }
+}
+
+impl Stream {
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            id: stream_id(self.id),
+            client_addr: self.counters.client().to_string(),
+            via: self.via,
+            started_at: self.started_at,
+            bytes_to_target: self.counters.to_target.load(Ordering::Relaxed),
+            bytes_to_client: self.counters.to_client.load(Ordering::Relaxed),
+            last_activity: DateTime::from_timestamp_millis(
+                self.counters.last_activity.load(Ordering::Relaxed),
+            )
+            .unwrap_or(self.started_at),
+        }
+    }
+}
+
+fn to_utc(at: Instant) -> DateTime<Utc> {
+    let now = Instant::now();
+    let delta = if at >= now {
+        chrono::Duration::from_std(at - now).unwrap_or_default()
+    } else {
+        -chrono::Duration::from_std(now - at).unwrap_or_default()
+    };
+    Utc::now() + delta
+}
+
+/// Binds `port` on every address, or on none.
+fn bind_all(addrs: &[IpAddr], port: u16) -> std::io::Result<Vec<TcpListener>> {
+    addrs.iter().map(|ip| bind(SocketAddr::new(*ip, port))).collect()
+}
+
+/// A listening socket with SO_REUSEADDR, so a port freed a moment ago binds again.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(
+    reg: Arc<Registry>,
+    t: Arc<Tunnel>,
+    listener: TcpListener,
+    settings: watch::Receiver<Arc<Settings>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = t.token.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (sock, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    _ = t.token.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let s = settings.borrow().clone();
+        let trusted = proxy::is_trusted(peer.ip(), &s.internal_addrs);
+        let max = rules::max_streams_per_tunnel(&s);
+        let connect_timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
+        let stream = match reg.add_stream(&t, peer, StreamVia::Tcp, max) {
+            Ok(stream) => stream,
+            Err(why) => {
+                reg.metrics.refused("stream_limit");
+                tracing::warn!(%peer, reason = why, "stream refused");
+                continue;
+            }
+        };
+        relay::tune(&sock);
+        let span = tracing::info_span!("stream", id = %stream_id(stream.id));
+        let t2 = t.clone();
+        let target = t.req.target_addr;
+        let metrics = reg.metrics.clone();
+        t.tasks.spawn(
+            async move {
+                tracing::info!(%peer, %target, "stream start");
+                let body = async {
+                    let upstream = relay::connect(target, connect_timeout).await?;
+                    let sniff = Some(Sniffing { peer, trusted });
+                    let r = relay::relay(sock, upstream, &stream.counters, sniff).await;
+                    if let Err(RelayError::Refused(_)) = &r {
+                        metrics.refused("proxy_header");
+                    }
+                    r
+                };
+                t2.run_stream(stream.clone(), body).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn lifecycle_task(reg: Arc<Registry>, t: Arc<Tunnel>, mut settings: watch::Receiver<Arc<Settings>>) {
+    let reason = loop {
+        let idle = Duration::from_secs(rules::tunnel_idle_secs(&settings.borrow()));
+        let (state, deadline) = t.phase(idle);
+        let changed = t.changed.notified();
+        let expire = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = t.token.cancelled() => break "closed",
+            _ = changed => continue,
+            r = settings.changed() => if r.is_err() { break "shutdown" } else { continue },
+            _ = expire => {
+                // Re-check: a stream may have arrived at the same instant.
+                if t.phase(idle).1.is_some_and(|at| at <= Instant::now()) {
+                    break match state { TunnelState::Waiting => "no stream came (ttl)", _ => "idle" };
+                }
+            }
+        }
+    };
+    t.token.cancel();
+    t.tasks.close();
+    t.tasks.wait().await;
+    reg.remove(&t);
+    t.closed.cancel();
+    tracing::info!(reason, "tunnel closed");
+}
+
+/// Connects a stand-alone stream (WebSocket) and relays it as a stream of `t`.
+pub async fn connect_target(t: &Tunnel, timeout: Duration) -> std::io::Result<TcpStream> {
+    relay::connect(t.req.target_addr, timeout).await
+}
