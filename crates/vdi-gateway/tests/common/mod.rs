@@ -1,0 +1,225 @@
+//! Test harness: real gateways on unique loopback addresses (any 127/8 address
+//! is local on Linux, so every gateway in every test process gets its own IP and
+//! can use the product's fixed ports), and honest stand-ins for the desktop and
+//! the dispatcher.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use vdi_gateway::{Shared, Store};
+
+/// A loopback address no other test (thread or process) uses.
+pub fn unique_loopback() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = std::process::id() * 64 + NEXT.fetch_add(1, Ordering::Relaxed) % 64;
+    let n = n % (1 << 24);
+    let n = if n < 256 { n + 256 } else { n };
+    IpAddr::from([127, (n >> 16) as u8, (n >> 8) as u8, n as u8])
+}
+
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("vdi-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct TestGateway {
+    pub ip: IpAddr,
+    pub base: String,
+    pub api_key: String,
+    pub cli_key: String,
+    pub gw: Shared,
+    pub db: PathBuf,
+    pub shutdown: CancellationToken,
+    pub done: tokio::task::JoinHandle<()>,
+    pub http: reqwest::Client,
+    _dir: TempDir,
+}
+
+/// Starts a gateway on a fresh loopback address with `patch` applied to the
+/// defaults (ports 21000-21009, allowed_targets 127.0.0.1/32).
+pub async fn start(patch: Value) -> TestGateway {
+    start_on(unique_loopback(), patch).await
+}
+
+pub async fn start_on(ip: IpAddr, patch: Value) -> TestGateway {
+    let dir = TempDir::new();
+    let db = dir.0.join("settings.db");
+    let (store, _) = Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
+    let mut base_patch = json!({
+        "internal_addrs": [ip.to_string()],
+        "public_addr": ip.to_string(),
+        "virtual_addr": ip.to_string(),
+        "port_range_start": 21000,
+        "port_range_stop": 21009,
+        "allowed_targets": ["127.0.0.1/32"],
+    });
+    for (k, v) in patch.as_object().unwrap() {
+        base_patch[k] = v.clone();
+    }
+    store.update(base_patch.as_object().unwrap()).unwrap();
+    let s = store.load().unwrap();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        vdi_gateway::run(store, token, move |gw| {
+            let _ = tx.send(gw.clone());
+        })
+        .await
+        .expect("gateway runs");
+    });
+    let gw = rx.await.expect("gateway became ready");
+    let scheme = if s.ssl { "https" } else { "http" };
+    TestGateway {
+        ip,
+        base: format!("{scheme}://{}", SocketAddr::new(ip, s.api_port)),
+        api_key: s.api_key.expose().to_string(),
+        cli_key: s.cli_key.expose().to_string(),
+        gw,
+        db,
+        shutdown,
+        done,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).header("api_key", key).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, header: &str, key: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).header(header, key).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn open(&self, target: SocketAddr, vm: Option<&str>) -> (u16, Value) {
+        let mut body = json!({"target_host": target.ip().to_string(), "target_port": target.port()});
+        if let Some(vm) = vm {
+            body["vm_id"] = json!(vm);
+        }
+        self.post("/v3/open_connection/", "cli_key", &self.cli_key.clone(), body).await
+    }
+
+    pub async fn connections(&self) -> Value {
+        let (status, body) = self.get("/v3/get_connections/", &self.api_key).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn tunnel(&self, id: &str) -> Option<Value> {
+        let c = self.connections().await;
+        c["tunnels"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned()
+    }
+
+    /// Polls `get_connections` until `cond` holds (bounded: 15 s).
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let c = self.connections().await;
+            if cond(&c) {
+                return c;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {c}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.done.await.unwrap();
+    }
+}
+
+/// The desktop stand-in: echoes every byte back, and on EOF closes its side
+/// (so half-close is visible). Counts connections it has seen.
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub accepted: tokio::sync::watch::Receiver<usize>,
+}
+
+pub async fn echo_server(ip: IpAddr) -> Echo {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tx.send_modify(|n| *n += 1);
+            tokio::spawn(async move {
+                let (mut r, mut w) = sock.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Echo { addr, accepted: rx }
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    let mut x: u64 = 0x9e3779b97f4a7c15 ^ n as u64 ^ rand_seed();
+    for b in v.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    v
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+pub fn sha(b: &[u8]) -> Vec<u8> {
+    Sha256::digest(b).to_vec()
+}
+
+/// Sends `data` through `sock` to the echo target, half-closes, and reads
+/// everything back until EOF. Returns what came back.
+pub async fn echo_round_trip(mut sock: TcpStream, data: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = sock.split();
+    let send = async {
+        w.write_all(data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let recv = async {
+        let mut back = Vec::with_capacity(data.len());
+        r.read_to_end(&mut back).await.unwrap();
+        back
+    };
+    let ((), back) = tokio::join!(send, recv);
+    back
+}
+
+/// True when nothing listens on the address any more (and it can be bound).
+pub fn port_is_free(addr: SocketAddr) -> bool {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&addr.into()).is_ok()
+}
