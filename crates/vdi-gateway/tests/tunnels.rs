@@ -1,0 +1,409 @@
+//! Tunnels end to end: real sockets, a real gateway, an echo desktop stand-in.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MB10: usize = 10 * 1024 * 1024;
+
+fn tunnel_addr(g: &TestGateway, opened: &serde_json::Value) -> SocketAddr {
+    assert_eq!(opened["address"], g.ip.to_string());
+    SocketAddr::new(g.ip, opened["port"].as_u64().unwrap() as u16)
+}
+
+#[tokio::test]
+async fn ten_megabytes_each_way_counted_then_disconnected() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (s, opened) = g.open(desk.addr, Some("vm-1")).await;
+    assert_eq!(s, 200, "{opened}");
+    let id = opened["id"].as_str().unwrap().to_string();
+    let addr = tunnel_addr(&g, &opened);
+    let t = g.tunnel(&id).await.unwrap();
+    assert_eq!(t["state"], "waiting");
+    assert_eq!(t["target_port"], desk.addr.port());
+    assert_eq!(t["vm_id"], "vm-1");
+
+    // 10 MB out, 10 MB back, with checksums; the stream half-closes.
+    let data = random_bytes(MB10);
+    let sock = TcpStream::connect(addr).await.unwrap();
+    let local = sock.local_addr().unwrap();
+    let back = echo_round_trip(sock, &data).await;
+    assert_eq!(back.len(), MB10);
+    assert_eq!(sha(&back), sha(&data));
+
+    // A second, long-lived stream: listed with exact counts while it runs.
+    let mut live = TcpStream::connect(addr).await.unwrap();
+    live.write_all(b"hello desktop").await.unwrap();
+    let mut buf = [0u8; 13];
+    live.read_exact(&mut buf).await.unwrap();
+    let c = g
+        .wait_for("the live stream's counters", |c| {
+            c["tunnels"][0]["streams"].as_array().is_some_and(|s| {
+                s.len() == 1 && s[0]["bytes_to_target"] == 13 && s[0]["bytes_to_client"] == 13
+            })
+        })
+        .await;
+    let t = &c["tunnels"][0];
+    assert_eq!(t["state"], "active");
+    assert!(t.get("expires_at").is_none(), "an active tunnel does not expire: {t}");
+    assert_eq!(t["streams"][0]["client_addr"], live.local_addr().unwrap().to_string());
+    assert_eq!(t["streams"][0]["via"], "tcp");
+    assert_ne!(local, live.local_addr().unwrap());
+
+    // The first stream's totals reached the metrics exactly.
+    let metrics = g.http.get(g.url("/metrics")).bearer_auth(&g.api_key).send().await.unwrap().text().await.unwrap();
+    let total = 13 + MB10;
+    assert!(metrics.contains(&format!("vdi_gateway_bytes_relayed_total{{direction=\"to_target\"}} {total}")), "{metrics}");
+    assert!(metrics.contains(&format!("vdi_gateway_bytes_relayed_total{{direction=\"to_client\"}} {total}")), "{metrics}");
+
+    // Disconnect the tunnel: both ends close, the port is free again.
+    let stream_id = t["streams"][0]["id"].as_str().unwrap().to_string();
+    let (s, closed) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"tunnel_id": id})).await;
+    assert_eq!(s, 200);
+    assert_eq!(closed, json!({"tunnels": [id], "streams": [stream_id]}));
+    let n = live.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the client side was closed");
+    assert!(g.tunnel(&id).await.is_none());
+    assert!(port_is_free(addr), "port {addr} is free again");
+    assert!(TcpStream::connect(addr).await.is_err(), "nothing listens on the old port");
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!((h["tunnels"].as_u64(), h["ports_in_use"].as_u64()), (Some(0), Some(0)));
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_one_stream_leaves_the_others() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let addr = tunnel_addr(&g, &opened);
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    for s in [&mut a, &mut b] {
+        s.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+    }
+    let c = g.wait_for("two streams", |c| c["tunnels"][0]["streams"].as_array().is_some_and(|s| s.len() == 2)).await;
+    let a_local = a.local_addr().unwrap().to_string();
+    let a_id = c["tunnels"][0]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["client_addr"] == a_local)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, closed) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"stream_id": a_id})).await;
+    assert_eq!((s, closed), (200, json!({"tunnels": [], "streams": [a_id]})));
+    let mut buf = [0u8; 1];
+    assert_eq!(a.read(&mut buf).await.unwrap_or(0), 0);
+    b.write_all(b"y").await.unwrap();
+    b.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"y");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn many_streams_in_one_tunnel() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, Some("spice-vm")).await;
+    let addr = tunnel_addr(&g, &opened);
+    let runs = (0..16).map(|i| async move {
+        let data = random_bytes(100_000 + i);
+        let back = echo_round_trip(TcpStream::connect(addr).await.unwrap(), &data).await;
+        assert_eq!(sha(&back), sha(&data));
+    });
+    futures_util::future::join_all(runs).await;
+    assert_eq!(*desk.accepted.borrow(), 16);
+    let c = g.wait_for("streams to finish", |c| c["tunnels"][0]["state"] == "idle").await;
+    assert_eq!(c["tunnels"].as_array().unwrap().len(), 1);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn stream_limit_per_tunnel() {
+    let g = start(json!({"max_streams_per_tunnel": 2})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let addr = tunnel_addr(&g, &opened);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"k").await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(third.read(&mut buf).await.unwrap_or(0), 0, "the third stream is closed at once");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn same_vm_and_target_reuse_the_tunnel() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, a) = g.open(desk.addr, Some("vm-7")).await;
+    let (_, b) = g.open(desk.addr, Some("vm-7")).await;
+    let (_, c) = g.open(desk.addr, Some("vm-8")).await;
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["port"], b["port"]);
+    assert_ne!(a["id"], c["id"]);
+    assert_ne!(a["port"], c["port"]);
+    assert_eq!(g.connections().await["tunnels"].as_array().unwrap().len(), 2);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_tunnel_no_stream_reached_expires() {
+    let g = start(json!({"tunnel_ttl_secs": 1})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let addr = tunnel_addr(&g, &opened);
+    let expires: chrono::DateTime<chrono::Utc> = opened["expires_at"].as_str().unwrap().parse().unwrap();
+    let ttl = expires - chrono::Utc::now();
+    assert!(ttl <= chrono::Duration::seconds(1) && ttl > chrono::Duration::zero(), "{ttl}");
+    g.wait_for("the tunnel to expire", |c| c["tunnels"].as_array().unwrap().is_empty()).await;
+    assert!(port_is_free(addr));
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["ports_in_use"], 0);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_tunnel_idles_out_after_its_last_stream() {
+    let g = start(json!({"tunnel_ttl_secs": 1, "tunnel_idle_secs": 2})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let id = opened["id"].as_str().unwrap().to_string();
+    let addr = tunnel_addr(&g, &opened);
+    let sock = TcpStream::connect(addr).await.unwrap();
+    // Hold the stream past the ttl: an active tunnel does not expire.
+    g.wait_for("the stream", |c| c["tunnels"][0]["state"] == "active").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(g.tunnel(&id).await.is_some(), "active tunnel outlived its ttl");
+    assert_eq!(echo_round_trip(sock, b"bye").await, b"bye");
+    let idle = g.wait_for("idle state", |c| c["tunnels"][0]["state"] == "idle").await;
+    assert!(idle["tunnels"][0]["expires_at"].is_string());
+    g.wait_for("the tunnel to idle out", |c| c["tunnels"].as_array().unwrap().is_empty()).await;
+    assert!(port_is_free(addr));
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn port_exhaustion_answers_503() {
+    let g = start(json!({"port_range_start": 21000, "port_range_stop": 21001})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    assert_eq!(g.open(desk.addr, Some("a")).await.0, 200);
+    assert_eq!(g.open(desk.addr, Some("b")).await.0, 200);
+    let (s, body) = g.open(desk.addr, Some("c")).await;
+    assert_eq!(s, 503);
+    assert_eq!(body["code"], "no_free_port");
+    assert!(body["message"].as_str().unwrap().contains("21000-21001"), "{body}");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_port_taken_by_another_program_is_skipped() {
+    let ip = unique_loopback();
+    let squatter = std::net::TcpListener::bind((ip, 21000)).unwrap();
+    let g = start_on(ip, json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (s, opened) = g.open(desk.addr, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(opened["port"], 21001);
+    drop(squatter);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn allow_list_refusals() {
+    let g = start(json!({"allowed_targets": ["10.0.0.0/8", "192.168.0.0/16"]})).await;
+    for (host, needle) in [
+        ("127.0.0.1", "loopback"),
+        ("8.8.8.8", "not in the allowed target networks"),
+        ("169.254.169.254", "link-local"),
+        ("localhost", "loopback"),
+    ] {
+        let (s, body) = g.post("/v3/open_connection/", "cli_key", &g.cli_key.clone(), json!({"target_host": host, "target_port": 5900})).await;
+        assert_eq!((s, body["code"].as_str()), (403, Some("target_not_allowed")), "{host}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(needle), "{host}: {body}");
+    }
+    let (s, body) = g.post("/v3/open_connection/", "cli_key", &g.cli_key.clone(), json!({"target_host": "", "target_port": 5900})).await;
+    assert_eq!((s, body["code"].as_str()), (400, Some("bad_request")));
+    let (s, body) = g.post("/v3/open_connection/", "cli_key", &g.cli_key.clone(), json!({"target_host": "no-such-host.invalid", "target_port": 5900})).await;
+    assert_eq!((s, body["code"].as_str()), (422, Some("unresolvable_target")), "{body}");
+    assert!(g.connections().await["tunnels"].as_array().unwrap().is_empty());
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn own_loopback_address_is_refused_unless_listed() {
+    let ip = unique_loopback();
+    let broad = start_on(ip, json!({"allowed_targets": ["127.0.0.1/32", "10.0.0.0/8"]})).await;
+    let (s, body) = broad
+        .post("/v3/open_connection/", "cli_key", &broad.cli_key.clone(), json!({"target_host": ip.to_string(), "target_port": 8000}))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("loopback"), "{body}");
+    broad.stop().await;
+}
+
+#[tokio::test]
+async fn disabled_gateway_refuses_new_tunnels_but_keeps_streams() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let addr = tunnel_addr(&g, &opened);
+    let mut live = TcpStream::connect(addr).await.unwrap();
+    live.write_all(b"1").await.unwrap();
+    let mut one = [0u8; 1];
+    live.read_exact(&mut one).await.unwrap();
+    let (s, _) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"is_enabled": false})).await;
+    assert_eq!(s, 200);
+    let (s, body) = g.open(desk.addr, Some("other")).await;
+    assert_eq!((s, body["code"].as_str()), (503, Some("gateway_disabled")));
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["status"], "disabled");
+    live.write_all(b"2").await.unwrap();
+    live.read_exact(&mut one).await.unwrap();
+    assert_eq!(&one, b"2", "the running stream goes on");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn narrowing_the_range_keeps_running_tunnels() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let mut ports = Vec::new();
+    for vm in ["a", "b", "c"] {
+        let (_, o) = g.open(desk.addr, Some(vm)).await;
+        ports.push(o["port"].as_u64().unwrap() as u16);
+    }
+    assert_eq!(ports, [21000, 21001, 21002]);
+    let (s, _) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"port_range_stop": 21001})).await;
+    assert_eq!(s, 200);
+    // The tunnel on 21002 is outside the range now, and still relays.
+    let back = echo_round_trip(TcpStream::connect((g.ip, 21002)).await.unwrap(), b"still here").await;
+    assert_eq!(back, b"still here");
+    let (s, body) = g.open(desk.addr, Some("d")).await;
+    assert_eq!((s, body["code"].as_str()), (503, Some("no_free_port")));
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!((h["ports_in_use"].as_u64(), h["ports_free"].as_u64()), (Some(3), Some(0)));
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_streams_relay_bytes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let id = opened["id"].as_str().unwrap();
+    let url = format!("ws://{}:8000/v3/connect/?id={id}", g.ip);
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut().insert("cli_key", g.cli_key.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let data = random_bytes(300_000);
+    for chunk in data.chunks(50_000) {
+        ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+    }
+    let mut back = Vec::new();
+    while back.len() < data.len() {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(b) => back.extend_from_slice(&b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(sha(&back), sha(&data));
+    let c = g.wait_for("the websocket stream", |c| c["tunnels"][0]["streams"][0]["bytes_to_client"] == 300_000).await;
+    let s = &c["tunnels"][0]["streams"][0];
+    assert_eq!(s["via"], "websocket");
+    assert_eq!(s["bytes_to_target"], 300_000);
+    assert!(s["client_addr"].as_str().unwrap().starts_with("127.0.0.1:") || s["client_addr"].as_str().unwrap().starts_with(&g.ip.to_string()));
+    ws.close(None).await.unwrap();
+    g.wait_for("the stream to end", |c| c["tunnels"][0]["state"] == "idle").await;
+    // Wrong role and unknown tunnel.
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut().insert("cli_key", g.api_key.parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    let mut req = format!("ws://{}:8000/v3/connect/?id=nope", g.ip).into_client_request().unwrap();
+    req.headers_mut().insert("cli_key", g.cli_key.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxy_header_gives_the_real_client() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let addr = tunnel_addr(&g, &opened);
+    // Loopback is a trusted peer (HAProxy on this node).
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let header = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        ("203.0.113.7:51000".parse::<SocketAddr>().unwrap(), addr),
+    )
+    .build()
+    .unwrap();
+    sock.write_all(&header).await.unwrap();
+    sock.write_all(b"payload").await.unwrap();
+    let mut buf = [0u8; 7];
+    sock.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"payload", "the header is stripped, the payload relayed");
+    let c = g
+        .wait_for("the real client", |c| c["tunnels"][0]["streams"][0]["client_addr"] == "203.0.113.7:51000")
+        .await;
+    assert_eq!(c["tunnels"][0]["streams"][0]["bytes_to_target"], 7);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn server_first_protocols_work_without_client_bytes() {
+    // A VNC-like desktop speaks first; the gateway must not wait for the client.
+    let g = start(json!({})).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let desk = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"RFB 003.008\n").await.unwrap();
+        let mut keep = [0u8; 1];
+        let _ = s.read(&mut keep).await;
+    });
+    let (_, opened) = g.open(desk, None).await;
+    let mut sock = TcpStream::connect(tunnel_addr(&g, &opened)).await.unwrap();
+    let mut banner = [0u8; 12];
+    sock.read_exact(&mut banner).await.unwrap();
+    assert_eq!(&banner, b"RFB 003.008\n");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_desktop_ends_the_stream_only() {
+    let g = start(json!({"connect_timeout_secs": 2})).await;
+    // Bind and drop: nothing listens there any more.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_, opened) = g.open(dead, None).await;
+    let mut sock = TcpStream::connect(tunnel_addr(&g, &opened)).await.unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(sock.read(&mut buf).await.unwrap_or(0), 0);
+    let c = g.wait_for("idle", |c| c["tunnels"][0]["state"] == "idle").await;
+    assert_eq!(c["tunnels"].as_array().unwrap().len(), 1, "the tunnel stays for a retry");
+    g.stop().await;
+}
