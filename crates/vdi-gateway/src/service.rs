@@ -17,14 +17,22 @@ use vdi_core::settings as rules;
 
 pub async fn handle(gw: Shared, sock: TcpStream, peer: SocketAddr) {
     relay::tune(&sock);
+    if gw.tls().is_none() {
+        // Plain TCP: relay at once and sniff the PROXY header on the way, so a
+        // protocol where the server speaks first works too.
+        let trusted = vdi_core::proxy::is_trusted(peer.ip(), &gw.current().internal_addrs);
+        let sniff = Some(relay::Sniffing { peer, trusted });
+        return to_dispatcher(gw, Box::new(sock), peer, sniff).await;
+    }
+    // TLS: the client speaks first anyway, so read the PROXY header up front.
     let Some((client, io)) = server::preamble(&gw, sock, peer).await else {
         return;
     };
     let gw2 = gw.clone();
-    server::maybe_tls(&gw, io, client, move |io| to_dispatcher(gw2, io, client)).await;
+    server::maybe_tls(&gw, io, client, move |io| to_dispatcher(gw2, io, client, None)).await;
 }
 
-async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr) {
+async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr, sniff: Option<relay::Sniffing>) {
     let s = gw.current();
     let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
     let n = s.disp_addrs.len();
@@ -50,7 +58,7 @@ async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr) {
     let started = Instant::now();
     tracing::info!(%client, %dispatcher, "service tunnel start");
     let result = tokio::select! {
-        r = relay::relay(io, up, &counters, None) => r.map_err(|e| e.to_string()),
+        r = relay::relay(io, up, &counters, sniff) => r.map_err(|e| e.to_string()),
         _ = gw.shutdown.cancelled() => Err("shutdown".into()),
     };
     let (to_target, to_client) = (
@@ -59,6 +67,7 @@ async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr) {
     );
     let secs = started.elapsed().as_secs_f64();
     let reason = result.err().unwrap_or_else(|| "closed".into());
+    let client = counters.client();
     tracing::info!(%client, %dispatcher, to_target, to_client, secs, %reason, "service tunnel end");
 }
 
