@@ -44,8 +44,7 @@ pub async fn run(
     gw.start()?;
     ready(&gw);
     shutdown.cancelled().await;
-    let (tunnels, streams, _, _) = gw.tunnels.counts();
-    tracing::info!(tunnels, streams, "shutting down");
+    tracing::info!("shutting down: closing listeners, tunnels and streams");
     gw.tasks.close();
     let all_closed = async {
         let closing: Vec<_> = gw.tunnels.all();

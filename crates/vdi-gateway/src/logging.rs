@@ -37,7 +37,10 @@ where
 pub fn init() {
     let filter = EnvFilter::try_from_env("VDI_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald);
     if journald {
         let format = tracing_subscriber::fmt::format().without_time().with_ansi(false);
         builder.event_format(Priority(format)).init();
