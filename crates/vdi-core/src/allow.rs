@@ -76,9 +76,7 @@ impl AllowList {
         match ip {
             IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
             IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
-            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => {
-                Some("a link-local address")
-            }
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("a link-local address"),
             _ => None,
         }
     }
@@ -86,7 +84,8 @@ impl AllowList {
 
 fn explicit(net: &IpNet, ip: IpAddr) -> bool {
     let single = net.prefix_len() == net.max_prefix_len() && net.addr() == ip;
-    let inside_loopback = ip.is_loopback() && net.network().is_loopback() && net.broadcast().is_loopback();
+    let inside_loopback =
+        ip.is_loopback() && net.network().is_loopback() && net.broadcast().is_loopback();
     single || inside_loopback
 }
 
@@ -118,7 +117,10 @@ mod tests {
 
     #[test]
     fn default_private_ranges_allow_desktops() {
-        let l = list(crate::settings::DEFAULT_ALLOWED_TARGETS, &["10.254.150.132"]);
+        let l = list(
+            crate::settings::DEFAULT_ALLOWED_TARGETS,
+            &["10.254.150.132"],
+        );
         assert_eq!(l.check(ip("10.1.2.3")), Ok(()));
         assert_eq!(l.check(ip("172.20.0.5")), Ok(()));
         assert_eq!(l.check(ip("192.168.1.10")), Ok(()));
@@ -129,9 +131,18 @@ mod tests {
     #[test]
     fn public_addresses_are_not_allowed() {
         let l = list(crate::settings::DEFAULT_ALLOWED_TARGETS, &[]);
-        assert_eq!(l.check(ip("8.8.8.8")), Err(Refusal::NotAllowed(ip("8.8.8.8"))));
-        assert_eq!(l.check(ip("172.32.0.1")), Err(Refusal::NotAllowed(ip("172.32.0.1"))));
-        assert_eq!(l.check(ip("2001:db8::1")), Err(Refusal::NotAllowed(ip("2001:db8::1"))));
+        assert_eq!(
+            l.check(ip("8.8.8.8")),
+            Err(Refusal::NotAllowed(ip("8.8.8.8")))
+        );
+        assert_eq!(
+            l.check(ip("172.32.0.1")),
+            Err(Refusal::NotAllowed(ip("172.32.0.1")))
+        );
+        assert_eq!(
+            l.check(ip("2001:db8::1")),
+            Err(Refusal::NotAllowed(ip("2001:db8::1")))
+        );
     }
 
     #[test]
@@ -148,9 +159,16 @@ mod tests {
             ("::ffff:127.0.0.1", "a loopback address"),
         ] {
             let canon = canonical(&ip(addr));
-            assert_eq!(broad.check(ip(addr)), Err(Refusal::Guarded(canon, why)), "{addr}");
+            assert_eq!(
+                broad.check(ip(addr)),
+                Err(Refusal::Guarded(canon, why)),
+                "{addr}"
+            );
         }
-        let explicit = list(&["127.0.0.0/8", "10.254.150.132/32", "169.254.169.254"], &own);
+        let explicit = list(
+            &["127.0.0.0/8", "10.254.150.132/32", "169.254.169.254"],
+            &own,
+        );
         assert_eq!(explicit.check(ip("127.0.0.1")), Ok(()));
         assert_eq!(explicit.check(ip("127.9.9.9")), Ok(()));
         assert_eq!(explicit.check(ip("10.254.150.132")), Ok(()));

@@ -72,12 +72,19 @@ mod tests {
             (Dispatcher, &[CLI, API], Allow),
         ];
         for (role, presented, want) in cases {
-            assert_eq!(authorize(*role, presented, API, CLI), *want, "{role:?} {presented:?}");
+            assert_eq!(
+                authorize(*role, presented, API, CLI),
+                *want,
+                "{role:?} {presented:?}"
+            );
         }
     }
 
     #[test]
     fn a_prefix_of_the_key_is_wrong() {
-        assert_eq!(authorize(Role::Dispatcher, &[&API[..15]], API, CLI), Decision::Wrong);
+        assert_eq!(
+            authorize(Role::Dispatcher, &[&API[..15]], API, CLI),
+            Decision::Wrong
+        );
     }
 }

@@ -43,21 +43,37 @@ mod tests {
 
     #[test]
     fn waiting_expires_at_the_reservation() {
-        let l = Lifecycle { reserved_until: at(120), last_stream_end: None, live_streams: 0 };
+        let l = Lifecycle {
+            reserved_until: at(120),
+            last_stream_end: None,
+            live_streams: 0,
+        };
         assert_eq!(phase(&l, IDLE), (TunnelState::Waiting, Some(at(120))));
     }
 
     #[test]
     fn active_never_expires() {
-        let l = Lifecycle { reserved_until: at(120), last_stream_end: Some(at(5)), live_streams: 2 };
+        let l = Lifecycle {
+            reserved_until: at(120),
+            last_stream_end: Some(at(5)),
+            live_streams: 2,
+        };
         assert_eq!(phase(&l, IDLE), (TunnelState::Active, None));
     }
 
     #[test]
     fn idle_expires_after_idle_time_but_not_before_reservation() {
-        let late = Lifecycle { reserved_until: at(120), last_stream_end: Some(at(300)), live_streams: 0 };
+        let late = Lifecycle {
+            reserved_until: at(120),
+            last_stream_end: Some(at(300)),
+            live_streams: 0,
+        };
         assert_eq!(phase(&late, IDLE), (TunnelState::Idle, Some(at(360))));
-        let early = Lifecycle { reserved_until: at(120), last_stream_end: Some(at(10)), live_streams: 0 };
+        let early = Lifecycle {
+            reserved_until: at(120),
+            last_stream_end: Some(at(10)),
+            live_streams: 0,
+        };
         assert_eq!(phase(&early, IDLE), (TunnelState::Idle, Some(at(120))));
     }
 }

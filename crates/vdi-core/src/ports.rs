@@ -50,7 +50,11 @@ impl PortPool {
     pub fn claim(&mut self, port: u16) {
         self.in_use.insert(port);
         let end = *self.range.end();
-        self.cursor = if port >= end { *self.range.start() } else { port + 1 };
+        self.cursor = if port >= end {
+            *self.range.start()
+        } else {
+            port + 1
+        };
     }
 
     pub fn release(&mut self, port: u16) {
@@ -64,7 +68,11 @@ impl PortPool {
 
     pub fn free(&self) -> usize {
         let size = self.range.clone().count();
-        size - self.in_use.iter().filter(|p| self.range.contains(p)).count()
+        size - self
+            .in_use
+            .iter()
+            .filter(|p| self.range.contains(p))
+            .count()
     }
 }
 

@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(sniff(&b[..20]), Sniff::NeedMore);
         assert_eq!(
             sniff(b"PROXY UNKNOWN\r\n"),
-            Sniff::Header { len: 15, source: None }
+            Sniff::Header {
+                len: 15,
+                source: None
+            }
         );
         let v6 = b"PROXY TCP6 2001:db8::1 2001:db8::2 1234 5900\r\n";
         assert_eq!(
@@ -216,8 +219,14 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_invalid() {
-        assert!(matches!(sniff(b"PROXY TCP4 garbage\r\n"), Sniff::Invalid(_)));
-        assert!(matches!(sniff(&[b"PROXY ".as_slice(), &[b'1'; 120]].concat()), Sniff::Invalid(_)));
+        assert!(matches!(
+            sniff(b"PROXY TCP4 garbage\r\n"),
+            Sniff::Invalid(_)
+        ));
+        assert!(matches!(
+            sniff(&[b"PROXY ".as_slice(), &[b'1'; 120]].concat()),
+            Sniff::Invalid(_)
+        ));
         let mut long = V2_SIG.to_vec();
         long.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
         assert!(matches!(sniff(&long), Sniff::Invalid(_)));
@@ -229,13 +238,25 @@ mod tests {
         let h = sniff(&v2("203.0.113.7:51000", "10.0.0.1:5900"));
         assert_eq!(
             decide(&h, peer, true),
-            Some(Verdict::Proxied { len: 28, client: "203.0.113.7:51000".parse().unwrap() })
+            Some(Verdict::Proxied {
+                len: 28,
+                client: "203.0.113.7:51000".parse().unwrap()
+            })
         );
         assert!(matches!(decide(&h, peer, false), Some(Verdict::Refuse(_))));
         assert_eq!(decide(&Sniff::NoHeader, peer, false), Some(Verdict::Plain));
         assert_eq!(decide(&Sniff::NeedMore, peer, true), None);
-        let local = Sniff::Header { len: 16, source: None };
-        assert_eq!(decide(&local, peer, true), Some(Verdict::Proxied { len: 16, client: peer }));
+        let local = Sniff::Header {
+            len: 16,
+            source: None,
+        };
+        assert_eq!(
+            decide(&local, peer, true),
+            Some(Verdict::Proxied {
+                len: 16,
+                client: peer
+            })
+        );
         let internal = ["10.0.0.9".parse().unwrap()];
         assert!(is_trusted("10.0.0.9".parse().unwrap(), &internal));
         assert!(is_trusted("127.0.0.1".parse().unwrap(), &internal));

@@ -49,9 +49,12 @@ pub fn local_defaults(api_key: String, cli_key: String) -> Settings {
 
 /// The values in force, with this project's defaults filled in.
 pub fn allowed_targets(s: &Settings) -> Vec<String> {
-    s.allowed_targets
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ALLOWED_TARGETS.iter().map(|s| s.to_string()).collect())
+    s.allowed_targets.clone().unwrap_or_else(|| {
+        DEFAULT_ALLOWED_TARGETS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    })
 }
 pub fn tunnel_ttl_secs(s: &Settings) -> u64 {
     s.tunnel_ttl_secs.unwrap_or(DEFAULT_TUNNEL_TTL_SECS)
@@ -64,7 +67,8 @@ pub fn max_streams_per_tunnel(s: &Settings) -> u32 {
         .unwrap_or(DEFAULT_MAX_STREAMS_PER_TUNNEL)
 }
 pub fn connect_timeout_secs(s: &Settings) -> u64 {
-    s.connect_timeout_secs.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS)
+    s.connect_timeout_secs
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS)
 }
 
 /// Why a settings document could not be taken.
@@ -276,7 +280,8 @@ fn max_streams_of(v: &Value) -> Result<u32, String> {
 }
 
 fn str_of(v: &Value) -> Result<&str, String> {
-    v.as_str().ok_or_else(|| format!("expected a string, got {v}"))
+    v.as_str()
+        .ok_or_else(|| format!("expected a string, got {v}"))
 }
 
 fn ip_of(v: &Value) -> Result<IpAddr, String> {
@@ -369,10 +374,7 @@ pub fn validate(s: &Settings) -> Vec<FieldError> {
         (HAPROXY_PEERS_PORT, "the HAProxy peers port"),
     ] {
         if s.api_port == port {
-            errors.push(FieldError::new(
-                "api_port",
-                format!("{port} is {what}"),
-            ));
+            errors.push(FieldError::new("api_port", format!("{port} is {what}")));
         }
     }
     for (port, what) in [
@@ -406,7 +408,10 @@ pub struct Change {
 
 /// Applies a partial update (only the fields given; `null` resets an optional
 /// field to its default) and validates the result as a whole.
-pub fn apply_patch(current: &Settings, patch: &Map<String, Value>) -> Result<Change, SettingsError> {
+pub fn apply_patch(
+    current: &Settings,
+    patch: &Map<String, Value>,
+) -> Result<Change, SettingsError> {
     let unknown: Vec<FieldError> = patch
         .keys()
         .filter(|k| !SETTINGS_FIELDS.contains(&k.as_str()))

@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use vdi_core::settings as rules;
 
 #[derive(Debug, Parser)]
-#[command(name = "vdi-gateway", version, about = "Space Gateway: remote access to virtual desktops")]
+#[command(
+    name = "vdi-gateway",
+    version,
+    about = "Space Gateway: remote access to virtual desktops"
+)]
 pub struct Cli {
     /// The settings database (SQLite).
     #[arg(long, env = "VDI_GATEWAY_DB", default_value = DEFAULT_DB_PATH, global = true)]
@@ -50,8 +54,12 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(cli.db),
         Command::Check => check(&cli.db),
-        Command::Settings { command: SettingsCommand::Show { reveal } } => show(&cli.db, reveal),
-        Command::Settings { command: SettingsCommand::Set { assignments } } => set(&cli.db, &assignments),
+        Command::Settings {
+            command: SettingsCommand::Show { reveal },
+        } => show(&cli.db, reveal),
+        Command::Settings {
+            command: SettingsCommand::Set { assignments },
+        } => set(&cli.db, &assignments),
     }
 }
 
@@ -80,7 +88,11 @@ fn check(db: &PathBuf) -> ExitCode {
 fn show(db: &PathBuf, reveal: bool) -> ExitCode {
     match Store::open(db).and_then(|s| s.load()) {
         Ok(settings) => {
-            let shown = if reveal { settings } else { rules::masked(&settings) };
+            let shown = if reveal {
+                settings
+            } else {
+                rules::masked(&settings)
+            };
             println!("{}", rules::render_document(&shown));
             ExitCode::SUCCESS
         }
@@ -125,7 +137,10 @@ fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
 
 fn serve(db: PathBuf) -> ExitCode {
     crate::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };

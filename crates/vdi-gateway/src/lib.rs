@@ -51,7 +51,10 @@ pub async fn run(
         futures_util::future::join_all(closing.iter().map(|t| t.close())).await;
         gw.tasks.wait().await;
     };
-    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed)
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())

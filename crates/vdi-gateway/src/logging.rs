@@ -28,21 +28,29 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         write!(w, "<{}>", priority(event.metadata().level()))?;
         self.0.format_event(ctx, w, event)
     }
 }
 
 pub fn init() {
-    let filter = EnvFilter::try_from_env("VDI_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("VDI_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(!journald);
     if journald {
-        let format = tracing_subscriber::fmt::format().without_time().with_ansi(false);
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false);
         builder.event_format(Priority(format)).init();
     } else {
         builder.init();

@@ -59,15 +59,47 @@ impl Default for Metrics {
         let r = &mut m.registry;
         r.register("tunnels", "Tunnels open", m.tunnels.clone());
         r.register("streams", "Streams being relayed", m.streams.clone());
-        r.register("ports_free", "Free ports of the tunnel range", m.ports_free.clone());
-        r.register("ports_in_use", "Ports held by tunnels", m.ports_in_use.clone());
+        r.register(
+            "ports_free",
+            "Free ports of the tunnel range",
+            m.ports_free.clone(),
+        );
+        r.register(
+            "ports_in_use",
+            "Ports held by tunnels",
+            m.ports_in_use.clone(),
+        );
         r.register("tunnels_opened", "Tunnels opened", m.tunnels_opened.clone());
-        r.register("streams_accepted", "Streams accepted on tunnel ports and /v3/connect/", m.streams_accepted.clone());
-        r.register("bytes_relayed", "Bytes relayed, by direction", m.bytes.clone());
-        r.register("api_requests", "API requests by route, method and status", m.requests.clone());
-        r.register("auth_failures", "Requests refused for a missing, wrong or other-role key", m.auth_failures.clone());
-        r.register("connections_refused", "Connections refused (PROXY header from untrusted peer, allow-list, limits)", m.refused.clone());
-        r.register("service_tunnel_connections", "Service tunnel connections by result", m.service_tunnel.clone());
+        r.register(
+            "streams_accepted",
+            "Streams accepted on tunnel ports and /v3/connect/",
+            m.streams_accepted.clone(),
+        );
+        r.register(
+            "bytes_relayed",
+            "Bytes relayed, by direction",
+            m.bytes.clone(),
+        );
+        r.register(
+            "api_requests",
+            "API requests by route, method and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests refused for a missing, wrong or other-role key",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused (PROXY header from untrusted peer, allow-list, limits)",
+            m.refused.clone(),
+        );
+        r.register(
+            "service_tunnel_connections",
+            "Service tunnel connections by result",
+            m.service_tunnel.clone(),
+        );
         m
     }
 }
@@ -78,7 +110,9 @@ impl Metrics {
             Direction::ToTarget => "to_target",
             Direction::ToClient => "to_client",
         };
-        self.bytes.get_or_create(&DirectionLabel { direction }).inc_by(n);
+        self.bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(n);
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -6,8 +6,8 @@ use crate::metrics::Metrics;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -118,7 +118,9 @@ where
         if let Some(s) = sniff {
             let mut first = Vec::new();
             match sniff_from(&mut cr, &mut first, s).await? {
-                Verdict::Plain => write_counted(&mut tw, &first, counters, Direction::ToTarget).await?,
+                Verdict::Plain => {
+                    write_counted(&mut tw, &first, counters, Direction::ToTarget).await?
+                }
                 Verdict::Proxied { len, client } => {
                     *counters.client.lock().unwrap() = client;
                     tracing::info!(%client, via = %s.peer, "client address from PROXY header");
@@ -152,7 +154,12 @@ async fn write_counted<W: AsyncWrite + Unpin>(
 }
 
 /// Copies until EOF, then shuts the writer down (half-close).
-async fn copy_counted<R, W>(r: &mut R, w: &mut W, counters: &Counters, dir: Direction) -> io::Result<()>
+async fn copy_counted<R, W>(
+    r: &mut R,
+    w: &mut W,
+    counters: &Counters,
+    dir: Direction,
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -184,7 +191,12 @@ pub fn tune(stream: &TcpStream) {
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {timeout:?}")))??;
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from {addr} within {timeout:?}"),
+            )
+        })??;
     tune(&stream);
     Ok(stream)
 }
@@ -198,7 +210,11 @@ pub struct Rewind<S> {
 
 impl<S> Rewind<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Self { prefix, pos: 0, inner }
+        Self {
+            prefix,
+            pos: 0,
+            inner,
+        }
     }
 }
 

@@ -43,7 +43,8 @@ pub async fn accept_loop(gw: Shared, kind: Kind, listener: TcpListener, token: C
             }
             Kind::ServiceTunnel => {
                 let span = tracing::info_span!("service_tunnel", %peer);
-                gw.tasks.spawn(service::handle(gw2, sock, peer).instrument(span));
+                gw.tasks
+                    .spawn(service::handle(gw2, sock, peer).instrument(span));
             }
         }
     }
@@ -51,7 +52,11 @@ pub async fn accept_loop(gw: Shared, kind: Kind, listener: TcpListener, token: C
 
 /// Reads a PROXY header if there is one and decides on it. Returns the real
 /// client and the stream with any bytes read after the header put back.
-pub async fn preamble(gw: &Shared, mut sock: TcpStream, peer: SocketAddr) -> Option<(SocketAddr, Rewind<TcpStream>)> {
+pub async fn preamble(
+    gw: &Shared,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, Rewind<TcpStream>)> {
     let trusted = proxy::is_trusted(peer.ip(), &gw.current().internal_addrs);
     let mut first = Vec::new();
     let sniffing = Sniffing { peer, trusted };
@@ -89,11 +94,13 @@ where
 {
     match gw.tls() {
         None => then(Box::new(io)).await,
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-            Ok(Ok(tls)) => then(Box::new(tls)).await,
-            Ok(Err(e)) => tracing::info!(%client, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::info!(%client, "TLS handshake timed out"),
-        },
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => then(Box::new(tls)).await,
+                Ok(Err(e)) => tracing::info!(%client, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::info!(%client, "TLS handshake timed out"),
+            }
+        }
     }
 }
 
@@ -102,13 +109,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 async fn serve_api(gw: Shared, sock: TcpStream, peer: SocketAddr) {
     let _ = sock.set_nodelay(true);
-    let Some((client, io)) = preamble(&gw, sock, peer).await else { return };
+    let Some((client, io)) = preamble(&gw, sock, peer).await else {
+        return;
+    };
     let gw2 = gw.clone();
     maybe_tls(&gw, io, client, move |io| serve_http(gw2, io, client)).await;
 }
 
 async fn serve_http(gw: Shared, io: Box<dyn Io>, client: SocketAddr) {
-    let router = gw.router.get().expect("router is set at construction").clone();
+    let router = gw
+        .router
+        .get()
+        .expect("router is set at construction")
+        .clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ClientAddr(client));
         router.clone().call(req)

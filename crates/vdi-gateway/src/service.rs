@@ -29,10 +29,18 @@ pub async fn handle(gw: Shared, sock: TcpStream, peer: SocketAddr) {
         return;
     };
     let gw2 = gw.clone();
-    server::maybe_tls(&gw, io, client, move |io| to_dispatcher(gw2, io, client, None)).await;
+    server::maybe_tls(&gw, io, client, move |io| {
+        to_dispatcher(gw2, io, client, None)
+    })
+    .await;
 }
 
-async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr, sniff: Option<relay::Sniffing>) {
+async fn to_dispatcher(
+    gw: Shared,
+    io: Box<dyn Io>,
+    client: SocketAddr,
+    sniff: Option<relay::Sniffing>,
+) {
     let s = gw.current();
     let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
     let n = s.disp_addrs.len();
@@ -45,7 +53,9 @@ async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr, sniff: O
                 upstream = Some((addr, up));
                 break;
             }
-            Err(e) => tracing::warn!(dispatcher = %addr, error = %e, "dispatcher unreachable; trying the next"),
+            Err(e) => {
+                tracing::warn!(dispatcher = %addr, error = %e, "dispatcher unreachable; trying the next")
+            }
         }
     }
     let Some((dispatcher, up)) = upstream else {
@@ -72,5 +82,8 @@ async fn to_dispatcher(gw: Shared, io: Box<dyn Io>, client: SocketAddr, sniff: O
 }
 
 fn count(gw: &Shared, reason: &'static str) {
-    gw.metrics.service_tunnel.get_or_create(&ReasonLabel { reason }).inc();
+    gw.metrics
+        .service_tunnel
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }

@@ -125,7 +125,10 @@ impl Gateway {
     }
 
     /// Applies a partial update: validate, prepare, persist, switch.
-    pub async fn change(self: &Arc<Self>, patch: &Map<String, Value>) -> Result<Change, ChangeError> {
+    pub async fn change(
+        self: &Arc<Self>,
+        patch: &Map<String, Value>,
+    ) -> Result<Change, ChangeError> {
         let _serial = self.change_lock.lock().await;
         let text = self.store.load_text()?;
         let current = rules::parse_document_text(&text).map_err(|source| StoreError::Invalid {
@@ -167,12 +170,17 @@ impl Gateway {
                 .map_err(|e| ChangeError::Apply(format!("cannot listen on {addr}: {e}")))?;
             new_listeners.push((kind, addr, l));
         }
-        Ok(Prepared { local_addrs, tls, new_listeners })
+        Ok(Prepared {
+            local_addrs,
+            tls,
+            new_listeners,
+        })
     }
 
     fn commit(self: &Arc<Self>, s: Settings, p: Prepared) {
         let wanted: Vec<_> = wanted_listeners(&s, &p.local_addrs);
-        self.tunnels.set_range(s.port_range_start..=s.port_range_stop);
+        self.tunnels
+            .set_range(s.port_range_start..=s.port_range_stop);
         *self.local_addrs.write().unwrap() = p.local_addrs;
         *self.tls.write().unwrap() = p.tls;
         self.settings.send_replace(Arc::new(s));
@@ -201,7 +209,10 @@ fn wanted_listeners(s: &Settings, local: &[IpAddr]) -> Vec<(Kind, SocketAddr)> {
         .flat_map(|ip| {
             [
                 (Kind::Api, SocketAddr::new(*ip, s.api_port)),
-                (Kind::ServiceTunnel, SocketAddr::new(*ip, SERVICE_TUNNEL_PORT)),
+                (
+                    Kind::ServiceTunnel,
+                    SocketAddr::new(*ip, SERVICE_TUNNEL_PORT),
+                ),
             ]
         })
         .collect()

@@ -28,7 +28,9 @@ pub enum StoreError {
     },
     #[error("settings database {0} does not exist (start `vdi-gateway serve` once to create it)")]
     Missing(PathBuf),
-    #[error("settings database {path}: table `settings` holds {rows} rows; it must hold exactly one")]
+    #[error(
+        "settings database {path}: table `settings` holds {rows} rows; it must hold exactly one"
+    )]
     Rows { path: PathBuf, rows: usize },
     #[error("settings database {path}: {source}")]
     Invalid {
@@ -125,8 +127,8 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.sql(e))?;
         let current = self.parse(&self.read_text(&tx)?)?;
-        let change = settings::apply_patch(&current, &make_patch(&current))
-            .map_err(StoreError::Rejected)?;
+        let change =
+            settings::apply_patch(&current, &make_patch(&current)).map_err(StoreError::Rejected)?;
         if !change.changed.is_empty() {
             self.write(&tx, &change.settings)?;
         }

@@ -29,8 +29,16 @@ pub fn default_paths(db_dir: &Path) -> (PathBuf, PathBuf) {
 
 pub fn acceptor(s: &Settings, db_dir: &Path) -> Result<TlsAcceptor, TlsError> {
     let (default_cert, default_key) = default_paths(db_dir);
-    let cert_path = s.tls_cert_path.as_ref().map(PathBuf::from).unwrap_or(default_cert);
-    let key_path = s.tls_key_path.as_ref().map(PathBuf::from).unwrap_or(default_key);
+    let cert_path = s
+        .tls_cert_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or(default_cert);
+    let key_path = s
+        .tls_key_path
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or(default_key);
     let using_defaults = s.tls_cert_path.is_none() && s.tls_key_path.is_none();
     if using_defaults && !cert_path.exists() && !key_path.exists() {
         generate(s, &cert_path, &key_path)?;
@@ -39,7 +47,10 @@ pub fn acceptor(s: &Settings, db_dir: &Path) -> Result<TlsAcceptor, TlsError> {
         .and_then(|it| it.collect())
         .map_err(|e| TlsError::Cert(cert_path.clone(), e.to_string()))?;
     if certs.is_empty() {
-        return Err(TlsError::Cert(cert_path, "no certificate in the file".into()));
+        return Err(TlsError::Cert(
+            cert_path,
+            "no certificate in the file".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .map_err(|e| TlsError::Key(key_path.clone(), e.to_string()))?;
@@ -57,7 +68,11 @@ pub fn acceptor(s: &Settings, db_dir: &Path) -> Result<TlsAcceptor, TlsError> {
 fn generate(s: &Settings, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
     let dir = cert_path.parent().unwrap_or(Path::new("."));
     let fail = |e: &dyn std::fmt::Display| TlsError::Generate(dir.to_path_buf(), e.to_string());
-    let mut names: Vec<String> = vec!["localhost".into(), s.public_addr.to_string(), s.virtual_addr.to_string()];
+    let mut names: Vec<String> = vec![
+        "localhost".into(),
+        s.public_addr.to_string(),
+        s.virtual_addr.to_string(),
+    ];
     names.extend(s.internal_addrs.iter().map(|a| a.to_string()));
     names.sort();
     names.dedup();

@@ -102,8 +102,17 @@ impl Registry {
     /// (tunnels, streams, ports in use, ports free)
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let inner = self.inner.lock().unwrap();
-        let streams = inner.tunnels.values().map(|t| t.streams.lock().unwrap().len()).sum();
-        (inner.tunnels.len(), streams, inner.pool.in_use(), inner.pool.free())
+        let streams = inner
+            .tunnels
+            .values()
+            .map(|t| t.streams.lock().unwrap().len())
+            .sum();
+        (
+            inner.tunnels.len(),
+            streams,
+            inner.pool.in_use(),
+            inner.pool.free(),
+        )
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Tunnel>> {
@@ -112,7 +121,14 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<Arc<Tunnel>> {
-        let mut all: Vec<_> = self.inner.lock().unwrap().tunnels.values().cloned().collect();
+        let mut all: Vec<_> = self
+            .inner
+            .lock()
+            .unwrap()
+            .tunnels
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         all
     }
@@ -292,7 +308,13 @@ impl Tunnel {
 
     pub fn info(&self, idle: Duration) -> TunnelInfo {
         let (state, deadline) = self.phase(idle);
-        let streams = self.streams.lock().unwrap().values().map(|s| s.info()).collect();
+        let streams = self
+            .streams
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.info())
+            .collect();
         TunnelInfo {
             id: self.id.clone(),
             port: self.port,
@@ -330,8 +352,12 @@ impl Tunnel {
         );
         let client = s.counters.client();
         match outcome {
-            Ok(()) => tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, "stream end"),
-            Err(why) => tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, reason = %why, "stream end"),
+            Ok(()) => {
+                tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, "stream end")
+            }
+            Err(why) => {
+                tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, reason = %why, "stream end")
+            }
         }
         self.streams.lock().unwrap().remove(&s.id);
         self.life.lock().unwrap().last_stream_end = Some(Instant::now());
@@ -369,12 +395,19 @@ fn to_utc(at: Instant) -> DateTime<Utc> {
 
 /// Binds `port` on every address, or on none.
 fn bind_all(addrs: &[IpAddr], port: u16) -> std::io::Result<Vec<TcpListener>> {
-    addrs.iter().map(|ip| bind(SocketAddr::new(*ip, port))).collect()
+    addrs
+        .iter()
+        .map(|ip| bind(SocketAddr::new(*ip, port)))
+        .collect()
 }
 
 /// A listening socket with SO_REUSEADDR, so a port freed a moment ago binds again.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -438,7 +471,11 @@ async fn accept_loop(
     }
 }
 
-async fn lifecycle_task(reg: Arc<Registry>, t: Arc<Tunnel>, mut settings: watch::Receiver<Arc<Settings>>) {
+async fn lifecycle_task(
+    reg: Arc<Registry>,
+    t: Arc<Tunnel>,
+    mut settings: watch::Receiver<Arc<Settings>>,
+) {
     let reason = loop {
         let idle = Duration::from_secs(rules::tunnel_idle_secs(&settings.borrow()));
         let (state, deadline) = t.phase(idle);

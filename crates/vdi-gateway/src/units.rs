@@ -15,17 +15,21 @@ impl UnitCache {
     /// `systemctl is-active` for each unit, cached for two seconds; `unknown`
     /// where the host has no systemd (or it does not answer in time).
     pub async fn get(&self) -> UnitStates {
-        if let Some((at, states)) = self.last.lock().unwrap().as_ref() {
-            if at.elapsed() < TTL {
-                return states.clone();
-            }
+        if let Some((at, states)) = self.last.lock().unwrap().as_ref()
+            && at.elapsed() < TTL
+        {
+            return states.clone();
         }
         let (vdi_gateway, haproxy, keepalived) = tokio::join!(
             is_active("vdi-gateway"),
             is_active("haproxy"),
             is_active("keepalived")
         );
-        let states = UnitStates { vdi_gateway, haproxy, keepalived };
+        let states = UnitStates {
+            vdi_gateway,
+            haproxy,
+            keepalived,
+        };
         *self.last.lock().unwrap() = Some((Instant::now(), states.clone()));
         states
     }
@@ -46,7 +50,11 @@ async fn is_active(unit: &str) -> String {
     match out {
         Ok(Ok(o)) => {
             let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if state.is_empty() { "unknown".into() } else { state }
+            if state.is_empty() {
+                "unknown".into()
+            } else {
+                state
+            }
         }
         _ => "unknown".into(),
     }

@@ -47,11 +47,18 @@ async fn auth_matrix_for_every_endpoint() {
         assert_eq!(body["code"], "unauthorized");
         let (s, _) = call(vec![("api_key", "WRONGWRONGWRONGWRONG".into())]).await;
         assert_eq!(s, 401, "{method} {path} wrong key");
-        let (s, _) = call(vec![("authorization", "Bearer WRONGWRONGWRONGWRONG".into())]).await;
+        let (s, _) = call(vec![(
+            "authorization",
+            "Bearer WRONGWRONGWRONGWRONG".into(),
+        )])
+        .await;
         assert_eq!(s, 401, "{method} {path} wrong bearer");
         for header in ["api_key", "cli_key"] {
             let (s, body) = call(vec![(header, other.clone())]).await;
-            assert_eq!(s, 403, "{method} {path} other role's key in {header}: {body}");
+            assert_eq!(
+                s, 403,
+                "{method} {path} other role's key in {header}: {body}"
+            );
             assert_eq!(body["code"], "forbidden");
         }
         let (s, _) = call(vec![("authorization", format!("Bearer {other}"))]).await;
@@ -63,33 +70,72 @@ async fn auth_matrix_for_every_endpoint() {
             vec![("authorization", format!("bearer {mine}"))],
         ] {
             let (s, body) = call(headers).await;
-            assert!(s != 401 && s != 403, "{method} {path} with its key: {s} {body}");
+            assert!(
+                s != 401 && s != 403,
+                "{method} {path} with its key: {s} {body}"
+            );
         }
     }
-    let metrics = g.http.get(g.url("/metrics")).bearer_auth(&g.api_key).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("vdi_gateway_auth_failures_total{reason=\"wrong_role\"}"), "{metrics}");
+    let metrics = g
+        .http
+        .get(g.url("/metrics"))
+        .bearer_auth(&g.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vdi_gateway_auth_failures_total{reason=\"wrong_role\"}"),
+        "{metrics}"
+    );
     g.stop().await;
 }
 
 #[tokio::test]
 async fn openapi_lists_exactly_the_routes_that_exist() {
     let g = start(json!({})).await;
-    let doc: Value = g.http.get(g.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = g
+        .http
+        .get(g.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let listed: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()
         .iter()
-        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
         .collect();
-    let expected: BTreeSet<(String, String)> =
-        ENDPOINTS.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    let expected: BTreeSet<(String, String)> = ENDPOINTS
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
     assert_eq!(listed, expected);
     // Every listed route answers (with its key) and an unlisted one is a 404 in the error shape.
     let (s, body) = g.get("/v3/no_such_endpoint/", &g.api_key).await;
     assert_eq!((s, body["code"].as_str()), (404, Some("not_found")));
-    let r = g.http.delete(g.url("/v3/health/")).header("api_key", &g.api_key).send().await.unwrap();
+    let r = g
+        .http
+        .delete(g.url("/v3/health/"))
+        .header("api_key", &g.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "method_not_allowed");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "method_not_allowed"
+    );
     assert_eq!(doc["info"]["version"], vdi_wire::PRODUCT_VERSION);
     assert_eq!(doc["info"]["title"], "Space Gateway API");
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
@@ -107,11 +153,27 @@ async fn docs_page_is_served_from_the_binary() {
     let html = r.text().await.unwrap();
     assert!(html.contains("swagger-ui"), "{html}");
     for needle in ["http://", "https://"] {
-        assert!(!html.contains(needle), "docs page references an external URL: {html}");
+        assert!(
+            !html.contains(needle),
+            "docs page references an external URL: {html}"
+        );
     }
-    let init = g.http.get(g.url("/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    let init = g
+        .http
+        .get(g.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(init.contains("/openapi.json"), "{init}");
-    let bundle = g.http.get(g.url("/docs/swagger-ui-bundle.js")).send().await.unwrap();
+    let bundle = g
+        .http
+        .get(g.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bundle.status().as_u16(), 200);
     assert!(bundle.bytes().await.unwrap().len() > 100_000);
     g.stop().await;
@@ -125,8 +187,14 @@ async fn health_reports_the_node() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["version"], vdi_wire::PRODUCT_VERSION);
     assert_eq!(h["is_enabled"], true);
-    assert_eq!((h["tunnels"].as_u64(), h["streams"].as_u64()), (Some(0), Some(0)));
-    assert_eq!((h["ports_in_use"].as_u64(), h["ports_free"].as_u64()), (Some(0), Some(10)));
+    assert_eq!(
+        (h["tunnels"].as_u64(), h["streams"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        (h["ports_in_use"].as_u64(), h["ports_free"].as_u64()),
+        (Some(0), Some(10))
+    );
     let systemd = std::path::Path::new("/run/systemd/system").exists();
     for unit in ["vdi_gateway", "haproxy", "keepalived"] {
         let state = h["units"][unit].as_str().unwrap();
@@ -146,7 +214,13 @@ async fn get_settings_returns_the_document() {
     assert_eq!(s, 200);
     assert_eq!(doc["disp_port"], 4242);
     assert_eq!(doc["api_key"], g.api_key);
-    let stored: Value = serde_json::from_str(&vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap()).unwrap();
+    let stored: Value = serde_json::from_str(
+        &vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(doc, stored);
     g.stop().await;
 }
@@ -155,10 +229,18 @@ async fn get_settings_returns_the_document() {
 async fn change_settings_persists_and_applies_live() {
     let g = start(json!({})).await;
     let (s, body) = g
-        .post("/v3/change_settings/", "api_key", &g.api_key, json!({"port_range_stop": 21004, "tunnel_ttl_secs": 300}))
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_stop": 21004, "tunnel_ttl_secs": 300}),
+        )
         .await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(body["changed"], json!(["port_range_stop", "tunnel_ttl_secs"]));
+    assert_eq!(
+        body["changed"],
+        json!(["port_range_stop", "tunnel_ttl_secs"])
+    );
     let stored = vdi_gateway::Store::open(&g.db).unwrap().load().unwrap();
     assert_eq!(stored.port_range_stop, 21004);
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
@@ -169,7 +251,10 @@ async fn change_settings_persists_and_applies_live() {
 #[tokio::test]
 async fn rejected_change_reports_each_field_and_changes_nothing() {
     let g = start(json!({})).await;
-    let before = vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap();
+    let before = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load_text()
+        .unwrap();
     let (s, body) = g
         .post(
             "/v3/change_settings/",
@@ -180,20 +265,58 @@ async fn rejected_change_reports_each_field_and_changes_nothing() {
         .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["code"], "invalid_settings");
-    let fields: Vec<&str> = body["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["public_addr", "api_port"]);
     let (s, body) = g
-        .post("/v3/change_settings/", "api_key", &g.api_key, json!({"port_range_start": 21005, "port_range_stop": 21001}))
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_start": 21005, "port_range_stop": 21001}),
+        )
         .await;
-    assert_eq!((s, body["fields"][0]["field"].as_str()), (422, Some("port_range_start")));
-    let (s, body) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"nope": 1})).await;
-    assert_eq!((s, body["fields"][0]["message"].as_str()), (422, Some("unknown field")));
-    let r = g.http.post(g.url("/v3/change_settings/")).header("api_key", &g.api_key).body("{not json").send().await.unwrap();
+    assert_eq!(
+        (s, body["fields"][0]["field"].as_str()),
+        (422, Some("port_range_start"))
+    );
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"nope": 1}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["fields"][0]["message"].as_str()),
+        (422, Some("unknown field"))
+    );
+    let r = g
+        .http
+        .post(g.url("/v3/change_settings/"))
+        .header("api_key", &g.api_key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad_request");
-    let (s, _) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!([1, 2])).await;
+    let (s, _) = g
+        .post("/v3/change_settings/", "api_key", &g.api_key, json!([1, 2]))
+        .await;
     assert_eq!(s, 400);
-    assert_eq!(vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap(), before);
+    assert_eq!(
+        vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+        before
+    );
     let (_, doc) = g.get("/v3/get_settings/", &g.api_key).await;
     assert_eq!(doc["api_port"], 8000);
     g.stop().await;
@@ -205,12 +328,24 @@ async fn new_keys_take_effect_at_once() {
     let new_api = "TkVXYXBpS2V5MTIzNDU2Nzg=";
     let new_cli = "TkVXY2xpS2V5MTIzNDU2Nzg=";
     let (s, body) = g
-        .post("/v3/change_settings/", "api_key", &g.api_key, json!({"api_key": new_api, "cli_key": new_cli}))
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"api_key": new_api, "cli_key": new_cli}),
+        )
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(g.get("/v3/health/", &g.api_key).await.0, 401);
     assert_eq!(g.get("/v3/health/", new_api).await.0, 200);
-    let (s, _) = g.post("/v3/open_connection/", "cli_key", &g.cli_key, json!({"target_host": "127.0.0.1", "target_port": 9})).await;
+    let (s, _) = g
+        .post(
+            "/v3/open_connection/",
+            "cli_key",
+            &g.cli_key,
+            json!({"target_host": "127.0.0.1", "target_port": 9}),
+        )
+        .await;
     assert_eq!(s, 401);
     g.stop().await;
 }
@@ -218,12 +353,28 @@ async fn new_keys_take_effect_at_once() {
 #[tokio::test]
 async fn changing_the_api_port_moves_the_listener() {
     let g = start(json!({})).await;
-    let (s, body) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"api_port": 8100})).await;
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"api_port": 8100}),
+        )
+        .await;
     assert_eq!(s, 200, "{body}");
     let new = format!("http://{}:8100/v3/health/", g.ip);
-    let r = g.http.get(&new).header("api_key", &g.api_key).send().await.unwrap();
+    let r = g
+        .http
+        .get(&new)
+        .header("api_key", &g.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert!(port_is_free(std::net::SocketAddr::new(g.ip, 8000)), "the old API port was released");
+    assert!(
+        port_is_free(std::net::SocketAddr::new(g.ip, 8000)),
+        "the old API port was released"
+    );
     g.stop().await;
 }
 
@@ -231,12 +382,28 @@ async fn changing_the_api_port_moves_the_listener() {
 async fn a_change_that_cannot_be_applied_is_not_persisted() {
     let g = start(json!({})).await;
     let taken = std::net::TcpListener::bind((g.ip, 8200)).unwrap();
-    let before = vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap();
-    let (s, body) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"api_port": 8200})).await;
+    let before = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load_text()
+        .unwrap();
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"api_port": 8200}),
+        )
+        .await;
     assert_eq!(s, 409, "{body}");
     assert_eq!(body["code"], "cannot_apply");
     assert!(body["message"].as_str().unwrap().contains("8200"), "{body}");
-    assert_eq!(vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap(), before);
+    assert_eq!(
+        vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+        before
+    );
     assert_eq!(g.get("/v3/health/", &g.api_key).await.0, 200);
     drop(taken);
     g.stop().await;
@@ -245,15 +412,47 @@ async fn a_change_that_cannot_be_applied_is_not_persisted() {
 #[tokio::test]
 async fn disconnect_needs_exactly_one_selector() {
     let g = start(json!({})).await;
-    for body in [json!({}), json!({"tunnel_id": "a", "all": true}), json!({"all": false}), json!({"bogus": 1})] {
-        let (s, b) = g.post("/v3/disconnect/", "api_key", &g.api_key, body.clone()).await;
-        assert_eq!((s, b["code"].as_str()), (400, Some("bad_request")), "{body}");
+    for body in [
+        json!({}),
+        json!({"tunnel_id": "a", "all": true}),
+        json!({"all": false}),
+        json!({"bogus": 1}),
+    ] {
+        let (s, b) = g
+            .post("/v3/disconnect/", "api_key", &g.api_key, body.clone())
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (400, Some("bad_request")),
+            "{body}"
+        );
     }
-    let (s, _) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"tunnel_id": "nope"})).await;
+    let (s, _) = g
+        .post(
+            "/v3/disconnect/",
+            "api_key",
+            &g.api_key,
+            json!({"tunnel_id": "nope"}),
+        )
+        .await;
     assert_eq!(s, 404);
-    let (s, _) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"stream_id": "s999999"})).await;
+    let (s, _) = g
+        .post(
+            "/v3/disconnect/",
+            "api_key",
+            &g.api_key,
+            json!({"stream_id": "s999999"}),
+        )
+        .await;
     assert_eq!(s, 404);
-    let (s, b) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"all": true})).await;
+    let (s, b) = g
+        .post(
+            "/v3/disconnect/",
+            "api_key",
+            &g.api_key,
+            json!({"all": true}),
+        )
+        .await;
     assert_eq!((s, b), (200, json!({"tunnels": [], "streams": []})));
     g.stop().await;
 }

@@ -15,7 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BIN: &str = env!("CARGO_BIN_EXE_vdi-gateway");
 
 fn cli(db: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).arg("--db").arg(db).args(args).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -26,7 +31,8 @@ fn cli(db: &Path, args: &[&str]) -> (i32, String, String) {
 /// A database for a gateway on its own loopback address.
 fn prepared_db(dir: &TempDir, ip: IpAddr) -> std::path::PathBuf {
     let db = dir.0.join("settings.db");
-    let (store, _) = vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
+    let (store, _) =
+        vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
     store
         .update(
             json!({"internal_addrs": [ip.to_string()], "public_addr": ip.to_string(), "virtual_addr": ip.to_string(),
@@ -51,7 +57,9 @@ impl Daemon {
         let sock_dir = TempDir::new();
         let sock_path = sock_dir.0.join("notify");
         let notify = UnixDatagram::bind(&sock_path).unwrap();
-        notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let child = Command::new(BIN)
             .arg("--db")
             .arg(db)
@@ -62,7 +70,11 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let d = Daemon { child, notify, _sock_dir: sock_dir };
+        let d = Daemon {
+            child,
+            notify,
+            _sock_dir: sock_dir,
+        };
         d.expect_notify("READY=1");
         d
     }
@@ -70,8 +82,14 @@ impl Daemon {
     fn expect_notify(&self, what: &str) {
         let mut buf = [0u8; 512];
         loop {
-            let n = self.notify.recv(&mut buf).expect("a notification from the daemon");
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == what) {
+            let n = self
+                .notify
+                .recv(&mut buf)
+                .expect("a notification from the daemon");
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == what)
+            {
                 return;
             }
         }
@@ -110,7 +128,13 @@ fn first_start_creates_the_database_with_fresh_keys() {
     assert!(err.contains("does not exist"), "{err}");
     // The default settings listen on 127.0.0.1:8000, which may be in use here;
     // creation happens before binding, and a failed bind is a clear error.
-    let mut child = Command::new(BIN).arg("--db").arg(&db).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     for line in stderr.lines() {
@@ -127,10 +151,16 @@ fn first_start_creates_the_database_with_fresh_keys() {
     let (code, shown, _) = cli(&db, &["settings", "show", "--reveal"]);
     assert_eq!(code, 0);
     let doc: Value = serde_json::from_str(&shown).unwrap();
-    let (api, cli_key) = (doc["api_key"].as_str().unwrap(), doc["cli_key"].as_str().unwrap());
+    let (api, cli_key) = (
+        doc["api_key"].as_str().unwrap(),
+        doc["cli_key"].as_str().unwrap(),
+    );
     assert_eq!(api.len(), 24);
     assert_ne!(api, cli_key);
-    assert!(!log.contains(api) && !log.contains(cli_key), "keys leaked into the log");
+    assert!(
+        !log.contains(api) && !log.contains(cli_key),
+        "keys leaked into the log"
+    );
     assert_eq!(doc["internal_addrs"], json!(["127.0.0.1"]));
 }
 
@@ -144,9 +174,20 @@ fn settings_cli_show_set_check() {
     assert_eq!(doc["api_key"], "***");
     assert_eq!(doc["cli_key"], "***");
 
-    let (code, out, err) = cli(&db, &["settings", "set", "port_range_stop=21005", "disp_addrs=10.0.0.5,10.0.0.6"]);
+    let (code, out, err) = cli(
+        &db,
+        &[
+            "settings",
+            "set",
+            "port_range_stop=21005",
+            "disp_addrs=10.0.0.5,10.0.0.6",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("changed: disp_addrs, port_range_stop"), "{out}");
+    assert!(
+        out.contains("changed: disp_addrs, port_range_stop"),
+        "{out}"
+    );
     let s = vdi_gateway::Store::open(&db).unwrap().load().unwrap();
     assert_eq!(s.port_range_stop, 21005);
     assert_eq!(s.disp_addrs.len(), 2);
@@ -154,7 +195,10 @@ fn settings_cli_show_set_check() {
     let before = std::fs::read(&db).unwrap();
     let (code, _, err) = cli(&db, &["settings", "set", "api_port=0", "cli_key=short"]);
     assert_eq!(code, 1);
-    assert!(err.contains("nothing was written") && err.contains("api_port") && err.contains("cli_key"), "{err}");
+    assert!(
+        err.contains("nothing was written") && err.contains("api_port") && err.contains("cli_key"),
+        "{err}"
+    );
     assert!(!err.contains("short\""), "{err}");
     assert_eq!(std::fs::read(&db).unwrap(), before);
     let (code, _, err) = cli(&db, &["settings", "set", "bogus=1"]);
@@ -166,14 +210,19 @@ fn settings_cli_show_set_check() {
     rusqlite_free_corrupt(&db);
     let (code, _, err) = cli(&db, &["check"]);
     assert_eq!(code, 1);
-    assert!(err.contains("api_port") && err.contains("out of range"), "{err}");
+    assert!(
+        err.contains("api_port") && err.contains("out of range"),
+        "{err}"
+    );
 }
 
 /// Corrupts the stored document with the sqlite3 shell, as an admin might.
 fn rusqlite_free_corrupt(db: &Path) {
     let st = Command::new("sqlite3")
         .arg(db)
-        .arg("update settings set data = replace(data, '\"api_port\": 8000', '\"api_port\": 99999')")
+        .arg(
+            "update settings set data = replace(data, '\"api_port\": 8000', '\"api_port\": 99999')",
+        )
         .status()
         .unwrap();
     assert!(st.success());
@@ -198,25 +247,57 @@ async fn sigterm_closes_everything_and_exits_within_5_seconds() {
         .json()
         .await
         .unwrap();
-    let mut live = tokio::net::TcpStream::connect((ip, opened["port"].as_u64().unwrap() as u16)).await.unwrap();
+    let mut live = tokio::net::TcpStream::connect((ip, opened["port"].as_u64().unwrap() as u16))
+        .await
+        .unwrap();
     live.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     live.read_exact(&mut one).await.unwrap();
     // An auth failure, to see how it is logged.
-    let r = http.get(format!("http://{ip}:8000/v3/health/")).header("api_key", s.cli_key.expose()).send().await.unwrap();
+    let r = http
+        .get(format!("http://{ip}:8000/v3/health/"))
+        .header("api_key", s.cli_key.expose())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 
-    let (code, took, log) = tokio::task::spawn_blocking(move || daemon.terminate()).await.unwrap();
+    let (code, took, log) = tokio::task::spawn_blocking(move || daemon.terminate())
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{log}");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
-    assert_eq!(live.read(&mut one).await.unwrap_or(0), 0, "the stream was closed");
+    assert_eq!(
+        live.read(&mut one).await.unwrap_or(0),
+        0,
+        "the stream was closed"
+    );
     assert!(tokio::net::TcpStream::connect((ip, 8000)).await.is_err());
-    assert!(!log.contains('\x1b'), "no colour codes in the journal: {log}");
+    assert!(
+        !log.contains('\x1b'),
+        "no colour codes in the journal: {log}"
+    );
     // Logs: journald priorities, the auth failure with its source, never a key.
-    assert!(log.lines().any(|l| l.starts_with("<4>") && l.contains("authentication failed") && l.contains("client=127.0.0.1:")), "{log}");
-    assert!(log.lines().any(|l| l.starts_with("<6>") && l.contains("tunnel open")), "{log}");
-    assert!(log.lines().any(|l| l.starts_with("<6>") && l.contains("stream end") && l.contains("to_target=1")), "{log}");
-    assert!(!log.contains(s.api_key.expose()) && !log.contains(s.cli_key.expose()), "a key leaked into the log");
+    assert!(
+        log.lines().any(|l| l.starts_with("<4>")
+            && l.contains("authentication failed")
+            && l.contains("client=127.0.0.1:")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("tunnel open")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("stream end") && l.contains("to_target=1")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(s.api_key.expose()) && !log.contains(s.cli_key.expose()),
+        "a key leaked into the log"
+    );
 }
 
 #[tokio::test]
@@ -225,7 +306,13 @@ async fn sighup_reloads_settings_changed_by_the_cli() {
     let ip = unique_loopback();
     let db = prepared_db(&dir, ip);
     let daemon = Daemon::start(&db);
-    let key = vdi_gateway::Store::open(&db).unwrap().load().unwrap().api_key.expose().to_string();
+    let key = vdi_gateway::Store::open(&db)
+        .unwrap()
+        .load()
+        .unwrap()
+        .api_key
+        .expose()
+        .to_string();
     let (code, _, err) = cli(&db, &["settings", "set", "is_enabled=false"]);
     assert_eq!(code, 0, "{err}");
     daemon.signal(libc::SIGHUP);
@@ -241,6 +328,8 @@ async fn sighup_reloads_settings_changed_by_the_cli() {
         .await
         .unwrap();
     assert_eq!(h["is_enabled"], false);
-    let (code, _, _) = tokio::task::spawn_blocking(move || daemon.terminate()).await.unwrap();
+    let (code, _, _) = tokio::task::spawn_blocking(move || daemon.terminate())
+        .await
+        .unwrap();
     assert_eq!(code, 0);
 }

@@ -15,7 +15,9 @@ async fn dispatcher(ip: IpAddr, name: &'static str) {
     let l = TcpListener::bind((ip, DISP_PORT)).await.unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 s.write_all(format!("{name}\n").as_bytes()).await.unwrap();
                 let (mut r, mut w) = s.split();
@@ -59,9 +61,24 @@ async fn round_robin_over_dispatchers_skipping_one_that_is_down() {
     }
     // Every connection reached a live dispatcher, both were used, the dead one skipped.
     assert!(seen.iter().all(|n| n == "d1" || n == "d2"), "{seen:?}");
-    assert!(seen.contains(&"d1".to_string()) && seen.contains(&"d2".to_string()), "{seen:?}");
-    let metrics = g.http.get(g.url("/metrics")).bearer_auth(&g.api_key).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("vdi_gateway_service_tunnel_connections_total{reason=\"relayed\"} 6"), "{metrics}");
+    assert!(
+        seen.contains(&"d1".to_string()) && seen.contains(&"d2".to_string()),
+        "{seen:?}"
+    );
+    let metrics = g
+        .http
+        .get(g.url("/metrics"))
+        .bearer_auth(&g.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vdi_gateway_service_tunnel_connections_total{reason=\"relayed\"} 6"),
+        "{metrics}"
+    );
     g.stop().await;
 }
 
@@ -80,11 +97,16 @@ async fn no_dispatcher_reachable_closes_the_connection() {
 async fn ssl_terminates_tls_on_4300_and_the_api_with_a_generated_certificate() {
     let d1 = unique_loopback();
     dispatcher(d1, "tls-d").await;
-    let g = start(json!({"ssl": true, "disp_addrs": [d1.to_string()], "disp_port": DISP_PORT})).await;
+    let g =
+        start(json!({"ssl": true, "disp_addrs": [d1.to_string()], "disp_port": DISP_PORT})).await;
     let dir = g.db.parent().unwrap();
-    let cert_pem = std::fs::read(dir.join("tls/cert.pem")).expect("a certificate was generated next to the database");
+    let cert_pem = std::fs::read(dir.join("tls/cert.pem"))
+        .expect("a certificate was generated next to the database");
     use std::os::unix::fs::PermissionsExt;
-    let key_mode = std::fs::metadata(dir.join("tls/key.pem")).unwrap().permissions().mode();
+    let key_mode = std::fs::metadata(dir.join("tls/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
 
     // The API over HTTPS, trusting the generated certificate.
@@ -92,10 +114,18 @@ async fn ssl_terminates_tls_on_4300_and_the_api_with_a_generated_certificate() {
         .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem).unwrap())
         .build()
         .unwrap();
-    let r = client.get(format!("https://{}:8000/v3/health/", g.ip)).header("api_key", &g.api_key).send().await.unwrap();
+    let r = client
+        .get(format!("https://{}:8000/v3/health/", g.ip))
+        .header("api_key", &g.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     // Plain HTTP on the TLS port does not get an answer.
-    let plain = reqwest::Client::new().get(format!("http://{}:8000/v3/health/", g.ip)).send().await;
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}:8000/v3/health/", g.ip))
+        .send()
+        .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 
     // The service tunnel: TLS from the client, plain TCP to the dispatcher.
@@ -104,13 +134,17 @@ async fn ssl_terminates_tls_on_4300_and_the_api_with_a_generated_certificate() {
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(&cert_pem) {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = TcpStream::connect(SocketAddr::new(g.ip, 4300)).await.unwrap();
+    let tcp = TcpStream::connect(SocketAddr::new(g.ip, 4300))
+        .await
+        .unwrap();
     let name = rustls::pki_types::ServerName::IpAddress(g.ip.into());
     let mut tls = connector.connect(name, tcp).await.unwrap();
     assert_eq!(greeting(&mut tls).await, "tls-d");
@@ -124,7 +158,10 @@ async fn ssl_terminates_tls_on_4300_and_the_api_with_a_generated_certificate() {
 #[tokio::test]
 async fn a_missing_custom_certificate_is_refused_and_nothing_changes() {
     let g = start(json!({})).await;
-    let before = vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap();
+    let before = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load_text()
+        .unwrap();
     let (s, body) = g
         .post(
             "/v3/change_settings/",
@@ -134,8 +171,21 @@ async fn a_missing_custom_certificate_is_refused_and_nothing_changes() {
         )
         .await;
     assert_eq!(s, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("tls_cert_path"), "{body}");
-    assert_eq!(vdi_gateway::Store::open(&g.db).unwrap().load_text().unwrap(), before);
-    assert_eq!(g.get("/v3/health/", &g.api_key).await.0, 200, "still plain HTTP");
+    assert!(
+        body["message"].as_str().unwrap().contains("tls_cert_path"),
+        "{body}"
+    );
+    assert_eq!(
+        vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+        before
+    );
+    assert_eq!(
+        g.get("/v3/health/", &g.api_key).await.0,
+        200,
+        "still plain HTTP"
+    );
     g.stop().await;
 }

@@ -51,29 +51,67 @@ async fn ten_megabytes_each_way_counted_then_disconnected() {
         .await;
     let t = &c["tunnels"][0];
     assert_eq!(t["state"], "active");
-    assert!(t.get("expires_at").is_none(), "an active tunnel does not expire: {t}");
-    assert_eq!(t["streams"][0]["client_addr"], live.local_addr().unwrap().to_string());
+    assert!(
+        t.get("expires_at").is_none(),
+        "an active tunnel does not expire: {t}"
+    );
+    assert_eq!(
+        t["streams"][0]["client_addr"],
+        live.local_addr().unwrap().to_string()
+    );
     assert_eq!(t["streams"][0]["via"], "tcp");
     assert_ne!(local, live.local_addr().unwrap());
 
     // The first stream's totals reached the metrics exactly.
-    let metrics = g.http.get(g.url("/metrics")).bearer_auth(&g.api_key).send().await.unwrap().text().await.unwrap();
+    let metrics = g
+        .http
+        .get(g.url("/metrics"))
+        .bearer_auth(&g.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let total = 13 + MB10;
-    assert!(metrics.contains(&format!("vdi_gateway_bytes_relayed_total{{direction=\"to_target\"}} {total}")), "{metrics}");
-    assert!(metrics.contains(&format!("vdi_gateway_bytes_relayed_total{{direction=\"to_client\"}} {total}")), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "vdi_gateway_bytes_relayed_total{{direction=\"to_target\"}} {total}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "vdi_gateway_bytes_relayed_total{{direction=\"to_client\"}} {total}"
+        )),
+        "{metrics}"
+    );
 
     // Disconnect the tunnel: both ends close, the port is free again.
     let stream_id = t["streams"][0]["id"].as_str().unwrap().to_string();
-    let (s, closed) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"tunnel_id": id})).await;
+    let (s, closed) = g
+        .post(
+            "/v3/disconnect/",
+            "api_key",
+            &g.api_key,
+            json!({"tunnel_id": id}),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(closed, json!({"tunnels": [id], "streams": [stream_id]}));
     let n = live.read(&mut buf).await.unwrap_or(0);
     assert_eq!(n, 0, "the client side was closed");
     assert!(g.tunnel(&id).await.is_none());
     assert!(port_is_free(addr), "port {addr} is free again");
-    assert!(TcpStream::connect(addr).await.is_err(), "nothing listens on the old port");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "nothing listens on the old port"
+    );
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
-    assert_eq!((h["tunnels"].as_u64(), h["ports_in_use"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (h["tunnels"].as_u64(), h["ports_in_use"].as_u64()),
+        (Some(0), Some(0))
+    );
     g.stop().await;
 }
 
@@ -90,7 +128,13 @@ async fn disconnect_one_stream_leaves_the_others() {
         let mut one = [0u8; 1];
         s.read_exact(&mut one).await.unwrap();
     }
-    let c = g.wait_for("two streams", |c| c["tunnels"][0]["streams"].as_array().is_some_and(|s| s.len() == 2)).await;
+    let c = g
+        .wait_for("two streams", |c| {
+            c["tunnels"][0]["streams"]
+                .as_array()
+                .is_some_and(|s| s.len() == 2)
+        })
+        .await;
     let a_local = a.local_addr().unwrap().to_string();
     let a_id = c["tunnels"][0]["streams"]
         .as_array()
@@ -101,8 +145,18 @@ async fn disconnect_one_stream_leaves_the_others() {
         .as_str()
         .unwrap()
         .to_string();
-    let (s, closed) = g.post("/v3/disconnect/", "api_key", &g.api_key, json!({"stream_id": a_id})).await;
-    assert_eq!((s, closed), (200, json!({"tunnels": [], "streams": [a_id]})));
+    let (s, closed) = g
+        .post(
+            "/v3/disconnect/",
+            "api_key",
+            &g.api_key,
+            json!({"stream_id": a_id}),
+        )
+        .await;
+    assert_eq!(
+        (s, closed),
+        (200, json!({"tunnels": [], "streams": [a_id]}))
+    );
     let mut buf = [0u8; 1];
     assert_eq!(a.read(&mut buf).await.unwrap_or(0), 0);
     b.write_all(b"y").await.unwrap();
@@ -124,7 +178,9 @@ async fn many_streams_in_one_tunnel() {
     });
     futures_util::future::join_all(runs).await;
     assert_eq!(*desk.accepted.borrow(), 16);
-    let c = g.wait_for("streams to finish", |c| c["tunnels"][0]["state"] == "idle").await;
+    let c = g
+        .wait_for("streams to finish", |c| c["tunnels"][0]["state"] == "idle")
+        .await;
     assert_eq!(c["tunnels"].as_array().unwrap().len(), 1);
     g.stop().await;
 }
@@ -145,7 +201,11 @@ async fn stream_limit_per_tunnel() {
     }
     let mut third = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 1];
-    assert_eq!(third.read(&mut buf).await.unwrap_or(0), 0, "the third stream is closed at once");
+    assert_eq!(
+        third.read(&mut buf).await.unwrap_or(0),
+        0,
+        "the third stream is closed at once"
+    );
     g.stop().await;
 }
 
@@ -160,7 +220,10 @@ async fn same_vm_and_target_reuse_the_tunnel() {
     assert_eq!(a["port"], b["port"]);
     assert_ne!(a["id"], c["id"]);
     assert_ne!(a["port"], c["port"]);
-    assert_eq!(g.connections().await["tunnels"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        g.connections().await["tunnels"].as_array().unwrap().len(),
+        2
+    );
     g.stop().await;
 }
 
@@ -170,10 +233,17 @@ async fn a_tunnel_no_stream_reached_expires() {
     let desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (_, opened) = g.open(desk.addr, None).await;
     let addr = tunnel_addr(&g, &opened);
-    let expires: chrono::DateTime<chrono::Utc> = opened["expires_at"].as_str().unwrap().parse().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        opened["expires_at"].as_str().unwrap().parse().unwrap();
     let ttl = expires - chrono::Utc::now();
-    assert!(ttl <= chrono::Duration::seconds(1) && ttl > chrono::Duration::zero(), "{ttl}");
-    g.wait_for("the tunnel to expire", |c| c["tunnels"].as_array().unwrap().is_empty()).await;
+    assert!(
+        ttl <= chrono::Duration::seconds(1) && ttl > chrono::Duration::zero(),
+        "{ttl}"
+    );
+    g.wait_for("the tunnel to expire", |c| {
+        c["tunnels"].as_array().unwrap().is_empty()
+    })
+    .await;
     assert!(port_is_free(addr));
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ports_in_use"], 0);
@@ -189,13 +259,22 @@ async fn a_tunnel_idles_out_after_its_last_stream() {
     let addr = tunnel_addr(&g, &opened);
     let sock = TcpStream::connect(addr).await.unwrap();
     // Hold the stream past the ttl: an active tunnel does not expire.
-    g.wait_for("the stream", |c| c["tunnels"][0]["state"] == "active").await;
+    g.wait_for("the stream", |c| c["tunnels"][0]["state"] == "active")
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(g.tunnel(&id).await.is_some(), "active tunnel outlived its ttl");
+    assert!(
+        g.tunnel(&id).await.is_some(),
+        "active tunnel outlived its ttl"
+    );
     assert_eq!(echo_round_trip(sock, b"bye").await, b"bye");
-    let idle = g.wait_for("idle state", |c| c["tunnels"][0]["state"] == "idle").await;
+    let idle = g
+        .wait_for("idle state", |c| c["tunnels"][0]["state"] == "idle")
+        .await;
     assert!(idle["tunnels"][0]["expires_at"].is_string());
-    g.wait_for("the tunnel to idle out", |c| c["tunnels"].as_array().unwrap().is_empty()).await;
+    g.wait_for("the tunnel to idle out", |c| {
+        c["tunnels"].as_array().unwrap().is_empty()
+    })
+    .await;
     assert!(port_is_free(addr));
     g.stop().await;
 }
@@ -209,7 +288,10 @@ async fn port_exhaustion_answers_503() {
     let (s, body) = g.open(desk.addr, Some("c")).await;
     assert_eq!(s, 503);
     assert_eq!(body["code"], "no_free_port");
-    assert!(body["message"].as_str().unwrap().contains("21000-21001"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("21000-21001"),
+        "{body}"
+    );
     g.stop().await;
 }
 
@@ -235,27 +317,76 @@ async fn allow_list_refusals() {
         ("169.254.169.254", "link-local"),
         ("localhost", "loopback"),
     ] {
-        let (s, body) = g.post("/v3/open_connection/", "cli_key", &g.cli_key.clone(), json!({"target_host": host, "target_port": 5900})).await;
-        assert_eq!((s, body["code"].as_str()), (403, Some("target_not_allowed")), "{host}: {body}");
-        assert!(body["message"].as_str().unwrap().contains(needle), "{host}: {body}");
+        let (s, body) = g
+            .post(
+                "/v3/open_connection/",
+                "cli_key",
+                &g.cli_key.clone(),
+                json!({"target_host": host, "target_port": 5900}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (403, Some("target_not_allowed")),
+            "{host}: {body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{host}: {body}"
+        );
     }
-    let (s, body) = g.post("/v3/open_connection/", "cli_key", &g.cli_key.clone(), json!({"target_host": "", "target_port": 5900})).await;
+    let (s, body) = g
+        .post(
+            "/v3/open_connection/",
+            "cli_key",
+            &g.cli_key.clone(),
+            json!({"target_host": "", "target_port": 5900}),
+        )
+        .await;
     assert_eq!((s, body["code"].as_str()), (400, Some("bad_request")));
-    let (s, body) = g.post("/v3/open_connection/", "cli_key", &g.cli_key.clone(), json!({"target_host": "no-such-host.invalid", "target_port": 5900})).await;
-    assert_eq!((s, body["code"].as_str()), (422, Some("unresolvable_target")), "{body}");
-    assert!(g.connections().await["tunnels"].as_array().unwrap().is_empty());
+    let (s, body) = g
+        .post(
+            "/v3/open_connection/",
+            "cli_key",
+            &g.cli_key.clone(),
+            json!({"target_host": "no-such-host.invalid", "target_port": 5900}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (422, Some("unresolvable_target")),
+        "{body}"
+    );
+    assert!(
+        g.connections().await["tunnels"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     g.stop().await;
 }
 
 #[tokio::test]
 async fn own_loopback_address_is_refused_unless_listed() {
     let ip = unique_loopback();
-    let broad = start_on(ip, json!({"allowed_targets": ["127.0.0.1/32", "10.0.0.0/8"]})).await;
+    let broad = start_on(
+        ip,
+        json!({"allowed_targets": ["127.0.0.1/32", "10.0.0.0/8"]}),
+    )
+    .await;
     let (s, body) = broad
-        .post("/v3/open_connection/", "cli_key", &broad.cli_key.clone(), json!({"target_host": ip.to_string(), "target_port": 8000}))
+        .post(
+            "/v3/open_connection/",
+            "cli_key",
+            &broad.cli_key.clone(),
+            json!({"target_host": ip.to_string(), "target_port": 8000}),
+        )
         .await;
     assert_eq!(s, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("loopback"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("loopback"),
+        "{body}"
+    );
     broad.stop().await;
 }
 
@@ -269,7 +400,14 @@ async fn disabled_gateway_refuses_new_tunnels_but_keeps_streams() {
     live.write_all(b"1").await.unwrap();
     let mut one = [0u8; 1];
     live.read_exact(&mut one).await.unwrap();
-    let (s, _) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"is_enabled": false})).await;
+    let (s, _) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"is_enabled": false}),
+        )
+        .await;
     assert_eq!(s, 200);
     let (s, body) = g.open(desk.addr, Some("other")).await;
     assert_eq!((s, body["code"].as_str()), (503, Some("gateway_disabled")));
@@ -291,15 +429,29 @@ async fn narrowing_the_range_keeps_running_tunnels() {
         ports.push(o["port"].as_u64().unwrap() as u16);
     }
     assert_eq!(ports, [21000, 21001, 21002]);
-    let (s, _) = g.post("/v3/change_settings/", "api_key", &g.api_key, json!({"port_range_stop": 21001})).await;
+    let (s, _) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_stop": 21001}),
+        )
+        .await;
     assert_eq!(s, 200);
     // The tunnel on 21002 is outside the range now, and still relays.
-    let back = echo_round_trip(TcpStream::connect((g.ip, 21002)).await.unwrap(), b"still here").await;
+    let back = echo_round_trip(
+        TcpStream::connect((g.ip, 21002)).await.unwrap(),
+        b"still here",
+    )
+    .await;
     assert_eq!(back, b"still here");
     let (s, body) = g.open(desk.addr, Some("d")).await;
     assert_eq!((s, body["code"].as_str()), (503, Some("no_free_port")));
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
-    assert_eq!((h["ports_in_use"].as_u64(), h["ports_free"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (h["ports_in_use"].as_u64(), h["ports_free"].as_u64()),
+        (Some(3), Some(0))
+    );
     g.stop().await;
 }
 
@@ -313,11 +465,14 @@ async fn websocket_streams_relay_bytes() {
     let id = opened["id"].as_str().unwrap();
     let url = format!("ws://{}:8000/v3/connect/?id={id}", g.ip);
     let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut().insert("cli_key", g.cli_key.parse().unwrap());
+    req.headers_mut()
+        .insert("cli_key", g.cli_key.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let data = random_bytes(300_000);
     for chunk in data.chunks(50_000) {
-        ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+        ws.send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
     }
     let mut back = Vec::new();
     while back.len() < data.len() {
@@ -327,19 +482,34 @@ async fn websocket_streams_relay_bytes() {
         }
     }
     assert_eq!(sha(&back), sha(&data));
-    let c = g.wait_for("the websocket stream", |c| c["tunnels"][0]["streams"][0]["bytes_to_client"] == 300_000).await;
+    let c = g
+        .wait_for("the websocket stream", |c| {
+            c["tunnels"][0]["streams"][0]["bytes_to_client"] == 300_000
+        })
+        .await;
     let s = &c["tunnels"][0]["streams"][0];
     assert_eq!(s["via"], "websocket");
     assert_eq!(s["bytes_to_target"], 300_000);
-    assert!(s["client_addr"].as_str().unwrap().starts_with("127.0.0.1:") || s["client_addr"].as_str().unwrap().starts_with(&g.ip.to_string()));
+    assert!(
+        s["client_addr"].as_str().unwrap().starts_with("127.0.0.1:")
+            || s["client_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with(&g.ip.to_string())
+    );
     ws.close(None).await.unwrap();
-    g.wait_for("the stream to end", |c| c["tunnels"][0]["state"] == "idle").await;
+    g.wait_for("the stream to end", |c| c["tunnels"][0]["state"] == "idle")
+        .await;
     // Wrong role and unknown tunnel.
     let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut().insert("cli_key", g.api_key.parse().unwrap());
+    req.headers_mut()
+        .insert("cli_key", g.api_key.parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
-    let mut req = format!("ws://{}:8000/v3/connect/?id=nope", g.ip).into_client_request().unwrap();
-    req.headers_mut().insert("cli_key", g.cli_key.parse().unwrap());
+    let mut req = format!("ws://{}:8000/v3/connect/?id=nope", g.ip)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("cli_key", g.cli_key.parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 404),
         other => panic!("expected 404, got {other:?}"),
@@ -366,9 +536,14 @@ async fn trusted_proxy_header_gives_the_real_client() {
     sock.write_all(b"payload").await.unwrap();
     let mut buf = [0u8; 7];
     sock.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"payload", "the header is stripped, the payload relayed");
+    assert_eq!(
+        &buf, b"payload",
+        "the header is stripped, the payload relayed"
+    );
     let c = g
-        .wait_for("the real client", |c| c["tunnels"][0]["streams"][0]["client_addr"] == "203.0.113.7:51000")
+        .wait_for("the real client", |c| {
+            c["tunnels"][0]["streams"][0]["client_addr"] == "203.0.113.7:51000"
+        })
         .await;
     assert_eq!(c["tunnels"][0]["streams"][0]["bytes_to_target"], 7);
     g.stop().await;
@@ -398,12 +573,21 @@ async fn server_first_protocols_work_without_client_bytes() {
 async fn an_unreachable_desktop_ends_the_stream_only() {
     let g = start(json!({"connect_timeout_secs": 2})).await;
     // Bind and drop: nothing listens there any more.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (_, opened) = g.open(dead, None).await;
     let mut sock = TcpStream::connect(tunnel_addr(&g, &opened)).await.unwrap();
     let mut buf = [0u8; 1];
     assert_eq!(sock.read(&mut buf).await.unwrap_or(0), 0);
-    let c = g.wait_for("idle", |c| c["tunnels"][0]["state"] == "idle").await;
-    assert_eq!(c["tunnels"].as_array().unwrap().len(), 1, "the tunnel stays for a retry");
+    let c = g
+        .wait_for("idle", |c| c["tunnels"][0]["state"] == "idle")
+        .await;
+    assert_eq!(
+        c["tunnels"].as_array().unwrap().len(),
+        1,
+        "the tunnel stays for a retry"
+    );
     g.stop().await;
 }

@@ -23,7 +23,10 @@ fn seed_round_trips_byte_for_byte() {
 fn seed_values_are_read() {
     let s = seed();
     assert!(s.is_enabled);
-    assert_eq!(s.internal_addrs, vec!["10.254.150.132".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        s.internal_addrs,
+        vec!["10.254.150.132".parse::<IpAddr>().unwrap()]
+    );
     assert_eq!(s.api_port, 8000);
     assert_eq!((s.port_range_start, s.port_range_stop), (5900, 5999));
     assert_eq!(s.api_key.expose(), "IVNGbmpzZGtmdWV3");
@@ -51,46 +54,144 @@ fn local_defaults_are_valid_and_render_in_seed_order() {
 #[test]
 fn validation_table() {
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({"internal_addrs": ["10.0.0.300"]}), "internal_addrs", "not an IP address"),
-        (json!({"internal_addrs": []}), "internal_addrs", "at least one"),
-        (json!({"internal_addrs": ["10.0.0.1", "10.0.0.1"]}), "internal_addrs", "twice"),
-        (json!({"internal_addrs": "10.0.0.1"}), "internal_addrs", "expected a list"),
+        (
+            json!({"internal_addrs": ["10.0.0.300"]}),
+            "internal_addrs",
+            "not an IP address",
+        ),
+        (
+            json!({"internal_addrs": []}),
+            "internal_addrs",
+            "at least one",
+        ),
+        (
+            json!({"internal_addrs": ["10.0.0.1", "10.0.0.1"]}),
+            "internal_addrs",
+            "twice",
+        ),
+        (
+            json!({"internal_addrs": "10.0.0.1"}),
+            "internal_addrs",
+            "expected a list",
+        ),
         (json!({"disp_addrs": []}), "disp_addrs", "at least one"),
-        (json!({"public_addr": "gateway.example"}), "public_addr", "not an IP address"),
-        (json!({"virtual_addr": 5}), "virtual_addr", "expected a string"),
+        (
+            json!({"public_addr": "gateway.example"}),
+            "public_addr",
+            "not an IP address",
+        ),
+        (
+            json!({"virtual_addr": 5}),
+            "virtual_addr",
+            "expected a string",
+        ),
         (json!({"api_port": 0}), "api_port", "out of range"),
         (json!({"api_port": 65536}), "api_port", "out of range"),
         (json!({"api_port": -1}), "api_port", "whole number"),
         (json!({"api_port": "8000"}), "api_port", "whole number"),
         (json!({"disp_port": 70000}), "disp_port", "out of range"),
         (json!({"is_enabled": "yes"}), "is_enabled", "true or false"),
-        (json!({"port_range_start": 6000, "port_range_stop": 5999}), "port_range_start", "above port_range_stop"),
-        (json!({"port_range_start": 7990, "port_range_stop": 8010}), "port_range_start", "api_port (8000)"),
-        (json!({"port_range_start": 7990, "port_range_stop": 8002, "api_port": 9000}), "port_range_start", "balancer_api_port (8002)"),
-        (json!({"port_range_start": 400, "port_range_stop": 500}), "port_range_start", "service port (443)"),
-        (json!({"port_range_start": 4300, "port_range_stop": 4301}), "port_range_start", "service tunnel port (4300)"),
-        (json!({"port_range_start": 8003, "port_range_stop": 8003}), "port_range_start", "stats port (8003)"),
-        (json!({"port_range_start": 9990, "port_range_stop": 10010}), "port_range_start", "peers port (10000)"),
+        (
+            json!({"port_range_start": 6000, "port_range_stop": 5999}),
+            "port_range_start",
+            "above port_range_stop",
+        ),
+        (
+            json!({"port_range_start": 7990, "port_range_stop": 8010}),
+            "port_range_start",
+            "api_port (8000)",
+        ),
+        (
+            json!({"port_range_start": 7990, "port_range_stop": 8002, "api_port": 9000}),
+            "port_range_start",
+            "balancer_api_port (8002)",
+        ),
+        (
+            json!({"port_range_start": 400, "port_range_stop": 500}),
+            "port_range_start",
+            "service port (443)",
+        ),
+        (
+            json!({"port_range_start": 4300, "port_range_stop": 4301}),
+            "port_range_start",
+            "service tunnel port (4300)",
+        ),
+        (
+            json!({"port_range_start": 8003, "port_range_stop": 8003}),
+            "port_range_start",
+            "stats port (8003)",
+        ),
+        (
+            json!({"port_range_start": 9990, "port_range_stop": 10010}),
+            "port_range_start",
+            "peers port (10000)",
+        ),
         (json!({"api_port": 4300}), "api_port", "service tunnel port"),
-        (json!({"balancer_api_port": 443}), "balancer_api_port", "service port"),
+        (
+            json!({"balancer_api_port": 443}),
+            "balancer_api_port",
+            "service port",
+        ),
         (json!({"api_key": "short"}), "api_key", "at least 16"),
-        (json!({"cli_key": "has a space in it ok"}), "cli_key", "printable ASCII"),
-        (json!({"cli_key": "IVNGbmpzZGtmdWV3"}), "cli_key", "differ from api_key"),
-        (json!({"allowed_targets": ["10.0.0.0/33"]}), "allowed_targets", "not a network"),
-        (json!({"allowed_targets": ["10.0.0.1/8"]}), "allowed_targets", "host bits"),
-        (json!({"tunnel_ttl_secs": 0}), "tunnel_ttl_secs", "out of range"),
-        (json!({"tunnel_idle_secs": 9999999}), "tunnel_idle_secs", "out of range"),
-        (json!({"max_streams_per_tunnel": 0}), "max_streams_per_tunnel", "out of range"),
-        (json!({"connect_timeout_secs": 301}), "connect_timeout_secs", "out of range"),
-        (json!({"tls_cert_path": "cert.pem"}), "tls_cert_path", "absolute"),
-        (json!({"no_such_field": 1}), "no_such_field", "unknown field"),
+        (
+            json!({"cli_key": "has a space in it ok"}),
+            "cli_key",
+            "printable ASCII",
+        ),
+        (
+            json!({"cli_key": "IVNGbmpzZGtmdWV3"}),
+            "cli_key",
+            "differ from api_key",
+        ),
+        (
+            json!({"allowed_targets": ["10.0.0.0/33"]}),
+            "allowed_targets",
+            "not a network",
+        ),
+        (
+            json!({"allowed_targets": ["10.0.0.1/8"]}),
+            "allowed_targets",
+            "host bits",
+        ),
+        (
+            json!({"tunnel_ttl_secs": 0}),
+            "tunnel_ttl_secs",
+            "out of range",
+        ),
+        (
+            json!({"tunnel_idle_secs": 9999999}),
+            "tunnel_idle_secs",
+            "out of range",
+        ),
+        (
+            json!({"max_streams_per_tunnel": 0}),
+            "max_streams_per_tunnel",
+            "out of range",
+        ),
+        (
+            json!({"connect_timeout_secs": 301}),
+            "connect_timeout_secs",
+            "out of range",
+        ),
+        (
+            json!({"tls_cert_path": "cert.pem"}),
+            "tls_cert_path",
+            "absolute",
+        ),
+        (
+            json!({"no_such_field": 1}),
+            "no_such_field",
+            "unknown field",
+        ),
     ];
     let current = seed();
     for (p, field, needle) in cases {
         let err = apply_patch(&current, &patch(p.clone())).expect_err(&p.to_string());
         let fields = err.field_errors();
         assert!(
-            fields.iter().any(|e| e.field == field && e.message.contains(needle)),
+            fields
+                .iter()
+                .any(|e| e.field == field && e.message.contains(needle)),
             "{p}: expected {field} ~ {needle:?}, got {fields:?}"
         );
     }
@@ -98,8 +199,11 @@ fn validation_table() {
 
 #[test]
 fn key_errors_never_echo_the_key() {
-    let err = apply_patch(&seed(), &patch(json!({"api_key": "secret-but-short"[..10].to_string()})))
-        .unwrap_err();
+    let err = apply_patch(
+        &seed(),
+        &patch(json!({"api_key": "secret-but-short"[..10].to_string()})),
+    )
+    .unwrap_err();
     assert!(!err.to_string().contains("secret-but"), "{err}");
     let err = apply_patch(&seed(), &patch(json!({"cli_key": "IVNGbmpzZGtmdWV3"}))).unwrap_err();
     assert!(!err.to_string().contains("IVNGbmpzZGtmdWV3"), "{err}");
@@ -131,17 +235,25 @@ fn patch_changes_only_given_fields() {
 
 #[test]
 fn null_resets_an_optional_field_and_cannot_clear_a_required_one() {
-    let with = apply_patch(&seed(), &patch(json!({"tunnel_ttl_secs": 30}))).unwrap().settings;
+    let with = apply_patch(&seed(), &patch(json!({"tunnel_ttl_secs": 30})))
+        .unwrap()
+        .settings;
     let reset = apply_patch(&with, &patch(json!({"tunnel_ttl_secs": null}))).unwrap();
     assert_eq!(reset.settings, seed());
     assert_eq!(render_document(&reset.settings), SEED);
     let err = apply_patch(&seed(), &patch(json!({"api_port": null}))).unwrap_err();
-    assert_eq!(err.field_errors(), vec![FieldError::new("api_port", "missing")]);
+    assert_eq!(
+        err.field_errors(),
+        vec![FieldError::new("api_port", "missing")]
+    );
 }
 
 #[test]
 fn document_level_errors() {
-    assert!(matches!(parse_document_text("{"), Err(SettingsError::Json(_))));
+    assert!(matches!(
+        parse_document_text("{"),
+        Err(SettingsError::Json(_))
+    ));
     assert_eq!(parse_document_text("[1]"), Err(SettingsError::NotAnObject));
     let err = parse_document_text("{}").unwrap_err();
     assert_eq!(err.field_errors().len(), 13);
@@ -153,10 +265,22 @@ fn assignments_from_the_command_line() {
         ("api_port=8100", ("api_port", json!(8100))),
         ("is_enabled=false", ("is_enabled", json!(false))),
         ("public_addr=10.0.0.5", ("public_addr", json!("10.0.0.5"))),
-        ("internal_addrs=10.0.0.1,10.0.0.2", ("internal_addrs", json!(["10.0.0.1", "10.0.0.2"]))),
-        ("disp_addrs=[\"10.0.0.9\"]", ("disp_addrs", json!(["10.0.0.9"]))),
-        ("allowed_targets=127.0.0.1/32", ("allowed_targets", json!(["127.0.0.1/32"]))),
-        ("api_key=QUJDREVGR0hJSktMTU5PUA==", ("api_key", json!("QUJDREVGR0hJSktMTU5PUA=="))),
+        (
+            "internal_addrs=10.0.0.1,10.0.0.2",
+            ("internal_addrs", json!(["10.0.0.1", "10.0.0.2"])),
+        ),
+        (
+            "disp_addrs=[\"10.0.0.9\"]",
+            ("disp_addrs", json!(["10.0.0.9"])),
+        ),
+        (
+            "allowed_targets=127.0.0.1/32",
+            ("allowed_targets", json!(["127.0.0.1/32"])),
+        ),
+        (
+            "api_key=QUJDREVGR0hJSktMTU5PUA==",
+            ("api_key", json!("QUJDREVGR0hJSktMTU5PUA==")),
+        ),
         ("tunnel_ttl_secs=null", ("tunnel_ttl_secs", json!(null))),
     ];
     for (arg, (k, v)) in cases {

@@ -64,11 +64,18 @@ impl ApiError {
         let message = match self {
             ApiError::InvalidSettings(f) => format!(
                 "invalid settings: {}",
-                f.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+                f.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             other => other.to_string(),
         };
-        ErrorBody { code: code.into(), message, fields }
+        ErrorBody {
+            code: code.into(),
+            message,
+            fields,
+        }
     }
 }
 
@@ -89,8 +96,12 @@ impl From<crate::state::ChangeError> for ApiError {
         match e {
             ChangeError::Invalid(s) => ApiError::InvalidSettings(s.field_errors()),
             ChangeError::Apply(msg) => ApiError::Conflict(msg),
-            ChangeError::Store(StoreError::Conflict) => ApiError::Conflict(StoreError::Conflict.to_string()),
-            ChangeError::Store(StoreError::Rejected(s)) => ApiError::InvalidSettings(s.field_errors()),
+            ChangeError::Store(StoreError::Conflict) => {
+                ApiError::Conflict(StoreError::Conflict.to_string())
+            }
+            ChangeError::Store(StoreError::Rejected(s)) => {
+                ApiError::InvalidSettings(s.field_errors())
+            }
             ChangeError::Store(other) => ApiError::Internal(other.to_string()),
         }
     }

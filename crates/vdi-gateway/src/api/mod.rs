@@ -54,9 +54,18 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let c = openapi.components.get_or_insert_with(Default::default);
-        c.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("api_key"))));
-        c.add_security_scheme("cli_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("cli_key"))));
-        c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("api_key"))),
+        );
+        c.add_security_scheme(
+            "cli_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("cli_key"))),
+        );
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
         openapi.info.version = PRODUCT_VERSION.to_string();
     }
 }
@@ -105,7 +114,11 @@ async fn count_request(State(gw): State<Shared>, req: Request, next: Next) -> Re
         .unwrap_or_else(|| "other".into());
     let method = req.method().to_string();
     let resp = next.run(req).await;
-    let labels = RequestLabels { route, method, status: resp.status().as_u16() };
+    let labels = RequestLabels {
+        route,
+        method,
+        status: resp.status().as_u16(),
+    };
     gw.metrics.requests.get_or_create(&labels).inc();
     resp
 }
@@ -142,13 +155,37 @@ async fn require(role: Role, req: Request, next: Next) -> Result<Response, ApiEr
         .unwrap_or_else(|| "unknown".into());
     let path = req.uri().path().to_string();
     let (reason, err) = match (decision, role) {
-        (Decision::Missing, Role::Dispatcher) => ("missing", ApiError::Unauthorized("this endpoint needs the api_key (header `api_key` or `Authorization: Bearer`)".into())),
-        (Decision::Missing, Role::Client) => ("missing", ApiError::Unauthorized("this endpoint needs the cli_key (header `cli_key` or `Authorization: Bearer`)".into())),
-        (Decision::WrongRole, Role::Dispatcher) => ("wrong_role", ApiError::Forbidden("the cli_key does not grant dispatcher endpoints".into())),
-        (Decision::WrongRole, Role::Client) => ("wrong_role", ApiError::Forbidden("the api_key does not grant client endpoints".into())),
-        _ => ("wrong_key", ApiError::Unauthorized("the key is not valid".into())),
+        (Decision::Missing, Role::Dispatcher) => (
+            "missing",
+            ApiError::Unauthorized(
+                "this endpoint needs the api_key (header `api_key` or `Authorization: Bearer`)"
+                    .into(),
+            ),
+        ),
+        (Decision::Missing, Role::Client) => (
+            "missing",
+            ApiError::Unauthorized(
+                "this endpoint needs the cli_key (header `cli_key` or `Authorization: Bearer`)"
+                    .into(),
+            ),
+        ),
+        (Decision::WrongRole, Role::Dispatcher) => (
+            "wrong_role",
+            ApiError::Forbidden("the cli_key does not grant dispatcher endpoints".into()),
+        ),
+        (Decision::WrongRole, Role::Client) => (
+            "wrong_role",
+            ApiError::Forbidden("the api_key does not grant client endpoints".into()),
+        ),
+        _ => (
+            "wrong_key",
+            ApiError::Unauthorized("the key is not valid".into()),
+        ),
     };
-    gw.metrics.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+    gw.metrics
+        .auth_failures
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
     tracing::warn!(%client, %path, reason, "authentication failed");
     Err(err)
 }
@@ -169,7 +206,8 @@ fn presented_tokens(h: &HeaderMap) -> Vec<&[u8]> {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 fn idle(gw: &Shared) -> Duration {
@@ -213,14 +251,24 @@ async fn get_settings(State(gw): State<Shared>) -> Json<Settings> {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Valid, but cannot be applied (e.g. the new API port is taken)"),
         (status = 422, body = ErrorBody, description = "Invalid; `fields` names each problem")))]
-async fn change_settings(State(gw): State<Shared>, body: Bytes) -> Result<Json<SettingsChanged>, ApiError> {
+async fn change_settings(
+    State(gw): State<Shared>,
+    body: Bytes,
+) -> Result<Json<SettingsChanged>, ApiError> {
     let patch = match parse_body::<Value>(&body)? {
         Value::Object(map) => map,
-        _ => return Err(ApiError::BadRequest("the body must be a JSON object of settings fields".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON object of settings fields".into(),
+            ));
+        }
     };
     let change = gw.change(&patch).await?;
     tracing::info!(changed = ?change.changed, "settings changed through the API");
-    Ok(Json(SettingsChanged { changed: change.changed, settings: change.settings }))
+    Ok(Json(SettingsChanged {
+        changed: change.changed,
+        settings: change.settings,
+    }))
 }
 
 /// Every tunnel of this node with its streams.
@@ -229,7 +277,9 @@ async fn change_settings(State(gw): State<Shared>, body: Bytes) -> Result<Json<S
     responses((status = 200, body = Connections), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_connections(State(gw): State<Shared>) -> Json<Connections> {
     let idle = idle(&gw);
-    Json(Connections { tunnels: gw.tunnels.all().iter().map(|t| t.info(idle)).collect() })
+    Json(Connections {
+        tunnels: gw.tunnels.all().iter().map(|t| t.info(idle)).collect(),
+    })
 }
 
 /// Closes a tunnel (with its streams), one stream, or everything; answers with what it closed.
@@ -243,12 +293,18 @@ async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Discon
     let mut done = Disconnected::default();
     match (req.tunnel_id, req.stream_id, req.all) {
         (Some(id), None, None) => {
-            let t = gw.tunnels.get(&id).ok_or_else(|| ApiError::NotFound(format!("no tunnel {id}")))?;
+            let t = gw
+                .tunnels
+                .get(&id)
+                .ok_or_else(|| ApiError::NotFound(format!("no tunnel {id}")))?;
             done.streams = t.close().await;
             done.tunnels.push(id);
         }
         (None, Some(id), None) => {
-            let (t, s) = gw.tunnels.find_stream(&id).ok_or_else(|| ApiError::NotFound(format!("no stream {id}")))?;
+            let (t, s) = gw
+                .tunnels
+                .find_stream(&id)
+                .ok_or_else(|| ApiError::NotFound(format!("no stream {id}")))?;
             t.close_stream(&s).await;
             done.streams.push(id);
         }
@@ -260,7 +316,11 @@ async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Discon
                 done.streams.extend(streams);
             }
         }
-        _ => return Err(ApiError::BadRequest("give exactly one of tunnel_id, stream_id or \"all\": true".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of tunnel_id, stream_id or \"all\": true".into(),
+            ));
+        }
     }
     tracing::info!(tunnels = ?done.tunnels, streams = ?done.streams, "disconnected through the API");
     Ok(Json(done))
@@ -274,11 +334,16 @@ async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Discon
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Wrong key role, or target outside allowed_targets"),
         (status = 422, body = ErrorBody, description = "Target name does not resolve"),
         (status = 503, body = ErrorBody, description = "Gateway disabled, or no free port")))]
-async fn open_connection(State(gw): State<Shared>, body: Bytes) -> Result<Json<ConnectionOpened>, ApiError> {
+async fn open_connection(
+    State(gw): State<Shared>,
+    body: Bytes,
+) -> Result<Json<ConnectionOpened>, ApiError> {
     let req: OpenConnection = parse_body(&body)?;
     let s = gw.current();
     if !s.is_enabled {
-        return Err(ApiError::Disabled("the gateway is disabled (is_enabled = false); running streams go on".into()));
+        return Err(ApiError::Disabled(
+            "the gateway is disabled (is_enabled = false); running streams go on".into(),
+        ));
     }
     check_open_request(&req)?;
     let target_addr = resolve_allowed(&gw, &req).await?;
@@ -294,7 +359,12 @@ async fn open_connection(State(gw): State<Shared>, body: Bytes) -> Result<Json<C
         Some(t) => t,
         None => gw
             .tunnels
-            .open(open, &gw.local_addrs(), gw.settings.subscribe(), &gw.shutdown)
+            .open(
+                open,
+                &gw.local_addrs(),
+                gw.settings.subscribe(),
+                &gw.shutdown,
+            )
             .map_err(|e| match e {
                 OpenError::NoFreePort { .. } => ApiError::NoFreePort(e.to_string()),
             })?,
@@ -309,15 +379,22 @@ async fn open_connection(State(gw): State<Shared>, body: Bytes) -> Result<Json<C
 
 fn check_open_request(req: &OpenConnection) -> Result<(), ApiError> {
     let host = &req.target_host;
-    if host.is_empty() || host.len() > 253 || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::BadRequest("target_host must be an IP address or a DNS name".into()));
+    if host.is_empty()
+        || host.len() > 253
+        || host.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::BadRequest(
+            "target_host must be an IP address or a DNS name".into(),
+        ));
     }
     if req.target_port == 0 {
         return Err(ApiError::BadRequest("target_port must be 1-65535".into()));
     }
     for (name, v) in [("protocol", &req.protocol), ("vm_id", &req.vm_id)] {
         if v.as_ref().is_some_and(|v| v.len() > 128) {
-            return Err(ApiError::BadRequest(format!("{name} is longer than 128 characters")));
+            return Err(ApiError::BadRequest(format!(
+                "{name} is longer than 128 characters"
+            )));
         }
     }
     Ok(())
@@ -339,7 +416,10 @@ async fn resolve_allowed(gw: &Shared, req: &OpenConnection) -> Result<SocketAddr
         }
     };
     let Some(first) = addrs.first().copied() else {
-        return Err(ApiError::Unresolvable(format!("cannot resolve target_host {:?}", req.target_host)));
+        return Err(ApiError::Unresolvable(format!(
+            "cannot resolve target_host {:?}",
+            req.target_host
+        )));
     };
     let mut own = s.internal_addrs.clone();
     own.extend([s.public_addr, s.virtual_addr]);
@@ -348,7 +428,9 @@ async fn resolve_allowed(gw: &Shared, req: &OpenConnection) -> Result<SocketAddr
         if let Err(refusal) = allow.check(a.ip()) {
             gw.metrics.refused("allow_list");
             tracing::warn!(target_host = %req.target_host, error = %refusal, "tunnel refused");
-            return Err(ApiError::TargetNotAllowed(format!("target refused: {refusal}")));
+            return Err(ApiError::TargetNotAllowed(format!(
+                "target refused: {refusal}"
+            )));
         }
     }
     Ok(first)
@@ -365,7 +447,10 @@ async fn metrics(State(gw): State<Shared>) -> impl IntoResponse {
     gw.metrics.ports_in_use.set(in_use as i64);
     gw.metrics.ports_free.set(free as i64);
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         gw.metrics.encode(),
     )
 }

@@ -6,7 +6,9 @@ use super::{ApiError, ClientAddr, ConnectQuery};
 use crate::relay::{self, Counters, Direction, RelayError};
 use crate::state::Shared;
 use axum::Extension;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -32,17 +34,23 @@ pub async fn connect(
     Query(q): Query<ConnectQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let tunnel = gw
         .tunnels
         .get(&q.id)
         .ok_or_else(|| ApiError::NotFound(format!("no tunnel {}", q.id)))?;
-    let client = client.map(|c| c.0.0).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let client = client
+        .map(|c| c.0.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let s = gw.current();
     let max = rules::max_streams_per_tunnel(&s);
     let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
     if tunnel.info(Duration::ZERO).streams.len() >= max as usize {
-        return Err(ApiError::StreamLimit(format!("tunnel {} carries {max} streams already", q.id)));
+        return Err(ApiError::StreamLimit(format!(
+            "tunnel {} carries {max} streams already",
+            q.id
+        )));
     }
     Ok(upgrade.on_upgrade(move |socket| async move {
         let stream = match gw.tunnels.add_stream(&tunnel, client, StreamVia::Websocket, max) {
@@ -66,7 +74,11 @@ pub async fn connect(
     }))
 }
 
-async fn relay_ws(socket: WebSocket, target: TcpStream, counters: &Counters) -> Result<(), RelayError> {
+async fn relay_ws(
+    socket: WebSocket,
+    target: TcpStream,
+    counters: &Counters,
+) -> Result<(), RelayError> {
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (mut tr, mut tw) = target.into_split();
     let upstream = async {
@@ -77,7 +89,11 @@ async fn relay_ws(socket: WebSocket, target: TcpStream, counters: &Counters) -> 
                     counters.add(Direction::ToTarget, b.len());
                 }
                 Message::Close(_) => break,
-                Message::Text(_) => return Err(RelayError::Refused("text frames are not relayed; send binary frames".into())),
+                Message::Text(_) => {
+                    return Err(RelayError::Refused(
+                        "text frames are not relayed; send binary frames".into(),
+                    ));
+                }
                 Message::Ping(_) | Message::Pong(_) => {}
             }
         }
@@ -93,7 +109,9 @@ async fn relay_ws(socket: WebSocket, target: TcpStream, counters: &Counters) -> 
                 return Ok::<_, RelayError>(());
             }
             ws_tx
-                .send(Message::Binary(axum::body::Bytes::copy_from_slice(&buf[..n])))
+                .send(Message::Binary(axum::body::Bytes::copy_from_slice(
+                    &buf[..n],
+                )))
                 .await
                 .map_err(std::io::Error::other)?;
             counters.add(Direction::ToClient, n);

@@ -22,7 +22,8 @@ mod tempdir {
     pub struct Dir(std::path::PathBuf);
     impl Dir {
         pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("vdi-store-{}", uuid::Uuid::new_v4().simple()));
+            let p =
+                std::env::temp_dir().join(format!("vdi-store-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&p).unwrap();
             Self(p)
         }
@@ -78,7 +79,9 @@ fn rejected_change_leaves_the_row_byte_identical() {
     let (store, _) = Store::open_or_create(&path, seed).unwrap();
     let before = std::fs::read(&path).unwrap();
     let err = store
-        .update(&patch(json!({"port_range_start": 7000, "port_range_stop": 6000, "api_port": 1})))
+        .update(&patch(
+            json!({"port_range_start": 7000, "port_range_stop": 6000, "api_port": 1}),
+        ))
         .unwrap_err();
     assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert_eq!(store.load_text().unwrap(), SEED);
@@ -89,18 +92,27 @@ fn rejected_change_leaves_the_row_byte_identical() {
 fn accepted_change_is_persisted() {
     let (_d, path) = temp_db();
     let (store, _) = Store::open_or_create(&path, seed).unwrap();
-    let change = store.update(&patch(json!({"port_range_stop": 5949}))).unwrap();
+    let change = store
+        .update(&patch(json!({"port_range_stop": 5949})))
+        .unwrap();
     assert_eq!(change.changed, ["port_range_stop"]);
     let reopened = Store::open(&path).unwrap();
     assert_eq!(reopened.load().unwrap().port_range_stop, 5949);
-    assert!(reopened.load_text().unwrap().contains("\"port_range_stop\": 5949,"));
+    assert!(
+        reopened
+            .load_text()
+            .unwrap()
+            .contains("\"port_range_stop\": 5949,")
+    );
 }
 
 #[test]
 fn concurrent_writers_lose_no_update() {
     let (_d, path) = temp_db();
     let (store, _) = Store::open_or_create(&path, seed).unwrap();
-    store.update(&patch(json!({"tunnel_ttl_secs": 1000}))).unwrap();
+    store
+        .update(&patch(json!({"tunnel_ttl_secs": 1000})))
+        .unwrap();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let store = Store::open(&path).unwrap();
@@ -130,7 +142,10 @@ fn compare_and_swap_refuses_a_stale_writer() {
     store.update(&patch(json!({"disp_port": 4201}))).unwrap();
     let mut mine = seed();
     mine.api_port = 8100;
-    assert!(matches!(store.compare_and_swap(&stale, &mine), Err(StoreError::Conflict)));
+    assert!(matches!(
+        store.compare_and_swap(&stale, &mine),
+        Err(StoreError::Conflict)
+    ));
     assert_eq!(store.load().unwrap().disp_port, 4201);
     assert_eq!(store.load().unwrap().api_port, 8000);
 }
@@ -140,11 +155,18 @@ fn a_broken_file_is_reported_with_its_field() {
     let (_d, path) = temp_db();
     let (store, _) = Store::open_or_create(&path, seed).unwrap();
     let conn = Connection::open(&path).unwrap();
-    conn.execute("UPDATE settings SET data = replace(data, '8000', '80000')", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE settings SET data = replace(data, '8000', '80000')",
+        [],
+    )
+    .unwrap();
     let err = store.load().unwrap_err().to_string();
-    assert!(err.contains("api_port") && err.contains("out of range"), "{err}");
-    conn.execute("INSERT INTO settings (data) VALUES ('{}')", []).unwrap();
+    assert!(
+        err.contains("api_port") && err.contains("out of range"),
+        "{err}"
+    );
+    conn.execute("INSERT INTO settings (data) VALUES ('{}')", [])
+        .unwrap();
     let err = store.load().unwrap_err().to_string();
     assert!(err.contains("holds 2 rows"), "{err}");
 }

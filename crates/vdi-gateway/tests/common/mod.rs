@@ -106,23 +106,43 @@ impl TestGateway {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).header("api_key", key).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.url(path))
+            .header("api_key", key)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, header: &str, key: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(self.url(path)).header(header, key).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.url(path))
+            .header(header, key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn open(&self, target: SocketAddr, vm: Option<&str>) -> (u16, Value) {
-        let mut body = json!({"target_host": target.ip().to_string(), "target_port": target.port()});
+        let mut body =
+            json!({"target_host": target.ip().to_string(), "target_port": target.port()});
         if let Some(vm) = vm {
             body["vm_id"] = json!(vm);
         }
-        self.post("/v3/open_connection/", "cli_key", &self.cli_key.clone(), body).await
+        self.post(
+            "/v3/open_connection/",
+            "cli_key",
+            &self.cli_key.clone(),
+            body,
+        )
+        .await
     }
 
     pub async fn connections(&self) -> Value {
@@ -133,7 +153,12 @@ impl TestGateway {
 
     pub async fn tunnel(&self, id: &str) -> Option<Value> {
         let c = self.connections().await;
-        c["tunnels"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned()
+        c["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
     }
 
     /// Polls `get_connections` until `cond` holds (bounded: 15 s).
@@ -144,7 +169,10 @@ impl TestGateway {
             if cond(&c) {
                 return c;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {c}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {c}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -168,7 +196,9 @@ pub async fn echo_server(ip: IpAddr) -> Echo {
     let (tx, rx) = tokio::sync::watch::channel(0usize);
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tx.send_modify(|n| *n += 1);
             tokio::spawn(async move {
                 let (mut r, mut w) = sock.split();
@@ -193,7 +223,10 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 fn rand_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 pub fn sha(b: &[u8]) -> Vec<u8> {
@@ -219,7 +252,12 @@ pub async fn echo_round_trip(mut sock: TcpStream, data: &[u8]) -> Vec<u8> {
 
 /// True when nothing listens on the address any more (and it can be bound).
 pub fn port_is_free(addr: SocketAddr) -> bool {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
     s.set_reuse_address(true).unwrap();
     s.bind(&addr.into()).is_ok()
 }
