@@ -4,6 +4,7 @@
 
 pub mod allow;
 pub mod auth;
+pub mod ha;
 pub mod lifecycle;
 pub mod ports;
 pub mod proxy;

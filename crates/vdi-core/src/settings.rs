@@ -44,6 +44,15 @@ pub fn local_defaults(api_key: String, cli_key: String) -> Settings {
         connect_timeout_secs: None,
         tls_cert_path: None,
         tls_key_path: None,
+        // A local run must not rewrite the host's HAProxy and Keepalived.
+        ha_managed: Some(false),
+        vrrp_router_id: None,
+        vrrp_advert_int: None,
+        vrrp_interface: None,
+        haproxy_cfg_path: None,
+        keepalived_conf_path: None,
+        haproxy_reload_cmd: None,
+        keepalived_reload_cmd: None,
     }
 }
 
@@ -69,6 +78,47 @@ pub fn max_streams_per_tunnel(s: &Settings) -> u32 {
 pub fn connect_timeout_secs(s: &Settings) -> u64 {
     s.connect_timeout_secs
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS)
+}
+
+pub const DEFAULT_HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
+pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
+pub const DEFAULT_HAPROXY_RELOAD: &str = "systemctl reload haproxy";
+pub const DEFAULT_KEEPALIVED_RELOAD: &str = "systemctl reload keepalived";
+
+pub fn ha_managed(s: &Settings) -> bool {
+    s.ha_managed.unwrap_or(true)
+}
+pub fn vrrp_router_id(s: &Settings) -> u8 {
+    s.vrrp_router_id.unwrap_or(1)
+}
+pub fn vrrp_advert_int(s: &Settings) -> f64 {
+    s.vrrp_advert_int.unwrap_or(1.0)
+}
+pub fn haproxy_cfg_path(s: &Settings) -> &str {
+    s.haproxy_cfg_path.as_deref().unwrap_or(DEFAULT_HAPROXY_CFG)
+}
+pub fn keepalived_conf_path(s: &Settings) -> &str {
+    s.keepalived_conf_path
+        .as_deref()
+        .unwrap_or(DEFAULT_KEEPALIVED_CONF)
+}
+/// The reload commands as argument vectors (run without a shell).
+pub fn haproxy_reload_cmd(s: &Settings) -> Vec<String> {
+    split_command(
+        s.haproxy_reload_cmd
+            .as_deref()
+            .unwrap_or(DEFAULT_HAPROXY_RELOAD),
+    )
+}
+pub fn keepalived_reload_cmd(s: &Settings) -> Vec<String> {
+    split_command(
+        s.keepalived_reload_cmd
+            .as_deref()
+            .unwrap_or(DEFAULT_KEEPALIVED_RELOAD),
+    )
+}
+fn split_command(c: &str) -> Vec<String> {
+    c.split_whitespace().map(str::to_string).collect()
 }
 
 /// Why a settings document could not be taken.
@@ -146,7 +196,17 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
         f.optional("tls_cert_path", path_of),
         f.optional("tls_key_path", path_of),
     );
-    let settings = match (parsed, extras) {
+    let ha = (
+        f.optional("ha_managed", bool_of),
+        f.optional("vrrp_router_id", router_id_of),
+        f.optional("vrrp_advert_int", advert_int_of),
+        f.optional("vrrp_interface", interface_of),
+        f.optional("haproxy_cfg_path", path_of),
+        f.optional("keepalived_conf_path", path_of),
+        f.optional("haproxy_reload_cmd", command_of),
+        f.optional("keepalived_reload_cmd", command_of),
+    );
+    let settings = match (parsed, extras, ha) {
         (
             (
                 Some(is_enabled),
@@ -172,6 +232,16 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
                 Some(tls_cert_path),
                 Some(tls_key_path),
             ),
+            (
+                Some(ha_managed),
+                Some(vrrp_router_id),
+                Some(vrrp_advert_int),
+                Some(vrrp_interface),
+                Some(haproxy_cfg_path),
+                Some(keepalived_conf_path),
+                Some(haproxy_reload_cmd),
+                Some(keepalived_reload_cmd),
+            ),
         ) if errors.is_empty() => Settings {
             is_enabled,
             internal_addrs,
@@ -193,6 +263,14 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
             connect_timeout_secs,
             tls_cert_path,
             tls_key_path,
+            ha_managed,
+            vrrp_router_id,
+            vrrp_advert_int,
+            vrrp_interface,
+            haproxy_cfg_path,
+            keepalived_conf_path,
+            haproxy_reload_cmd,
+            keepalived_reload_cmd,
         },
         _ => return Err(SettingsError::Invalid(errors)),
     };
@@ -326,6 +404,44 @@ fn key_of(v: &Value) -> Result<Secret, String> {
         return Err("must be printable ASCII without spaces (it travels in a header)".into());
     }
     Ok(Secret::new(s))
+}
+
+fn router_id_of(v: &Value) -> Result<u8, String> {
+    uint_of(v, 1, 255).map(|n| n as u8)
+}
+
+fn advert_int_of(v: &Value) -> Result<f64, String> {
+    let n = v
+        .as_f64()
+        .ok_or_else(|| format!("expected a number of seconds, got {v}"))?;
+    if !(0.01..=255.0).contains(&n) {
+        return Err(format!("{n} is out of range 0.01..=255"));
+    }
+    Ok(n)
+}
+
+fn interface_of(v: &Value) -> Result<String, String> {
+    let s = str_of(v)?;
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if !ok {
+        return Err(format!("{s:?} is not a network interface name"));
+    }
+    Ok(s.to_string())
+}
+
+fn command_of(v: &Value) -> Result<String, String> {
+    let s = str_of(v)?;
+    let first = s.split_whitespace().next().unwrap_or("");
+    if first.is_empty() {
+        return Err("must name a command".into());
+    }
+    if s.contains(['\n', '\r', ';', '|', '&', '`', '$']) {
+        return Err("is run without a shell: give one command and its arguments".into());
+    }
+    Ok(s.to_string())
 }
 
 fn path_of(v: &Value) -> Result<String, String> {

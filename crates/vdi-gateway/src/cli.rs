@@ -33,6 +33,19 @@ pub enum Command {
     },
     /// Validate the database (for systemd's ExecStartPre); exit 1 if invalid.
     Check,
+    /// Print the configuration the gateway would write for this node.
+    Render {
+        #[arg(value_enum)]
+        what: Rendered,
+    },
+    /// Validate, write and reload the HAProxy and Keepalived configurations now.
+    Apply,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Rendered {
+    Haproxy,
+    Keepalived,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +67,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(cli.db),
         Command::Check => check(&cli.db),
+        Command::Render { what } => render(&cli.db, what),
+        Command::Apply => apply(&cli.db),
         Command::Settings {
             command: SettingsCommand::Show { reveal },
         } => show(&cli.db, reveal),
@@ -82,6 +97,52 @@ fn check(db: &PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => fail(e),
+    }
+}
+
+fn rendered(db: &PathBuf) -> Result<(vdi_wire::Settings, crate::ha::Rendered), String> {
+    let settings = Store::open(db)
+        .and_then(|s| s.load())
+        .map_err(|e| e.to_string())?;
+    let local = crate::state::local_addrs(&settings.internal_addrs)?;
+    let r = crate::ha::render(&settings, &local).map_err(|e| e.to_string())?;
+    Ok((settings, r))
+}
+
+fn render(db: &PathBuf, what: Rendered) -> ExitCode {
+    match rendered(db) {
+        Ok((_, r)) => {
+            print!(
+                "{}",
+                match what {
+                    Rendered::Haproxy => r.haproxy,
+                    Rendered::Keepalived => r.keepalived,
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn apply(db: &PathBuf) -> ExitCode {
+    let (settings, r) = match rendered(db) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if !rules::ha_managed(&settings) {
+        return fail("ha_managed is false: this gateway does not manage HAProxy and Keepalived");
+    }
+    match crate::ha::apply(&settings, &r) {
+        Ok(a) if a.reloaded.is_empty() => {
+            println!("already in force; nothing written");
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            println!("written and reloaded: {}", a.reloaded.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{e}; the previous configuration stays in force")),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod ha;
 pub mod logging;
 pub mod metrics;
 pub mod relay;
@@ -41,7 +42,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let settings = store.load()?;
     let gw = Gateway::new(store, settings, shutdown.clone());
-    gw.start()?;
+    gw.start().await?;
     ready(&gw);
     shutdown.cancelled().await;
     tracing::info!("shutting down: closing listeners, tunnels and streams");

@@ -5,7 +5,7 @@
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::tunnel::Registry;
-use crate::{server, tls, units};
+use crate::{ha, server, tls, units};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vdi_core::settings::{self as rules, Change, SettingsError};
-use vdi_wire::{SERVICE_TUNNEL_PORT, Settings};
+use vdi_wire::{HaState, SERVICE_TUNNEL_PORT, Settings};
 
 pub type Shared = Arc<Gateway>;
 
@@ -42,6 +42,7 @@ pub struct Gateway {
     db_dir: PathBuf,
     change_lock: tokio::sync::Mutex<()>,
     listeners: Mutex<BTreeMap<(Kind, SocketAddr), CancellationToken>>,
+    ha: Mutex<(HaState, Option<ha::Rendered>)>,
     pub(crate) router: OnceLock<axum::Router>,
     pub(crate) service_rr: std::sync::atomic::AtomicUsize,
 }
@@ -86,6 +87,13 @@ impl Gateway {
             db_dir,
             change_lock: tokio::sync::Mutex::new(()),
             listeners: Mutex::new(BTreeMap::new()),
+            ha: Mutex::new((
+                HaState {
+                    status: "pending".into(),
+                    ..Default::default()
+                },
+                None,
+            )),
             router: OnceLock::new(),
             service_rr: Default::default(),
         });
@@ -116,15 +124,21 @@ impl Gateway {
             .collect()
     }
 
-    /// Binds the listeners of the settings in force. Called once at start.
-    pub fn start(self: &Arc<Self>) -> Result<(), ChangeError> {
+    /// Binds the listeners of the settings in force and applies the HAProxy and
+    /// Keepalived configurations. Called once at start; an HA failure does not
+    /// stop the gateway (tunnels work without it), it shows in health.
+    pub async fn start(self: &Arc<Self>) -> Result<(), ChangeError> {
         let settings = self.current();
         let prepared = self.prepare(&settings)?;
+        let local = prepared.local_addrs.clone();
         self.commit((*settings).clone(), prepared);
+        if let Err(e) = self.apply_ha(&settings, &local).await {
+            tracing::error!(error = %e, "HAProxy/Keepalived configuration not applied");
+        }
         Ok(())
     }
 
-    /// Applies a partial update: validate, prepare, persist, switch.
+    /// Applies a partial update: validate, prepare, persist, configure HA, switch.
     pub async fn change(
         self: &Arc<Self>,
         patch: &Map<String, Value>,
@@ -137,8 +151,23 @@ impl Gateway {
         })?;
         let change = rules::apply_patch(&current, patch)?;
         let prepared = self.prepare(&change.settings)?;
+        let rendered = self
+            .validate_ha(&change.settings, &prepared.local_addrs)
+            .await?;
         if !change.changed.is_empty() {
             self.store.compare_and_swap(&text, &change.settings)?;
+        }
+        if let Some(r) = rendered
+            && let Err(e) = self.write_ha(&change.settings, r).await
+        {
+            // The files were put back; put the settings back too.
+            if !change.changed.is_empty() {
+                let new_text = rules::render_document(&change.settings);
+                if let Err(undo) = self.store.compare_and_swap(&new_text, &current) {
+                    tracing::error!(error = %undo, "could not restore the previous settings");
+                }
+            }
+            return Err(ChangeError::Apply(e.to_string()));
         }
         self.commit(change.settings.clone(), prepared);
         Ok(change)
@@ -149,8 +178,91 @@ impl Gateway {
         let _serial = self.change_lock.lock().await;
         let settings = self.store.load()?;
         let prepared = self.prepare(&settings)?;
+        if let Some(r) = self.validate_ha(&settings, &prepared.local_addrs).await? {
+            self.write_ha(&settings, r)
+                .await
+                .map_err(|e| ChangeError::Apply(e.to_string()))?;
+        }
         self.commit(settings, prepared);
         Ok(())
+    }
+
+    /// The state of the HAProxy and Keepalived configurations, for health.
+    pub fn ha_state(&self) -> HaState {
+        self.ha.lock().unwrap().0.clone()
+    }
+
+    /// Renders and validates the HA configurations when they differ from what is
+    /// applied; `None` when there is nothing to write (unchanged, or unmanaged).
+    async fn validate_ha(
+        &self,
+        s: &Settings,
+        local: &[IpAddr],
+    ) -> Result<Option<ha::Rendered>, ChangeError> {
+        if !rules::ha_managed(s) {
+            return Ok(None);
+        }
+        let rendered = ha::render(s, local).map_err(|e| ChangeError::Apply(e.to_string()))?;
+        if self.ha.lock().unwrap().1.as_ref() == Some(&rendered) {
+            return Ok(None);
+        }
+        let (s2, r2) = (s.clone(), rendered.clone());
+        blocking(move || ha::validate(&s2, &r2))
+            .await
+            .map_err(|e| ChangeError::Apply(e.to_string()))?;
+        Ok(Some(rendered))
+    }
+
+    /// Writes and reloads; records the outcome for health.
+    async fn write_ha(&self, s: &Settings, r: ha::Rendered) -> Result<(), ha::HaError> {
+        let (s2, r2) = (s.clone(), r.clone());
+        let result = blocking(move || ha::apply(&s2, &r2)).await;
+        let mut state = self.ha.lock().unwrap();
+        match &result {
+            Ok(applied) => {
+                tracing::info!(reloaded = ?applied.reloaded, node = %r.node, interface = %r.interface,
+                    "HAProxy/Keepalived configuration applied");
+                state.0 = HaState {
+                    status: "ok".into(),
+                    message: None,
+                    applied_at: Some(chrono::Utc::now()),
+                    node: Some(r.node.to_string()),
+                    interface: Some(r.interface.clone()),
+                };
+                state.1 = Some(r);
+            }
+            Err(e) => {
+                tracing::error!(error = %e,
+                    "HAProxy/Keepalived configuration refused; the previous one stays in force");
+                state.0.status = "error".into();
+                state.0.message = Some(e.to_string());
+            }
+        }
+        result.map(|_| ())
+    }
+
+    async fn apply_ha(&self, s: &Settings, local: &[IpAddr]) -> Result<(), ChangeError> {
+        if !rules::ha_managed(s) {
+            self.ha.lock().unwrap().0 = HaState {
+                status: "unmanaged".into(),
+                ..Default::default()
+            };
+            return Ok(());
+        }
+        let outcome = match self.validate_ha(s, local).await {
+            Ok(Some(r)) => self
+                .write_ha(s, r)
+                .await
+                .map_err(|e| ChangeError::Apply(e.to_string())),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &outcome {
+            let mut state = self.ha.lock().unwrap();
+            state.0.status = "error".into();
+            state.0.message = Some(e.to_string());
+        }
+        outcome
     }
 
     fn prepare(&self, s: &Settings) -> Result<Prepared, ChangeError> {
@@ -201,6 +313,14 @@ impl Gateway {
             self.tasks.spawn(server::accept_loop(gw, kind, l, token));
         }
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ha::HaError> + Send + 'static,
+) -> Result<T, ha::HaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("the HA task does not panic")
 }
 
 fn wanted_listeners(s: &Settings, local: &[IpAddr]) -> Vec<(Kind, SocketAddr)> {

@@ -102,11 +102,7 @@ impl Registry {
     /// (tunnels, streams, ports in use, ports free)
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let inner = self.inner.lock().unwrap();
-        let streams = inner
-            .tunnels
-            .values()
-            .map(|t| t.streams.lock().unwrap().len())
-            .sum();
+        let streams = inner.tunnels.values().map(|t| t.stream_count()).sum();
         (
             inner.tunnels.len(),
             streams,
@@ -265,6 +261,10 @@ impl Tunnel {
         &self.tasks
     }
 
+    pub fn stream_count(&self) -> usize {
+        self.streams.lock().unwrap().len()
+    }
+
     fn reserve(&self, ttl: Duration) {
         let mut life = self.life.lock().unwrap();
         life.reserved_until = life.reserved_until.max(Instant::now() + ttl);
@@ -273,7 +273,7 @@ impl Tunnel {
     }
 
     fn phase(&self, idle: Duration) -> (TunnelState, Option<Instant>) {
-        let live_streams = self.streams.lock().unwrap().len();
+        let live_streams = self.stream_count();
         let life = self.life.lock().unwrap();
         lifecycle::phase(
             &Lifecycle {

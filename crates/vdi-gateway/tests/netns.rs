@@ -247,3 +247,51 @@ fn the_gateways_own_address_is_refused_unless_listed_alone() {
         g.stop().await;
     });
 }
+
+#[test]
+fn service_tunnel_honours_the_same_trust_rule() {
+    in_namespace(|| async {
+        // The dispatcher stand-in: an echo server on the dispatcher's port.
+        let l = tokio::net::TcpListener::bind((ip(DESK), 4200))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let g = start_on(ip(GW), json!({"disp_addrs": [DESK], "disp_port": 4200})).await;
+        let svc = SocketAddr::new(ip(GW), 4300);
+
+        let mut bad = connect_from(OTHER, svc).await;
+        bad.write_all(&v2_header("203.0.113.66:1", svc))
+            .await
+            .unwrap();
+        bad.write_all(b"spoofed").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = bad.read_to_end(&mut buf).await;
+        assert!(
+            buf.is_empty(),
+            "an untrusted PROXY header got through: {buf:?}"
+        );
+
+        let mut good = connect_from(GW, svc).await;
+        good.write_all(&v2_header("198.51.100.5:777", svc))
+            .await
+            .unwrap();
+        good.write_all(b"hello").await.unwrap();
+        let mut five = [0u8; 5];
+        good.read_exact(&mut five).await.unwrap();
+        assert_eq!(
+            &five, b"hello",
+            "the header was stripped before the dispatcher"
+        );
+        g.stop().await;
+    });
+}

@@ -19,7 +19,7 @@ fn tunnel_addr(g: &TestGateway, opened: &serde_json::Value) -> SocketAddr {
 #[tokio::test]
 async fn ten_megabytes_each_way_counted_then_disconnected() {
     let g = start(json!({})).await;
-    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let mut desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (s, opened) = g.open(desk.addr, Some("vm-1")).await;
     assert_eq!(s, 200, "{opened}");
     let id = opened["id"].as_str().unwrap().to_string();
@@ -101,6 +101,7 @@ async fn ten_megabytes_each_way_counted_then_disconnected() {
     assert_eq!(closed, json!({"tunnels": [id], "streams": [stream_id]}));
     let n = live.read(&mut buf).await.unwrap_or(0);
     assert_eq!(n, 0, "the client side was closed");
+    desk.wait_ended(2).await; // and the desktop side of both streams
     assert!(g.tunnel(&id).await.is_none());
     assert!(port_is_free(addr), "port {addr} is free again");
     assert!(

@@ -37,6 +37,26 @@ pub struct Health {
     pub ports_in_use: u64,
     pub ports_free: u64,
     pub units: UnitStates,
+    pub ha: HaState,
+}
+
+/// Whether the HAProxy and Keepalived configurations are in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HaState {
+    /// `ok`, `error` (the last apply failed; the previous files stay in force),
+    /// `unmanaged` (`ha_managed` is false) or `pending` (not applied yet).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
+    /// This node's internal address the configurations were rendered for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The interface Keepalived puts the VIP on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// Answer of `change_settings`: which fields changed and the document now in force.

@@ -78,6 +78,31 @@ pub struct Settings {
     /// PEM private key for TLS (when `ssl`). Default: `tls/key.pem` next to the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key_path: Option<String>,
+    /// Whether this gateway writes and reloads HAProxy and Keepalived. Default true
+    /// (as the original); a local first start sets false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_managed: Option<bool>,
+    /// VRRP `virtual_router_id` (1-255), the same on every node. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_router_id: Option<u8>,
+    /// VRRP advertisement interval in seconds (fractions allowed, VRRPv3). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_advert_int: Option<f64>,
+    /// Interface for the VIP. Default: the first non-loopback interface by index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_interface: Option<String>,
+    /// Default `/etc/haproxy/haproxy.cfg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_cfg_path: Option<String>,
+    /// Default `/etc/keepalived/keepalived.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalived_conf_path: Option<String>,
+    /// Command (no shell) that reloads HAProxy. Default `systemctl reload haproxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_reload_cmd: Option<String>,
+    /// Command (no shell) that reloads Keepalived. Default `systemctl reload keepalived`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalived_reload_cmd: Option<String>,
 }
 
 /// Names of the settings fields, in document order.
@@ -102,6 +127,14 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "connect_timeout_secs",
     "tls_cert_path",
     "tls_key_path",
+    "ha_managed",
+    "vrrp_router_id",
+    "vrrp_advert_int",
+    "vrrp_interface",
+    "haproxy_cfg_path",
+    "keepalived_conf_path",
+    "haproxy_reload_cmd",
+    "keepalived_reload_cmd",
 ];
 
 /// Fields that hold secrets: masked wherever settings are shown to people.

@@ -231,6 +231,7 @@ async fn health(State(gw): State<Shared>) -> Json<Health> {
         ports_in_use: ports_in_use as u64,
         ports_free: ports_free as u64,
         units: gw.units.get().await,
+        ha: gw.ha_state(),
     })
 }
 

@@ -46,7 +46,7 @@ pub async fn connect(
     let s = gw.current();
     let max = rules::max_streams_per_tunnel(&s);
     let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
-    if tunnel.info(Duration::ZERO).streams.len() >= max as usize {
+    if tunnel.stream_count() >= max as usize {
         return Err(ApiError::StreamLimit(format!(
             "tunnel {} carries {max} streams already",
             q.id

@@ -188,26 +188,47 @@ impl TestGateway {
 pub struct Echo {
     pub addr: SocketAddr,
     pub accepted: tokio::sync::watch::Receiver<usize>,
+    /// Connections whose client side reached EOF (closed by the gateway).
+    pub ended: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Echo {
+    /// Waits (bounded: 15 s) until `n` connections have ended at the desktop.
+    pub async fn wait_ended(&mut self, n: usize) {
+        let wait = self.ended.wait_for(|e| *e >= n);
+        tokio::time::timeout(Duration::from_secs(15), wait)
+            .await
+            .expect("desktop connections ended in time")
+            .unwrap();
+    }
 }
 
 pub async fn echo_server(ip: IpAddr) -> Echo {
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(0usize);
+    let (ended_tx, ended) = tokio::sync::watch::channel(0usize);
+    let ended_tx = std::sync::Arc::new(ended_tx);
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
             tx.send_modify(|n| *n += 1);
+            let ended_tx = ended_tx.clone();
             tokio::spawn(async move {
                 let (mut r, mut w) = sock.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
                 let _ = w.shutdown().await;
+                ended_tx.send_modify(|n| *n += 1);
             });
         }
     });
-    Echo { addr, accepted: rx }
+    Echo {
+        addr,
+        accepted: rx,
+        ended,
+    }
 }
 
 pub fn random_bytes(n: usize) -> Vec<u8> {

@@ -1,0 +1,333 @@
+//! HAProxy and Keepalived configurations, rendered from the settings and this
+//! node's identity. Pure text; the daemon validates them with the real tools,
+//! writes and reloads (see `docs/ha.md`). The layout follows the original
+//! product's example section by section, plus what a working HAProxy needs that
+//! the example leaves out (global and defaults, long timeouts, PROXY protocol).
+
+use crate::settings as rules;
+use std::fmt::Write;
+use std::net::IpAddr;
+use vdi_wire::{
+    HAPROXY_PEERS_PORT, HAPROXY_STATS_PORT, SERVICE_PUBLIC_PORT, SERVICE_TUNNEL_PORT, Settings,
+};
+
+/// Timeouts of desktop sessions: a session may sit idle for hours (a locked
+/// screen sends little); TCP keepalive notices dead peers well before this.
+const SESSION_TIMEOUT: &str = "8h";
+/// Stickiness outlives a working day, so a client comes back to its node.
+const STICK_EXPIRE: &str = "24h";
+
+/// The peer name of a node in HAProxy's `peers` section and `localpeer`.
+pub fn peer_name(addr: IpAddr) -> String {
+    let text = addr.to_string();
+    format!("gw_{}", text.replace(['.', ':'], "_"))
+}
+
+fn host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// `haproxy.cfg` for the node whose internal address is `node`.
+pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
+    let vip = s.virtual_addr;
+    let mut o = String::new();
+    let w = &mut o;
+    let _ = writeln!(
+        w,
+        "# Written by vdi-gateway for node {node}. Changes here are overwritten;"
+    );
+    let _ = writeln!(
+        w,
+        "# change the gateway's settings instead (`vdi-gateway settings`)."
+    );
+    let _ = writeln!(w, "global");
+    let _ = writeln!(w, "    log /dev/log local0");
+    let _ = writeln!(w, "    localpeer {}", peer_name(node));
+    let _ = writeln!(w, "    maxconn 100000");
+    let _ = writeln!(
+        w,
+        "    stats socket /run/haproxy/admin.sock mode 660 level admin"
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(w, "defaults");
+    let _ = writeln!(w, "    log global");
+    let _ = writeln!(w, "    mode tcp");
+    let _ = writeln!(w, "    option dontlognull");
+    let _ = writeln!(w, "    option tcplog");
+    let _ = writeln!(w, "    timeout connect 5s");
+    let _ = writeln!(w, "    timeout client {SESSION_TIMEOUT}");
+    let _ = writeln!(w, "    timeout server {SESSION_TIMEOUT}");
+    let _ = writeln!(w, "    timeout client-fin 30s");
+    let _ = writeln!(w, "    timeout server-fin 30s");
+    let _ = writeln!(w, "    timeout check 5s");
+    let _ = writeln!(w);
+    let _ = writeln!(w, "listen stats");
+    let _ = writeln!(w, "    bind {}", host_port(vip, HAPROXY_STATS_PORT));
+    let _ = writeln!(w, "    mode http");
+    let _ = writeln!(w, "    timeout client 30s");
+    let _ = writeln!(w, "    stats enable");
+    let _ = writeln!(w, "    stats uri /");
+    let _ = writeln!(
+        w,
+        "    http-request use-service prometheus-exporter if {{ path /metrics }}"
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(w, "peers sticktables");
+    let _ = writeln!(w, "    bind {}", host_port(node, HAPROXY_PEERS_PORT));
+    for addr in &s.internal_addrs {
+        if *addr == node {
+            let _ = writeln!(w, "    server {}", peer_name(*addr));
+        } else {
+            let _ = writeln!(
+                w,
+                "    server {} {}",
+                peer_name(*addr),
+                host_port(*addr, HAPROXY_PEERS_PORT)
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "    table sticky-sessions type ip size 1m expire {STICK_EXPIRE}"
+    );
+    let sticky = |w: &mut String| {
+        let _ = writeln!(w, "    stick match src table sticktables/sticky-sessions");
+        let _ = writeln!(
+            w,
+            "    stick store-request src table sticktables/sticky-sessions"
+        );
+    };
+    // Health of a node = its API answers; every server gets the real client via PROXY v2.
+    let servers = |w: &mut String, port: Option<u16>| {
+        for (i, addr) in s.internal_addrs.iter().enumerate() {
+            let target = match port {
+                Some(p) => host_port(*addr, p),
+                None => host(*addr),
+            };
+            let check_port = match port {
+                Some(_) => String::new(),
+                None => format!(" port {}", s.api_port),
+            };
+            let _ = writeln!(
+                w,
+                "    server gateway_{i} {target} check{check_port} send-proxy-v2"
+            );
+        }
+    };
+    let _ = writeln!(w);
+    let _ = writeln!(w, "frontend service_tunnel");
+    let _ = writeln!(w, "    bind {}", host_port(vip, SERVICE_PUBLIC_PORT));
+    let _ = writeln!(w, "    default_backend service_tunnel");
+    let _ = writeln!(w, "backend service_tunnel");
+    let _ = writeln!(w, "    balance roundrobin");
+    servers(w, Some(SERVICE_TUNNEL_PORT));
+    let _ = writeln!(w);
+    let _ = writeln!(w, "frontend client");
+    let _ = writeln!(w, "    bind {}", host_port(vip, s.balancer_api_port));
+    let _ = writeln!(w, "    default_backend client");
+    let _ = writeln!(w, "backend client");
+    let _ = writeln!(w, "    balance roundrobin");
+    sticky(w);
+    servers(w, Some(s.api_port));
+    let _ = writeln!(w);
+    let _ = writeln!(w, "frontend tunnels");
+    let _ = writeln!(
+        w,
+        "    bind {}:{}-{}",
+        host(vip),
+        s.port_range_start,
+        s.port_range_stop
+    );
+    let _ = writeln!(w, "    default_backend tunnels");
+    let _ = writeln!(w, "backend tunnels");
+    let _ = writeln!(w, "    balance roundrobin");
+    sticky(w);
+    servers(w, None);
+    o
+}
+
+/// `keepalived.conf` for the node whose internal address is `node`, putting the
+/// VIP on `interface`.
+pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    let advert = rules::vrrp_advert_int(s);
+    let _ = writeln!(
+        w,
+        "# Written by vdi-gateway for node {node}. Changes here are overwritten;"
+    );
+    let _ = writeln!(
+        w,
+        "# change the gateway's settings instead (`vdi-gateway settings`)."
+    );
+    let _ = writeln!(w, "global_defs {{");
+    let _ = writeln!(w, "    router_id {}", peer_name(node));
+    let _ = writeln!(w, "    enable_script_security");
+    let _ = writeln!(w, "    script_user root");
+    let _ = writeln!(w, "}}");
+    for (name, unit) in [
+        ("check_haproxy", "haproxy"),
+        ("check_gateway", "vdi-gateway"),
+    ] {
+        let _ = writeln!(w, "vrrp_script {name} {{");
+        let _ = writeln!(
+            w,
+            "    script \"/usr/bin/systemctl is-active --quiet {unit}\""
+        );
+        let _ = writeln!(w, "    interval 1");
+        let _ = writeln!(w, "    fall 2");
+        let _ = writeln!(w, "    rise 2");
+        let _ = writeln!(w, "}}");
+    }
+    let _ = writeln!(w, "vrrp_instance gateway {{");
+    let _ = writeln!(w, "    state BACKUP");
+    let _ = writeln!(w, "    interface {interface}");
+    let _ = writeln!(w, "    virtual_router_id {}", rules::vrrp_router_id(s));
+    let _ = writeln!(w, "    priority 100");
+    let _ = writeln!(w, "    advert_int {advert}");
+    if advert < 1.0 {
+        // Sub-second adverts need VRRPv3.
+        let _ = writeln!(w, "    version 3");
+    }
+    let _ = writeln!(w, "    virtual_ipaddress {{");
+    let _ = writeln!(w, "        {}", s.virtual_addr);
+    let _ = writeln!(w, "    }}");
+    let _ = writeln!(w, "    track_script {{");
+    let _ = writeln!(w, "        check_haproxy");
+    let _ = writeln!(w, "        check_gateway");
+    let _ = writeln!(w, "    }}");
+    // Every state change is logged (to the journal) as "INSTANCE gateway MASTER 100".
+    let _ = writeln!(
+        w,
+        "    notify \"/usr/bin/logger -t vdi-gateway-vrrp -p daemon.notice\""
+    );
+    let _ = writeln!(w, "}}");
+    o
+}
+
+/// A network interface as the system lists it.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub loopback: bool,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+}
+
+/// The system's first network interface: the lowest index among those that are
+/// up and not loopback (a down helper device such as `ifb0` is no NIC to put a
+/// VIP on).
+pub fn first_interface(ifaces: &[Interface]) -> Option<&str> {
+    ifaces
+        .iter()
+        .filter(|i| !i.loopback && i.up)
+        .min_by_key(|i| i.index)
+        .map(|i| i.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("settings/seed.json");
+
+    fn seed() -> Settings {
+        rules::parse_document_text(SEED).unwrap()
+    }
+
+    fn three_nodes() -> Settings {
+        let mut s = seed();
+        s.internal_addrs = ["10.254.150.132", "10.254.150.133", "10.254.150.134"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        s.vrrp_router_id = Some(51);
+        s.vrrp_advert_int = Some(0.5);
+        s
+    }
+
+    #[test]
+    fn haproxy_one_node_like_the_original() {
+        let s = seed();
+        insta::assert_snapshot!(render_haproxy(&s, s.internal_addrs[0]));
+    }
+
+    #[test]
+    fn haproxy_three_nodes() {
+        let s = three_nodes();
+        insta::assert_snapshot!(render_haproxy(&s, s.internal_addrs[1]));
+    }
+
+    #[test]
+    fn keepalived_one_node_like_the_original() {
+        let s = seed();
+        insta::assert_snapshot!(render_keepalived(&s, s.internal_addrs[0], "eth0"));
+    }
+
+    #[test]
+    fn keepalived_three_nodes_fast_adverts() {
+        let s = three_nodes();
+        insta::assert_snapshot!(render_keepalived(&s, s.internal_addrs[2], "ens18"));
+    }
+
+    #[test]
+    fn every_node_is_a_peer_and_a_server() {
+        let s = three_nodes();
+        for node in &s.internal_addrs {
+            let cfg = render_haproxy(&s, *node);
+            assert!(cfg.contains(&format!("localpeer {}", peer_name(*node))));
+            assert!(
+                cfg.contains(&format!("    server {}\n", peer_name(*node))),
+                "local peer without address"
+            );
+            for other in s.internal_addrs.iter().filter(|a| *a != node) {
+                assert!(cfg.contains(&format!("server {} {other}:10000", peer_name(*other))));
+            }
+            assert_eq!(cfg.matches("send-proxy-v2").count(), 9);
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let mut s = seed();
+        s.virtual_addr = "fd00::10".parse().unwrap();
+        s.internal_addrs = vec!["fd00::1".parse().unwrap()];
+        let cfg = render_haproxy(&s, s.internal_addrs[0]);
+        assert!(cfg.contains("bind [fd00::10]:443"), "{cfg}");
+        assert!(cfg.contains("bind [fd00::10]:5900-5999"), "{cfg}");
+        assert!(
+            cfg.contains("server gateway_0 [fd00::1] check port 8000"),
+            "{cfg}"
+        );
+        assert!(cfg.contains("localpeer gw_fd00__1"), "{cfg}");
+    }
+
+    #[test]
+    fn the_first_interface_is_the_lowest_index_that_is_up_and_not_loopback() {
+        let iface = |name: &str, index, loopback, up| Interface {
+            name: name.into(),
+            index,
+            loopback,
+            up,
+        };
+        let ifaces = [
+            iface("lo", 1, true, true),
+            iface("ifb0", 2, false, false),
+            iface("ens19", 4, false, true),
+            iface("ens18", 3, false, true),
+        ];
+        assert_eq!(first_interface(&ifaces), Some("ens18"));
+        assert_eq!(first_interface(&ifaces[..2]), None);
+    }
+}

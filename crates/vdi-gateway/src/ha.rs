@@ -1,0 +1,245 @@
+//! Writing and reloading HAProxy and Keepalived (see `docs/ha.md`).
+//!
+//! render (pure, `vdi-core::ha`) -> validate with the real tools on a temp file
+//! -> write atomically (temp file + rename, previous copy kept as `.prev`) ->
+//! reload. If validation or a reload fails, the previous files are put back and
+//! reloaded: nothing is ever half-applied.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vdi_core::ha::{self, Interface};
+use vdi_core::settings as rules;
+use vdi_wire::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("no network interface for the VIP (none but loopback); set vrrp_interface")]
+    NoInterface,
+    #[error("{what} rejected the rendered configuration: {output}")]
+    Invalid { what: &'static str, output: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {output}")]
+    Reload { command: String, output: String },
+}
+
+/// Both configurations as they would be written for this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub node: IpAddr,
+    pub interface: String,
+    pub haproxy: String,
+    pub keepalived: String,
+}
+
+/// One managed file: where it goes, how to check it, how to reload its service.
+struct Target<'a> {
+    what: &'static str,
+    path: PathBuf,
+    text: &'a str,
+    check: fn(&Path) -> Command,
+    reload: Vec<String>,
+}
+
+fn haproxy_check(path: &Path) -> Command {
+    let mut c = Command::new("haproxy");
+    c.arg("-c").arg("-q").arg("-f").arg(path);
+    c
+}
+
+fn keepalived_check(path: &Path) -> Command {
+    let mut c = Command::new("keepalived");
+    c.arg("-t").arg("-f").arg(path);
+    c
+}
+
+fn targets<'a>(s: &Settings, r: &'a Rendered) -> [Target<'a>; 2] {
+    [
+        Target {
+            what: "haproxy",
+            path: PathBuf::from(rules::haproxy_cfg_path(s)),
+            text: &r.haproxy,
+            check: haproxy_check,
+            reload: rules::haproxy_reload_cmd(s),
+        },
+        Target {
+            what: "keepalived",
+            path: PathBuf::from(rules::keepalived_conf_path(s)),
+            text: &r.keepalived,
+            check: keepalived_check,
+            reload: rules::keepalived_reload_cmd(s),
+        },
+    ]
+}
+
+/// Renders for this node: its first own internal address, and the VIP's
+/// interface (`vrrp_interface`, else the first non-loopback interface).
+pub fn render(s: &Settings, local_addrs: &[IpAddr]) -> Result<Rendered, HaError> {
+    let node = *local_addrs.first().unwrap_or(&s.internal_addrs[0]);
+    let interface = match &s.vrrp_interface {
+        Some(i) => i.clone(),
+        None => ha::first_interface(&interfaces())
+            .ok_or(HaError::NoInterface)?
+            .to_string(),
+    };
+    Ok(Rendered {
+        node,
+        haproxy: ha::render_haproxy(s, node),
+        keepalived: ha::render_keepalived(s, node, &interface),
+        interface,
+    })
+}
+
+/// The system's interfaces from `/sys/class/net`.
+fn interfaces() -> Vec<Interface> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let index = std::fs::read_to_string(e.path().join("ifindex"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let flags = std::fs::read_to_string(e.path().join("flags")).unwrap_or_default();
+            let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+            // IFF_UP = 0x1, IFF_LOOPBACK = 0x8 (linux/if.h)
+            Some(Interface {
+                name,
+                index,
+                loopback: flags & 0x8 != 0,
+                up: flags & 0x1 != 0,
+            })
+        })
+        .collect()
+}
+
+/// Checks both files with `haproxy -c` and `keepalived -t` (on temp copies).
+pub fn validate(s: &Settings, r: &Rendered) -> Result<(), HaError> {
+    for t in targets(s, r) {
+        let tmp = sibling(&t.path, ".vdi-check");
+        write_file(&tmp, t.text)?;
+        let result = run((t.check)(&tmp));
+        let _ = std::fs::remove_file(&tmp);
+        result.map_err(|output| HaError::Invalid {
+            what: t.what,
+            output,
+        })?;
+    }
+    Ok(())
+}
+
+/// What `apply` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The services whose file changed and that were reloaded.
+    pub reloaded: Vec<&'static str>,
+}
+
+/// Validates, writes and reloads what changed; on any failure puts every
+/// file back as it was and reloads again.
+pub fn apply(s: &Settings, r: &Rendered) -> Result<Applied, HaError> {
+    validate(s, r)?;
+    let mut done: Vec<(Target, Option<String>)> = Vec::new();
+    let mut applied = Applied::default();
+    for t in targets(s, r) {
+        let previous = std::fs::read_to_string(&t.path).ok();
+        if previous.as_deref() == Some(t.text) {
+            continue;
+        }
+        let step =
+            write_atomically(&t.path, t.text, previous.as_deref()).and_then(|()| reload(&t.reload));
+        let what = t.what;
+        done.push((t, previous));
+        if let Err(e) = step {
+            roll_back(&done);
+            return Err(e);
+        }
+        applied.reloaded.push(what);
+    }
+    Ok(applied)
+}
+
+fn roll_back(done: &[(Target, Option<String>)]) {
+    for (t, previous) in done.iter().rev() {
+        let restored = match previous {
+            Some(text) => write_atomically(&t.path, text, None),
+            None => std::fs::remove_file(&t.path).map_err(|source| HaError::Io {
+                path: t.path.clone(),
+                source,
+            }),
+        };
+        match restored.and_then(|()| reload(&t.reload)) {
+            Ok(()) => {
+                tracing::warn!(file = %t.path.display(), "restored the previous configuration")
+            }
+            Err(e) => {
+                tracing::error!(file = %t.path.display(), error = %e, "could not restore the previous configuration")
+            }
+        }
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), HaError> {
+    let io = |source| HaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(path, text).map_err(io)
+}
+
+/// Temp file + rename; the replaced text is kept as `NAME.prev`.
+fn write_atomically(path: &Path, text: &str, previous: Option<&str>) -> Result<(), HaError> {
+    if let Some(prev) = previous {
+        write_file(&sibling(path, ".prev"), prev)?;
+    }
+    let tmp = sibling(path, ".vdi-new");
+    write_file(&tmp, text)?;
+    std::fs::rename(&tmp, path).map_err(|source| HaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn reload(cmd: &[String]) -> Result<(), HaError> {
+    let (program, args) = cmd
+        .split_first()
+        .expect("validated: a command is never empty");
+    let mut c = Command::new(program);
+    c.args(args);
+    run(c).map_err(|output| HaError::Reload {
+        command: cmd.join(" "),
+        output,
+    })
+}
+
+/// Runs a command; on failure returns its last output lines.
+fn run(mut c: Command) -> Result<(), String> {
+    match c.output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let mut text = String::from_utf8_lossy(&o.stderr).to_string();
+            text.push_str(&String::from_utf8_lossy(&o.stdout));
+            let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = tail[tail.len().saturating_sub(5)..].join(" | ");
+            Err(format!("{} ({})", tail, o.status))
+        }
+        Err(e) => Err(format!("cannot run {:?}: {e}", c.get_program())),
+    }
+}

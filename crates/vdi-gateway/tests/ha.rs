@@ -1,0 +1,284 @@
+//! Writing and reloading HAProxy and Keepalived, with the real `haproxy -c` and
+//! `keepalived -t` validating every file. Reloads are real commands too; on a
+//! host without systemd they are `true`/`false` stand-ins chosen per test (the
+//! test bed covers `systemctl reload` on real systemd hosts).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+
+struct Paths {
+    dir: TempDir,
+}
+
+impl Paths {
+    fn new() -> Self {
+        Self {
+            dir: TempDir::new(),
+        }
+    }
+    fn haproxy(&self) -> PathBuf {
+        self.dir.0.join("haproxy/haproxy.cfg")
+    }
+    fn keepalived(&self) -> PathBuf {
+        self.dir.0.join("keepalived/keepalived.conf")
+    }
+    fn settings(&self, reload: &str) -> Value {
+        json!({
+            "ha_managed": true,
+            "haproxy_cfg_path": self.haproxy().to_str().unwrap(),
+            "keepalived_conf_path": self.keepalived().to_str().unwrap(),
+            "haproxy_reload_cmd": reload,
+            "keepalived_reload_cmd": reload,
+        })
+    }
+}
+
+fn read(p: &PathBuf) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn start_writes_both_files_and_changes_rewrite_them() {
+    let paths = Paths::new();
+    let g = start(paths.settings("true")).await;
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["ha"]["status"], "ok", "{h}");
+    assert_eq!(h["ha"]["node"], g.ip.to_string());
+    let cfg = read(&paths.haproxy());
+    assert!(cfg.contains(&format!("bind {}:21000-21009", g.ip)), "{cfg}");
+    assert!(
+        cfg.contains(&format!(
+            "server gateway_0 {}:8000 check send-proxy-v2",
+            g.ip
+        )),
+        "{cfg}"
+    );
+    let kc = read(&paths.keepalived());
+    assert!(
+        kc.contains(&format!(
+            "interface {}",
+            h["ha"]["interface"].as_str().unwrap()
+        )),
+        "{kc}"
+    );
+    assert!(
+        !paths.haproxy().with_file_name("haproxy.cfg.prev").exists(),
+        "no previous file yet"
+    );
+
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_stop": 21005}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(read(&paths.haproxy()).contains(&format!("bind {}:21000-21005", g.ip)));
+    let prev = read(&paths.haproxy().with_file_name("haproxy.cfg.prev"));
+    assert_eq!(prev, cfg, "the replaced file is kept");
+    // A change that does not touch the rendering leaves the files alone.
+    let before = std::fs::metadata(paths.haproxy())
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (s, _) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"tunnel_ttl_secs": 30}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        std::fs::metadata(paths.haproxy())
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_reload_restores_files_and_settings() {
+    let paths = Paths::new();
+    let g = start(paths.settings("true")).await;
+    let cfg = read(&paths.haproxy());
+    let db_before = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load_text()
+        .unwrap();
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_stop": 21003, "haproxy_reload_cmd": "false"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("`false` failed"),
+        "{body}"
+    );
+    assert_eq!(
+        read(&paths.haproxy()),
+        cfg,
+        "the previous haproxy.cfg is back"
+    );
+    assert_eq!(
+        vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+        db_before
+    );
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["ha"]["status"], "error");
+    assert_eq!(h["ports_free"], 10, "the old range is still in force");
+    // Fixed: the next good change applies and health recovers.
+    let (s, _) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_stop": 21003}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["ha"]["status"], "ok");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_configuration_the_real_tool_rejects_is_never_written() {
+    let paths = Paths::new();
+    let g = start(paths.settings("true")).await;
+    let (cfg, kc) = (read(&paths.haproxy()), read(&paths.keepalived()));
+    let db_before = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load_text()
+        .unwrap();
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"vrrp_interface": "nosuchif0"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("keepalived rejected"),
+        "{body}"
+    );
+    assert_eq!(
+        (read(&paths.haproxy()), read(&paths.keepalived())),
+        (cfg, kc)
+    );
+    assert_eq!(
+        vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+        db_before
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn unmanaged_gateways_touch_nothing() {
+    let paths = Paths::new();
+    let mut settings = paths.settings("false");
+    settings["ha_managed"] = json!(false);
+    let g = start(settings).await;
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["ha"]["status"], "unmanaged");
+    assert!(!paths.haproxy().exists() && !paths.keepalived().exists());
+    g.stop().await;
+}
+
+#[test]
+fn render_and_apply_from_the_command_line() {
+    let paths = Paths::new();
+    let ip = unique_loopback();
+    let db = paths.dir.0.join("settings.db");
+    let (store, _) =
+        vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
+    let mut patch = paths.settings("true");
+    patch["internal_addrs"] = json!([ip.to_string()]);
+    patch["virtual_addr"] = json!("127.0.0.1");
+    store.update(patch.as_object().unwrap()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_vdi-gateway");
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .args(["render", "haproxy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cfg = String::from_utf8(out.stdout).unwrap();
+    assert!(cfg.contains("frontend tunnels"));
+    let file = paths.dir.0.join("check.cfg");
+    std::fs::write(&file, &cfg).unwrap();
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("haproxy is installed");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .args(["render", "keepalived"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("vrrp_instance gateway")
+    );
+
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .arg("apply")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "written and reloaded: haproxy, keepalived"
+    );
+    assert_eq!(read(&paths.haproxy()), cfg);
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .arg("apply")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "already in force; nothing written"
+    );
+}
