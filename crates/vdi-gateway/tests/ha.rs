@@ -282,3 +282,55 @@ fn render_and_apply_from_the_command_line() {
         "already in force; nothing written"
     );
 }
+
+/// The snapshot-tested renderings (one node as in the original, three nodes)
+/// pass the real tools.
+#[test]
+fn rendered_configurations_pass_haproxy_and_keepalived() {
+    let seed = include_str!("../../vdi-core/src/settings/seed.json");
+    let mut s = vdi_core::settings::parse_document_text(seed).unwrap();
+    let dir = TempDir::new();
+    let iface = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|n| {
+            n != "lo"
+                && std::fs::read_to_string(format!("/sys/class/net/{n}/operstate"))
+                    .is_ok_and(|s| s.trim() == "up")
+        })
+        .expect("a non-loopback interface that is up");
+    for nodes in [1, 3] {
+        s.internal_addrs = (0..nodes)
+            .map(|i| format!("10.254.150.{}", 132 + i).parse().unwrap())
+            .collect();
+        for node in s.internal_addrs.clone() {
+            let cfg = dir.0.join("haproxy.cfg");
+            std::fs::write(&cfg, vdi_core::ha::render_haproxy(&s, node)).unwrap();
+            let out = Command::new("haproxy")
+                .arg("-c")
+                .arg("-f")
+                .arg(&cfg)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{nodes} nodes: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let conf = dir.0.join("keepalived.conf");
+            std::fs::write(&conf, vdi_core::ha::render_keepalived(&s, node, &iface)).unwrap();
+            let out = Command::new("keepalived")
+                .arg("-t")
+                .arg("-f")
+                .arg(&conf)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{nodes} nodes: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
