@@ -35,6 +35,20 @@ alive() {
     st=$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
     [[ -n $st && $st != Z ]]
 }
+any_alive() {
+    local p
+    for p; do if alive "$p"; then return 0; fi; done
+    return 1
+}
+# Wait up to $1 s until none of the PIDs $2... is alive; false on timeout.
+wait_gone() {
+    local n=$(($1 * 10))
+    shift
+    while any_alive "$@"; do
+        ((n-- > 0)) || return 1
+        sleep 0.1
+    done
+}
 # PID is the systemd-nspawn we started for machine NAME (guards PID reuse).
 is_our_nspawn() {
     local cmd
@@ -339,33 +353,38 @@ cmd_up() {
 cmd_down() {
     need_root
     [[ $# -eq 1 ]] || die "usage: $PROG down BED"
-    local bed=$1 dir=$RUN_ROOT/$1 f h pid pids=() end ns left
+    local bed=$1 dir=$RUN_ROOT/$1 f h i pid pids=() names=() ns
     check_bed "$bed"
     for f in "$dir"/h*/pid; do
         [[ -f $f ]] || continue
         h=$(basename "$(dirname "$f")")
         pid=$(<"$f")
-        if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && is_our_nspawn "$pid" "$bed-$h"; then pids+=("$pid"); fi
+        if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && is_our_nspawn "$pid" "$bed-$h"; then
+            pids+=("$pid")
+            names+=("$h")
+        fi
     done
     if ((${#pids[@]})); then
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        end=$(($(date +%s) + STOP_TIMEOUT))
-        while (($(date +%s) < end)); do
-            left=()
-            for pid in "${pids[@]}"; do if alive "$pid"; then left+=("$pid"); fi; done
-            ((${#left[@]})) || break
-            sleep 0.1
-        done
-        for pid in "${pids[@]}"; do
-            if alive "$pid"; then
-                log "nspawn $pid did not stop within ${STOP_TIMEOUT}s: SIGKILL"
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
-        done
-        end=$(($(date +%s) + 5))
-        for pid in "${pids[@]}"; do
-            while alive "$pid" && (($(date +%s) < end)); do sleep 0.1; done
-        done
+        kill -TERM "${pids[@]}" 2>/dev/null || true # nspawn: clean halt of the container
+        if ! wait_gone "$STOP_TIMEOUT" "${pids[@]}"; then
+            for i in "${!pids[@]}"; do
+                alive "${pids[i]}" || continue
+                log "${names[i]}: not halted within ${STOP_TIMEOUT}s: second SIGTERM; console tail:"
+                tail -n 15 "$dir/${names[i]}/console.log" >&2 || true
+                kill -TERM "${pids[i]}" 2>/dev/null || true # nspawn: terminate immediately
+            done
+        fi
+        if ! wait_gone 3 "${pids[@]}"; then
+            for i in "${!pids[@]}"; do
+                pid=${pids[i]}
+                alive "$pid" || continue
+                log "${names[i]}: SIGKILL to nspawn $pid and its container init"
+                # Killing nspawn alone would orphan the container's init (its child).
+                # shellcheck disable=SC2046 # word splitting of the PID list is intended
+                kill -KILL $(cat /proc/"$pid"/task/*/children 2>/dev/null) "$pid" 2>/dev/null || true
+            done
+            wait_gone 5 "${pids[@]}" || log "warning: nspawn still alive after SIGKILL"
+        fi
     fi
     [[ ! -d $dir ]] || umount_under "$dir"
     for ns in $(bed_netns "$bed"); do

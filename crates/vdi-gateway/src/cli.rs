@@ -33,6 +33,8 @@ pub enum Command {
     },
     /// Validate the database (for systemd's ExecStartPre); exit 1 if invalid.
     Check,
+    /// Create the database for this host if it is absent (package installation).
+    Init,
     /// Print the configuration the gateway would write for this node.
     Render {
         #[arg(value_enum)]
@@ -67,6 +69,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(cli.db),
         Command::Check => check(&cli.db),
+        Command::Init => init(&cli.db),
         Command::Render { what } => render(&cli.db, what),
         Command::Apply => apply(&cli.db),
         Command::Settings {
@@ -81,6 +84,32 @@ pub fn main() -> ExitCode {
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("vdi-gateway: {msg}");
     ExitCode::FAILURE
+}
+
+fn init(db: &PathBuf) -> ExitCode {
+    match Store::open_or_create(db, store::host_settings) {
+        Ok((_, false)) => {
+            println!("{} exists; left as it is", db.display());
+            ExitCode::SUCCESS
+        }
+        Ok((store, true)) => {
+            let s = store
+                .load()
+                .map(|s| s.internal_addrs[0].to_string())
+                .unwrap_or_default();
+            println!(
+                "created {} with fresh random keys (this host: {s})",
+                db.display()
+            );
+            println!("  show the keys:   vdi-gateway settings show --reveal");
+            println!(
+                "  set the cluster: vdi-gateway settings set internal_addrs=A,B virtual_addr=VIP public_addr=IP disp_addrs=D ha_managed=true"
+            );
+            println!("  then:            systemctl reload vdi-gateway");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn check(db: &PathBuf) -> ExitCode {

@@ -96,7 +96,7 @@ pub fn render(s: &Settings, local_addrs: &[IpAddr]) -> Result<Rendered, HaError>
 }
 
 /// The system's interfaces from `/sys/class/net`.
-fn interfaces() -> Vec<Interface> {
+pub fn interfaces() -> Vec<Interface> {
     let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
         return Vec::new();
     };

@@ -223,6 +223,27 @@ pub fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Settings for a gateway host's first installation (the package's postinst):
+/// the address of the first network interface as internal, public and
+/// virtual address, fresh keys, and `ha_managed: false` until an admin has set
+/// the real virtual IP (so installing never rewrites HAProxy behind their back).
+pub fn host_settings() -> Settings {
+    let mut s = first_start_settings();
+    let first = vdi_core::ha::first_interface(&crate::ha::interfaces()).map(str::to_string);
+    let addr = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|i| Some(&i.name) == first.as_ref() && i.ip().is_ipv4())
+        .map(|i| i.ip());
+    if let Some(ip) = addr {
+        s.internal_addrs = vec![ip];
+        s.public_addr = ip;
+        s.virtual_addr = ip;
+        s.disp_addrs = vec![ip];
+    }
+    s
+}
+
 /// Settings for a first start: local defaults with fresh keys.
 pub fn first_start_settings() -> Settings {
     settings::local_defaults(random_key(), random_key())
