@@ -353,7 +353,7 @@ cmd_up() {
 cmd_down() {
     need_root
     [[ $# -eq 1 ]] || die "usage: $PROG down BED"
-    local bed=$1 dir=$RUN_ROOT/$1 f h i pid pids=() names=() ns
+    local bed=$1 dir=$RUN_ROOT/$1 f h i pid pids=() names=() kids=() ns
     check_bed "$bed"
     for f in "$dir"/h*/pid; do
         [[ -f $f ]] || continue
@@ -380,10 +380,11 @@ cmd_down() {
                 alive "$pid" || continue
                 log "${names[i]}: SIGKILL to nspawn $pid and its container init"
                 # Killing nspawn alone would orphan the container's init (its child).
-                # shellcheck disable=SC2046 # word splitting of the PID list is intended
-                kill -KILL $(cat /proc/"$pid"/task/*/children 2>/dev/null) "$pid" 2>/dev/null || true
+                read -ra kids <<<"$(cat /proc/"$pid"/task/*/children 2>/dev/null)"
+                kill -KILL "${kids[@]}" "$pid" 2>/dev/null || true
+                pids+=("${kids[@]}")
             done
-            wait_gone 5 "${pids[@]}" || log "warning: nspawn still alive after SIGKILL"
+            wait_gone 5 "${pids[@]}" || log "warning: processes alive after SIGKILL: ${pids[*]}"
         fi
     fi
     [[ ! -d $dir ]] || umount_under "$dir"

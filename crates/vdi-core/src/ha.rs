@@ -191,6 +191,9 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str) -> String 
     }
     let _ = writeln!(w, "vrrp_instance gateway {{");
     let _ = writeln!(w, "    state BACKUP");
+    // The VIP stays where it is when a node comes back: moving it again would
+    // cut every client of the current master a second time.
+    let _ = writeln!(w, "    nopreempt");
     let _ = writeln!(w, "    interface {interface}");
     let _ = writeln!(w, "    virtual_router_id {}", rules::vrrp_router_id(s));
     let _ = writeln!(w, "    priority 100");

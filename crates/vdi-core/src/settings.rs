@@ -82,8 +82,8 @@ pub fn connect_timeout_secs(s: &Settings) -> u64 {
 
 pub const DEFAULT_HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
 pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
-pub const DEFAULT_HAPROXY_RELOAD: &str = "systemctl reload haproxy";
-pub const DEFAULT_KEEPALIVED_RELOAD: &str = "systemctl reload keepalived";
+pub const DEFAULT_HAPROXY_RELOAD: &str = "systemctl reload-or-restart haproxy";
+pub const DEFAULT_KEEPALIVED_RELOAD: &str = "systemctl reload-or-restart keepalived";
 
 pub fn ha_managed(s: &Settings) -> bool {
     s.ha_managed.unwrap_or(true)

@@ -97,10 +97,10 @@ pub struct Settings {
     /// Default `/etc/keepalived/keepalived.conf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalived_conf_path: Option<String>,
-    /// Command (no shell) that reloads HAProxy. Default `systemctl reload haproxy`.
+    /// Command (no shell) that reloads HAProxy. Default `systemctl reload-or-restart haproxy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub haproxy_reload_cmd: Option<String>,
-    /// Command (no shell) that reloads Keepalived. Default `systemctl reload keepalived`.
+    /// Command (no shell) that reloads Keepalived. Default `systemctl reload-or-restart keepalived`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalived_reload_cmd: Option<String>,
 }
