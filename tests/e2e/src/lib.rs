@@ -1,0 +1,165 @@
+//! The test bed from the tests' side: bring a bed of gateway hosts up (and
+//! always down), run commands on hosts over SSH, and run test code inside the
+//! bed's network namespaces (client, desktop, dispatcher), so that every byte
+//! a test sends crosses the bed's own network.
+
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// True when this machine can run the bed (root). Under CI a missing
+/// prerequisite fails the test instead of skipping it.
+pub fn can_run() -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the test bed needs root under CI"
+    );
+    eprintln!("SKIPPED: the test bed needs root");
+    false
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// Builds the gateway's .deb (debug profile: fast to build, same code).
+pub fn build_deb() -> PathBuf {
+    let out = run(Command::new("bash")
+        .arg(repo_root().join("packaging/build-deb"))
+        .env("PROFILE", "dev"));
+    assert!(
+        out.status.success(),
+        "build-deb failed: {}",
+        text(&out.stderr)
+    );
+    PathBuf::from(text(&out.stdout).trim())
+}
+
+pub struct Bed {
+    pub name: String,
+}
+
+impl Bed {
+    fn script() -> PathBuf {
+        repo_root().join("tests/testbed/testbed.sh")
+    }
+
+    /// `testbed.sh up NAME HOSTS --deb DEB`; the bed is taken down on drop.
+    pub fn up(name: &str, hosts: usize, deb: &Path) -> Bed {
+        let t = Instant::now();
+        let out = run(Command::new("bash")
+            .arg(Self::script())
+            .args(["up", name, &hosts.to_string(), "--deb"])
+            .arg(deb));
+        assert!(
+            out.status.success(),
+            "testbed up failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        eprintln!(
+            "bed {name}: {hosts} hosts up in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        Bed {
+            name: name.to_string(),
+        }
+    }
+
+    pub fn ip(&self, who: &str) -> IpAddr {
+        let out = run(Command::new("bash")
+            .arg(Self::script())
+            .args(["ip", &self.name, who]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().parse().unwrap()
+    }
+
+    /// Runs a shell command line on a host over SSH; returns (status, stdout, stderr).
+    pub fn ssh(&self, host: &str, cmd: &str) -> (i32, String, String) {
+        let out = run(Command::new("bash")
+            .arg(Self::script())
+            .args(["ssh", &self.name, host, cmd]));
+        (
+            out.status.code().unwrap_or(-1),
+            text(&out.stdout),
+            text(&out.stderr),
+        )
+    }
+
+    /// Like `ssh`, and the command must succeed.
+    pub fn sh(&self, host: &str, cmd: &str) -> String {
+        let (code, out, err) = self.ssh(host, cmd);
+        assert_eq!(code, 0, "{host}: `{cmd}` failed: {out}{err}");
+        out
+    }
+
+    /// Polls `cond` every 50 ms until it holds (bounded by `limit`); returns the time it took.
+    pub fn wait(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+        let t = Instant::now();
+        while !cond() {
+            assert!(
+                t.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t.elapsed()
+    }
+
+    /// Which host holds `vip` on an interface right now.
+    pub fn vip_holder(&self, hosts: &[&str], vip: IpAddr) -> Option<String> {
+        hosts
+            .iter()
+            .find(|h| self.ssh(h, "ip -br -4 addr").1.contains(&format!("{vip}/")))
+            .map(|h| h.to_string())
+    }
+
+    /// Runs `f` on a thread inside the bed's namespace `ns` (`client`, `desk`,
+    /// `disp`), on a runtime of its own: every socket it opens lives there.
+    pub fn in_ns<T, F, Fut>(&self, ns: &str, f: F) -> std::thread::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        let path = format!("/run/netns/{}-{ns}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f())
+        })
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let out = run(Command::new("bash")
+            .arg(Self::script())
+            .args(["down", &self.name]));
+        if !out.status.success() {
+            eprintln!("testbed down {} failed: {}", self.name, text(&out.stderr));
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! A two-node gateway cluster on the test bed: real systemd, HAProxy,
+//! Keepalived and sshd in each host; the `.deb` installed the admin's way.
+//! Every measurement is printed (`--nocapture` / nextest output) for the notes.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vdi_e2e::{Bed, build_deb, can_run};
+
+const HOSTS: [&str; 2] = ["h1", "h2"];
+const DESK_PORT: u16 = 5901;
+const DISP_PORT: u16 = 4200;
+
+struct Cluster {
+    bed: Bed,
+    vip: IpAddr,
+    h: [IpAddr; 2],
+    desk: IpAddr,
+    api_key: String,
+    cli_key: String,
+}
+
+impl Cluster {
+    fn node_api(&self, i: usize) -> String {
+        format!("http://{}:8000", self.h[i])
+    }
+    fn vip_api(&self) -> String {
+        format!("http://{}:8002", self.vip)
+    }
+    fn holder(&self) -> Option<String> {
+        self.bed.vip_holder(&HOSTS, self.vip)
+    }
+    fn index(host: &str) -> usize {
+        HOSTS.iter().position(|h| *h == host).unwrap()
+    }
+    /// Runs client code in the bed's client namespace and waits for it.
+    fn client<T: Send + 'static, Fut: Future<Output = T>>(
+        &self,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> T {
+        self.bed.in_ns("client", f).join().unwrap()
+    }
+}
+
+/// The desktop stand-in (echo) and the dispatcher stand-in (greets, then echoes).
+fn stand_ins(bed: &Bed) {
+    let desk = bed.ip("desk");
+    bed.in_ns("desk", move || {
+        serve(SocketAddr::new(desk, DESK_PORT), None)
+    });
+    let disp = bed.ip("disp");
+    bed.in_ns("disp", move || {
+        serve(SocketAddr::new(disp, DISP_PORT), Some("dispatcher\n"))
+    });
+}
+
+async fn serve(addr: SocketAddr, greeting: Option<&'static str>) {
+    let l = TcpListener::bind(addr).await.unwrap();
+    loop {
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::spawn(async move {
+            if let Some(g) = greeting {
+                let _ = s.write_all(g.as_bytes()).await;
+            }
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+async fn post(url: String, header: &str, key: String, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header(header, key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: String, key: String) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .header("api_key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+/// Sends `payload` through `addr`, half-closes, reads the echo to the end.
+async fn echo_through(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.split();
+    let send = async {
+        w.write_all(payload).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let recv = r.read_to_end(&mut back);
+    let ((), n) = tokio::join!(send, recv);
+    n.unwrap();
+    back
+}
+
+/// Opens a tunnel through the VIP and checks a small echo; returns (id, port).
+fn tunnel_works(c: &Cluster, vm: &str) -> (String, u16) {
+    let (url, key, vip, desk) = (c.vip_api(), c.cli_key.clone(), c.vip, c.desk);
+    let vm = vm.to_string();
+    c.client(move || async move {
+        let body = json!({"target_host": desk.to_string(), "target_port": DESK_PORT, "vm_id": vm});
+        let (s, o) = post(format!("{url}/v3/open_connection/"), "cli_key", key, body).await;
+        assert_eq!(s, 200, "{o}");
+        assert_eq!(o["address"], vip.to_string());
+        let port = o["port"].as_u64().unwrap() as u16;
+        assert_eq!(
+            echo_through(SocketAddr::new(vip, port), b"ping").await,
+            b"ping"
+        );
+        (o["id"].as_str().unwrap().to_string(), port)
+    })
+}
+
+/// Which node lists the tunnel, and the tunnel as it lists it.
+fn owner(c: &Cluster, id: &str) -> (usize, Value) {
+    for i in 0..2 {
+        let (url, key, id2) = (c.node_api(i), c.api_key.clone(), id.to_string());
+        let conns =
+            c.client(move || async move { get(format!("{url}/v3/get_connections/"), key).await });
+        if let Some(t) = conns["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id2.as_str())
+        {
+            return (i, t.clone());
+        }
+    }
+    panic!("no node lists tunnel {id}");
+}
+
+fn configure(bed: Bed) -> Cluster {
+    let h = [bed.ip("h1"), bed.ip("h2")];
+    let IpAddr::V4(h1) = h[0] else {
+        panic!("IPv4 bed")
+    };
+    let vip = IpAddr::from([h1.octets()[0], h1.octets()[1], h1.octets()[2], 100]);
+    let desk = bed.ip("desk");
+    let disp = bed.ip("disp");
+    let keys: Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    let (api_key, cli_key) = (
+        keys["api_key"].as_str().unwrap().to_string(),
+        keys["cli_key"].as_str().unwrap().to_string(),
+    );
+    for host in HOSTS {
+        let t = Instant::now();
+        bed.sh(
+            host,
+            &format!(
+                "vdi-gateway settings set internal_addrs={},{} virtual_addr={vip} public_addr={vip} \
+                 disp_addrs={disp} disp_port={DISP_PORT} allowed_targets={desk}/32 \
+                 port_range_start=5900 port_range_stop=5909 api_key={api_key} cli_key={cli_key} \
+                 ha_managed=true vrrp_advert_int=0.2 vrrp_router_id=42 && systemctl reload vdi-gateway",
+                h[0], h[1]
+            ),
+        );
+        eprintln!("{host}: configured in {:.2} s", t.elapsed().as_secs_f64());
+    }
+    Cluster {
+        bed,
+        vip,
+        h,
+        desk,
+        api_key,
+        cli_key,
+    }
+}
+
+#[test]
+fn two_node_cluster() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let bed = Bed::up("e2e", 2, &deb);
+    stand_ins(&bed);
+    let c = configure(bed);
+
+    // Both nodes applied HAProxy and Keepalived (SIGHUP reloads in the
+    // background: wait for health to say so); then one holds the VIP.
+    for i in 0..2 {
+        let mut last = Value::Null;
+        c.bed.wait("HA applied", Duration::from_secs(30), || {
+            let (url, key) = (c.node_api(i), c.api_key.clone());
+            last = c.client(move || async move { get(format!("{url}/v3/health/"), key).await });
+            last["ha"]["status"] == "ok" && last["units"]["haproxy"] == "active"
+        });
+        assert_eq!(last["units"]["vdi_gateway"], "active", "{last}");
+        eprintln!("{}: health {last}", HOSTS[i]);
+    }
+    let took = c.bed.wait("a VIP holder", Duration::from_secs(30), || {
+        c.holder().is_some()
+    });
+    eprintln!(
+        "VIP {} held by {:?} {:.2} s after configuration",
+        c.vip,
+        c.holder(),
+        took.as_secs_f64()
+    );
+    let conf = c.bed.sh("h1", "cat /etc/keepalived/keepalived.conf");
+    assert!(conf.contains("virtual_router_id 42"), "{conf}");
+
+    // 1. open_connection through VIP:8002, 10 MB each way through VIP:port.
+    let (url, key, vip, desk) = (c.vip_api(), c.cli_key.clone(), c.vip, c.desk);
+    let (id, port, elapsed) = c.client(move || async move {
+        let body =
+            json!({"target_host": desk.to_string(), "target_port": DESK_PORT, "vm_id": "vm-1"});
+        let (s, o) = post(format!("{url}/v3/open_connection/"), "cli_key", key, body).await;
+        assert_eq!(s, 200, "{o}");
+        let port = o["port"].as_u64().unwrap() as u16;
+        let payload = data(10 * 1024 * 1024);
+        let t = Instant::now();
+        let back = echo_through(SocketAddr::new(vip, port), &payload).await;
+        let elapsed = t.elapsed();
+        assert_eq!(back.len(), payload.len());
+        assert_eq!(Sha256::digest(&back), Sha256::digest(&payload));
+        (o["id"].as_str().unwrap().to_string(), port, elapsed)
+    });
+    eprintln!(
+        "10 MB each way through VIP:{port} in {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    let (first_owner, t) = owner(&c, &id);
+    let client_ip = c.bed.ip("client").to_string();
+    let streams = t["streams"].as_array().cloned().unwrap_or_default();
+    let ended = c.client({
+        let (url, key, id) = (c.node_api(first_owner), c.api_key.clone(), id.clone());
+        move || async move {
+            // The finished stream is gone; open a live one to see its client address.
+            let mut s = TcpStream::connect(SocketAddr::new(vip, port))
+                .await
+                .unwrap();
+            s.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one).await.unwrap();
+            let conns = get(format!("{url}/v3/get_connections/"), key).await;
+            drop(s);
+            conns["tunnels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == id.as_str())
+                .cloned()
+                .unwrap()
+        }
+    });
+    let live = &ended["streams"][0]["client_addr"];
+    assert!(
+        live.as_str().unwrap().starts_with(&format!("{client_ip}:")),
+        "real client address: {live} ({streams:?})"
+    );
+
+    // 2. Stop HAProxy on the master: the VIP moves; stickiness survives.
+    let master = c.holder().unwrap();
+    let other = HOSTS[1 - Cluster::index(&master)].to_string();
+    let t0 = Instant::now();
+    c.bed.sh(&master, "systemctl stop haproxy");
+    c.bed.wait(
+        "the VIP to move after haproxy stopped",
+        Duration::from_secs(30),
+        || c.holder().as_deref() == Some(other.as_str()),
+    );
+    eprintln!(
+        "failover after `systemctl stop haproxy` on {master}: {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let (vip2, desk2) = (c.vip, c.desk);
+    let back =
+        c.client(move || async move { echo_through(SocketAddr::new(vip2, port), b"sticky").await });
+    assert_eq!(
+        back, b"sticky",
+        "the old tunnel's port still reaches its node"
+    );
+    let (new_id, _) = tunnel_works(&c, "vm-2");
+    let (new_owner, _) = owner(&c, &new_id);
+    assert_eq!(
+        new_owner, first_owner,
+        "the client stays stuck to the node of its first tunnel"
+    );
+    let _ = desk2;
+    c.bed.sh(&master, "systemctl start haproxy");
+
+    // 3. Kill the master's gateway: the VIP moves again. Restart=on-failure
+    // would bring it back in 2 s, about when VRRP notices; a drop-in on that
+    // host delays the restart so the failover itself is what is measured.
+    let master = c.holder().unwrap();
+    let other = HOSTS[1 - Cluster::index(&master)].to_string();
+    c.bed.sh(&master, "mkdir -p /run/systemd/system/vdi-gateway.service.d && printf '[Service]\\nRestartSec=60s\\n' > /run/systemd/system/vdi-gateway.service.d/slow.conf && systemctl daemon-reload");
+    let t0 = Instant::now();
+    c.bed
+        .sh(&master, "systemctl kill --signal=SIGKILL vdi-gateway");
+    c.bed.wait(
+        "the VIP to move after the gateway was killed",
+        Duration::from_secs(30),
+        || c.holder().as_deref() == Some(other.as_str()),
+    );
+    eprintln!(
+        "failover after SIGKILL of vdi-gateway on {master}: {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let (id3, _) = tunnel_works(&c, "vm-3");
+    assert_eq!(
+        owner(&c, &id3).0,
+        Cluster::index(&other),
+        "only the live node serves new tunnels"
+    );
+    c.bed.sh(&master, "rm -r /run/systemd/system/vdi-gateway.service.d && systemctl daemon-reload && systemctl restart vdi-gateway");
+
+    // 4. A new port range through the API rewrites haproxy.cfg on both nodes.
+    for i in 0..2 {
+        let (url, key) = (c.node_api(i), c.api_key.clone());
+        let (s, body) = c.client(move || async move {
+            post(
+                format!("{url}/v3/change_settings/"),
+                "api_key",
+                key,
+                json!({"port_range_start": 6000, "port_range_stop": 6009}),
+            )
+            .await
+        });
+        assert_eq!(s, 200, "{body}");
+        let cfg = c.bed.sh(HOSTS[i], "cat /etc/haproxy/haproxy.cfg");
+        assert!(cfg.contains(&format!("bind {}:6000-6009", c.vip)), "{cfg}");
+    }
+    let (_, port4) = tunnel_works(&c, "vm-4");
+    assert!(
+        (6000..=6009).contains(&port4),
+        "HAProxy serves the new range: {port4}"
+    );
+    // An invalid change is refused and HAProxy keeps running on the old file.
+    let before = c.bed.sh("h1", "cat /etc/haproxy/haproxy.cfg");
+    let (url, key) = (c.node_api(0), c.api_key.clone());
+    let (s, body) = c.client(move || async move {
+        post(
+            format!("{url}/v3/change_settings/"),
+            "api_key",
+            key,
+            json!({"port_range_start": 6010, "port_range_stop": 6001}),
+        )
+        .await
+    });
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(c.bed.sh("h1", "cat /etc/haproxy/haproxy.cfg"), before);
+    assert_eq!(
+        c.bed.sh("h1", "systemctl is-active haproxy").trim(),
+        "active"
+    );
+
+    // 5. VIP:443 reaches the dispatcher through the service tunnel.
+    let vip = c.vip;
+    let greeting = c.client(move || async move {
+        let mut s = TcpStream::connect(SocketAddr::new(vip, 443)).await.unwrap();
+        let mut buf = [0u8; 11];
+        s.read_exact(&mut buf).await.unwrap();
+        String::from_utf8(buf.to_vec()).unwrap()
+    });
+    assert_eq!(greeting, "dispatcher\n");
+
+    // Every state change of VRRP was logged to the journal.
+    let log = c
+        .bed
+        .sh("h1", "journalctl -t vdi-gateway-vrrp --no-pager -o cat");
+    assert!(log.contains("INSTANCE gateway"), "{log}");
+}
