@@ -9,13 +9,13 @@ set -euo pipefail
 
 readonly SUITE=bookworm
 readonly BASE_PKGS=systemd,systemd-sysv,dbus,iproute2,openssh-server,haproxy,keepalived,socat,iputils-ping,procps,sqlite3,ca-certificates
-readonly BASE_REV=1 # bump when the base customisation in build_base changes
+readonly BASE_REV=1 # bump when the base customisation in cmd_base changes
 readonly HOST_PKGS=(systemd-container debootstrap iproute2 openssh-client haproxy keepalived openssh-server socat iputils-ping)
 readonly CACHE_DIR=${VDI_TESTBED_CACHE:-/var/cache/vdi-testbed}
 readonly BASE=$CACHE_DIR/rootfs-$SUITE
 readonly RUN_ROOT=/run/vdi-testbed
 readonly READY_TIMEOUT=${VDI_TESTBED_READY_TIMEOUT:-60} # s, all hosts of one `up`
-readonly STOP_TIMEOUT=${VDI_TESTBED_STOP_TIMEOUT:-15}   # s, SIGTERM -> SIGKILL
+readonly STOP_TIMEOUT=${VDI_TESTBED_STOP_TIMEOUT:-15}   # s (integer) for a clean halt
 readonly EXTRA_NS=(client desk disp)                    # non-host namespaces
 PROG=$(basename "$0")
 readonly PROG
@@ -46,6 +46,27 @@ wait_gone() {
     shift
     while any_alive "$@"; do
         ((n-- > 0)) || return 1
+        sleep 0.1
+    done
+}
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+# Clean halt of the containers of nspawn PIDs $2..., waiting up to $1 s: SIGTERM
+# to nspawn (it forwards SIGRTMIN+3 to the container's systemd), then each second
+# SIGRTMIN+3 straight to the container's init, because a signal that reaches it
+# before systemd has installed its handlers is dropped (seen when `up` is
+# interrupted during boot).
+halt_containers() {
+    local n=$(($1 * 10)) p kids
+    shift
+    kill -TERM "$@" 2>/dev/null || true
+    while any_alive "$@"; do
+        ((n-- > 0)) || return 1
+        if ((n % 10 == 0)); then
+            for p; do
+                read -ra kids <<<"$(children_of "$p")"
+                ((${#kids[@]} == 0)) || kill -s RTMIN+3 "${kids[@]}" 2>/dev/null || true
+            done
+        fi
         sleep 0.1
     done
 }
@@ -211,13 +232,50 @@ prep_host() {
     done >>"$RUN_ROOT/$1/known_hosts"
 }
 
+# cgroup hierarchies nspawn uses here: the cgroup2 one, plus name=systemd on a hybrid host.
+cgroup_roots() {
+    local d
+    if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
+        echo /sys/fs/cgroup
+        return
+    fi
+    for d in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
+        if [[ -f $d/cgroup.procs ]]; then echo "$d"; fi
+    done
+}
+
 start_host() {
-    local dir=$RUN_ROOT/$1/$2
-    SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -q -D "$dir/root" --boot \
-        --register=no --keep-unit -M "$1-$2" --network-namespace-path="/run/netns/$1-$2" \
-        --capability=CAP_NET_ADMIN,CAP_NET_RAW --console=read-only \
-        </dev/null >"$dir/console.log" 2>&1 &
+    local dir=$RUN_ROOT/$1/$2 cg=vdi-testbed/$1-$2 r
+    # Each nspawn starts in a cgroup of its own. Without one, every container
+    # gets the same /payload cgroup and their systemd instances trample each
+    # other's units (random "Failed to attach to cgroup", status=219/CGROUP).
+    (
+        for r in $(cgroup_roots); do
+            mkdir -p "$r/$cg"
+            echo "$BASHPID" >"$r/$cg/cgroup.procs"
+        done
+        SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn -q -D "$dir/root" --boot \
+            --register=no --keep-unit -M "$1-$2" --network-namespace-path="/run/netns/$1-$2" \
+            --capability=CAP_NET_ADMIN,CAP_NET_RAW --console=read-only
+    ) </dev/null >"$dir/console.log" 2>&1 &
     echo $! >"$dir/pid"
+}
+
+# Remove the cgroups of bed $1, deepest first. A not yet reaped (zombie)
+# nspawn keeps its cgroup busy for a moment, hence the bounded retry.
+remove_cgroups() {
+    local r d n
+    for r in $(cgroup_roots); do
+        for d in "$r/vdi-testbed/$1"-h*; do
+            [[ -d $d ]] || continue
+            for ((n = 50; n > 0; n--)); do
+                if find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; then break; fi
+                sleep 0.1
+            done
+            [[ ! -d $d ]] || log "warning: cgroup $d not removed"
+        done
+        rmdir "$r/vdi-testbed" 2>/dev/null || true # fails while another bed uses it
+    done
 }
 
 # Poll until host $2 answers ssh and its boot finished; $3 = deadline (epoch s).
@@ -365,8 +423,7 @@ cmd_down() {
         fi
     done
     if ((${#pids[@]})); then
-        kill -TERM "${pids[@]}" 2>/dev/null || true # nspawn: clean halt of the container
-        if ! wait_gone "$STOP_TIMEOUT" "${pids[@]}"; then
+        if ! halt_containers "$STOP_TIMEOUT" "${pids[@]}"; then
             for i in "${!pids[@]}"; do
                 alive "${pids[i]}" || continue
                 log "${names[i]}: not halted within ${STOP_TIMEOUT}s: second SIGTERM; console tail:"
@@ -380,14 +437,16 @@ cmd_down() {
                 alive "$pid" || continue
                 log "${names[i]}: SIGKILL to nspawn $pid and its container init"
                 # Killing nspawn alone would orphan the container's init (its child).
-                read -ra kids <<<"$(cat /proc/"$pid"/task/*/children 2>/dev/null)"
+                read -ra kids <<<"$(children_of "$pid")"
                 kill -KILL "${kids[@]}" "$pid" 2>/dev/null || true
                 pids+=("${kids[@]}")
             done
             wait_gone 5 "${pids[@]}" || log "warning: processes alive after SIGKILL: ${pids[*]}"
         fi
     fi
+    if ((${#pids[@]})); then wait "${pids[@]}" 2>/dev/null || true; fi # reap, if ours (failed up)
     [[ ! -d $dir ]] || umount_under "$dir"
+    remove_cgroups "$bed"
     for ns in $(bed_netns "$bed"); do
         pid=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
         [[ -z $pid ]] || log "warning: processes still in $ns (not ours to kill): $pid"

@@ -53,7 +53,6 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     let _ = writeln!(w, "global");
     let _ = writeln!(w, "    log /dev/log local0");
     let _ = writeln!(w, "    localpeer {}", peer_name(node));
-    let _ = writeln!(w, "    maxconn 100000");
     let _ = writeln!(
         w,
         "    stats socket /run/haproxy/admin.sock mode 660 level admin"

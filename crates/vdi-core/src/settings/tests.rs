@@ -34,7 +34,10 @@ fn seed_values_are_read() {
     assert_eq!(tunnel_ttl_secs(&s), DEFAULT_TUNNEL_TTL_SECS);
     // The original always manages HAProxy and Keepalived.
     assert!(ha_managed(&s));
-    assert_eq!(haproxy_reload_cmd(&s), ["systemctl", "reload-or-restart", "haproxy"]);
+    assert_eq!(
+        haproxy_reload_cmd(&s),
+        ["systemctl", "reload-or-restart", "haproxy"]
+    );
     assert_eq!(keepalived_conf_path(&s), "/etc/keepalived/keepalived.conf");
     assert_eq!((vrrp_router_id(&s), vrrp_advert_int(&s)), (1, 1.0));
 }
