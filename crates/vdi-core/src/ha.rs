@@ -55,8 +55,10 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     let _ = writeln!(w, "    localpeer {}", peer_name(node));
     let _ = writeln!(
         w,
-        "    stats socket /run/haproxy/admin.sock mode 660 level admin"
+        "    stats socket {} mode 600 level admin",
+        rules::haproxy_admin_socket(s)
     );
+    let _ = writeln!(w, "    setenv {CONFIG_DIGEST_VAR} {DIGEST_PLACEHOLDER}");
     let _ = writeln!(w);
     let _ = writeln!(w, "defaults");
     let _ = writeln!(w, "    log global");
@@ -152,7 +154,28 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     let _ = writeln!(w, "    balance roundrobin");
     sticky(w);
     servers(w, None);
-    o
+    let digest = format!("{:016x}", fnv1a(o.as_bytes()));
+    o.replace(DIGEST_PLACEHOLDER, &digest)
+}
+
+/// The environment variable through which a running HAProxy tells which
+/// configuration it loaded (`show env` on its admin socket): a master-worker
+/// reload that fails at run time (a port taken, a limit) keeps the old workers
+/// and still reports success, so the gateway checks this instead.
+pub const CONFIG_DIGEST_VAR: &str = "VDI_GATEWAY_CONFIG";
+const DIGEST_PLACEHOLDER: &str = "@digest@";
+
+/// The digest written into `haproxy.cfg` (`setenv VDI_GATEWAY_CONFIG ...`).
+pub fn haproxy_digest(cfg: &str) -> Option<&str> {
+    let prefix = format!("    setenv {CONFIG_DIGEST_VAR} ");
+    cfg.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
+}
+
+/// FNV-1a, 64 bit: a stable fingerprint of the text (not a security measure).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// `keepalived.conf` for the node whose internal address is `node`, putting the
@@ -298,6 +321,21 @@ mod tests {
             }
             assert_eq!(cfg.matches("send-proxy-v2").count(), 9);
         }
+    }
+
+    #[test]
+    fn the_digest_changes_with_the_configuration() {
+        let mut s = seed();
+        let a = render_haproxy(&s, s.internal_addrs[0]);
+        s.port_range_stop = 5949;
+        let b = render_haproxy(&s, s.internal_addrs[0]);
+        let (da, db) = (haproxy_digest(&a).unwrap(), haproxy_digest(&b).unwrap());
+        assert_eq!(da.len(), 16);
+        assert_ne!(da, db);
+        assert_eq!(
+            haproxy_digest(&render_haproxy(&s, s.internal_addrs[0])),
+            Some(db)
+        );
     }
 
     #[test]

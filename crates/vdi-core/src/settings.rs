@@ -53,6 +53,7 @@ pub fn local_defaults(api_key: String, cli_key: String) -> Settings {
         keepalived_conf_path: None,
         haproxy_reload_cmd: None,
         keepalived_reload_cmd: None,
+        haproxy_admin_socket: None,
     }
 }
 
@@ -84,6 +85,14 @@ pub const DEFAULT_HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
 pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
 pub const DEFAULT_HAPROXY_RELOAD: &str = "systemctl reload-or-restart haproxy";
 pub const DEFAULT_KEEPALIVED_RELOAD: &str = "systemctl reload-or-restart keepalived";
+
+pub const DEFAULT_HAPROXY_ADMIN_SOCKET: &str = "/run/haproxy/admin.sock";
+
+pub fn haproxy_admin_socket(s: &Settings) -> &str {
+    s.haproxy_admin_socket
+        .as_deref()
+        .unwrap_or(DEFAULT_HAPROXY_ADMIN_SOCKET)
+}
 
 pub fn ha_managed(s: &Settings) -> bool {
     s.ha_managed.unwrap_or(true)
@@ -205,6 +214,7 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
         f.optional("keepalived_conf_path", path_of),
         f.optional("haproxy_reload_cmd", command_of),
         f.optional("keepalived_reload_cmd", command_of),
+        f.optional("haproxy_admin_socket", path_of),
     );
     let settings = match (parsed, extras, ha) {
         (
@@ -241,6 +251,7 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
                 Some(keepalived_conf_path),
                 Some(haproxy_reload_cmd),
                 Some(keepalived_reload_cmd),
+                Some(haproxy_admin_socket),
             ),
         ) if errors.is_empty() => Settings {
             is_enabled,
@@ -271,6 +282,7 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
             keepalived_conf_path,
             haproxy_reload_cmd,
             keepalived_reload_cmd,
+            haproxy_admin_socket,
         },
         _ => return Err(SettingsError::Invalid(errors)),
     };

@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 use vdi_core::ha::{self, Interface};
 use vdi_core::settings as rules;
 use vdi_wire::Settings;
@@ -26,7 +27,14 @@ pub enum HaError {
     },
     #[error("`{command}` failed: {output}")]
     Reload { command: String, output: String },
+    #[error(
+        "HAProxy did not load the new configuration within {secs} s ({last}); see `journalctl -u haproxy`"
+    )]
+    NotLoaded { secs: u64, last: String },
 }
+
+/// How long a reloaded HAProxy may take to report the new configuration.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Both configurations as they would be written for this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +52,8 @@ struct Target<'a> {
     text: &'a str,
     check: fn(&Path) -> Command,
     reload: Vec<String>,
+    /// HAProxy's admin socket and the digest it must report after a reload.
+    verify: Option<(PathBuf, String)>,
 }
 
 fn haproxy_check(path: &Path) -> Command {
@@ -66,6 +76,8 @@ fn targets<'a>(s: &Settings, r: &'a Rendered) -> [Target<'a>; 2] {
             text: &r.haproxy,
             check: haproxy_check,
             reload: rules::haproxy_reload_cmd(s),
+            verify: ha::haproxy_digest(&r.haproxy)
+                .map(|d| (PathBuf::from(rules::haproxy_admin_socket(s)), d.to_string())),
         },
         Target {
             what: "keepalived",
@@ -73,6 +85,7 @@ fn targets<'a>(s: &Settings, r: &'a Rendered) -> [Target<'a>; 2] {
             text: &r.keepalived,
             check: keepalived_check,
             reload: rules::keepalived_reload_cmd(s),
+            verify: None,
         },
     ]
 }
@@ -154,8 +167,12 @@ pub fn apply(s: &Settings, r: &Rendered) -> Result<Applied, HaError> {
         if previous.as_deref() == Some(t.text) {
             continue;
         }
-        let step =
-            write_atomically(&t.path, t.text, previous.as_deref()).and_then(|()| reload(&t.reload));
+        let step = write_atomically(&t.path, t.text, previous.as_deref())
+            .and_then(|()| reload(&t.reload))
+            .and_then(|()| match &t.verify {
+                Some((socket, digest)) => verify_loaded(socket, digest),
+                None => Ok(()),
+            });
         let what = t.what;
         done.push((t, previous));
         if let Err(e) = step {
@@ -185,6 +202,37 @@ fn roll_back(done: &[(Target, Option<String>)]) {
             }
         }
     }
+}
+
+/// Asks HAProxy (admin socket, `show env`) which configuration its workers
+/// run, until it is the one just written.
+fn verify_loaded(socket: &Path, digest: &str) -> Result<(), HaError> {
+    let want = format!("{}={digest}", ha::CONFIG_DIGEST_VAR);
+    let started = Instant::now();
+    loop {
+        let last = match admin_query(socket, &format!("show env {}\n", ha::CONFIG_DIGEST_VAR)) {
+            Ok(answer) if answer.trim() == want => return Ok(()),
+            Ok(answer) => format!("it still reports {}", answer.trim()),
+            Err(e) => format!("admin socket {}: {e}", socket.display()),
+        };
+        if started.elapsed() >= LOAD_TIMEOUT {
+            return Err(HaError::NotLoaded {
+                secs: LOAD_TIMEOUT.as_secs(),
+                last,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn admin_query(socket: &Path, command: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(command.as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

@@ -1,7 +1,7 @@
 //! Writing and reloading HAProxy and Keepalived, with the real `haproxy -c` and
-//! `keepalived -t` validating every file. Reloads are real commands too; on a
-//! host without systemd they are `true`/`false` stand-ins chosen per test (the
-//! test bed covers `systemctl reload` on real systemd hosts).
+//! `keepalived -t` validating every file, and a real master-worker HAProxy
+//! reloaded with SIGUSR2 (no systemd here; the test bed covers `systemctl`).
+//! Keepalived is validated but not run (VRRP needs the bed's namespaces).
 
 mod common;
 
@@ -14,11 +14,36 @@ struct Paths {
     dir: TempDir,
 }
 
+/// Starts HAProxy (master-worker, daemon) on first use, reloads it after.
+const RELOAD_SCRIPT: &str = r#"cfg="$1"; pid="$2"
+if [ -s "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; then
+    kill -USR2 "$(cat "$pid")"
+else
+    exec haproxy -W -D -f "$cfg" -p "$pid"
+fi
+"#;
+
+impl Drop for Paths {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.0.join("haproxy.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
 impl Paths {
     fn new() -> Self {
-        Self {
-            dir: TempDir::new(),
-        }
+        let dir = TempDir::new();
+        std::fs::write(dir.0.join("reload-haproxy.sh"), RELOAD_SCRIPT).unwrap();
+        Self { dir }
+    }
+    fn haproxy_reload(&self) -> String {
+        format!(
+            "/bin/sh {} {} {}",
+            self.dir.0.join("reload-haproxy.sh").display(),
+            self.haproxy().display(),
+            self.dir.0.join("haproxy.pid").display()
+        )
     }
     fn haproxy(&self) -> PathBuf {
         self.dir.0.join("haproxy/haproxy.cfg")
@@ -26,13 +51,17 @@ impl Paths {
     fn keepalived(&self) -> PathBuf {
         self.dir.0.join("keepalived/keepalived.conf")
     }
-    fn settings(&self, reload: &str) -> Value {
+    /// HA settings with a VIP of its own (HAProxy binds it; the gateway binds
+    /// its internal address), the real HAProxy reload, and `keepalived_reload`.
+    fn settings(&self, keepalived_reload: &str) -> Value {
         json!({
             "ha_managed": true,
+            "virtual_addr": unique_loopback().to_string(),
             "haproxy_cfg_path": self.haproxy().to_str().unwrap(),
             "keepalived_conf_path": self.keepalived().to_str().unwrap(),
-            "haproxy_reload_cmd": reload,
-            "keepalived_reload_cmd": reload,
+            "haproxy_admin_socket": self.dir.0.join("haproxy.sock").to_str().unwrap(),
+            "haproxy_reload_cmd": self.haproxy_reload(),
+            "keepalived_reload_cmd": keepalived_reload,
         })
     }
 }
@@ -48,8 +77,13 @@ async fn start_writes_both_files_and_changes_rewrite_them() {
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ha"]["status"], "ok", "{h}");
     assert_eq!(h["ha"]["node"], g.ip.to_string());
+    let vip = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load()
+        .unwrap()
+        .virtual_addr;
     let cfg = read(&paths.haproxy());
-    assert!(cfg.contains(&format!("bind {}:21000-21009", g.ip)), "{cfg}");
+    assert!(cfg.contains(&format!("bind {vip}:21000-21009")), "{cfg}");
     assert!(
         cfg.contains(&format!(
             "server gateway_0 {}:8000 check send-proxy-v2",
@@ -79,7 +113,17 @@ async fn start_writes_both_files_and_changes_rewrite_them() {
         )
         .await;
     assert_eq!(s, 200, "{body}");
-    assert!(read(&paths.haproxy()).contains(&format!("bind {}:21000-21005", g.ip)));
+    assert!(read(&paths.haproxy()).contains(&format!("bind {vip}:21000-21005")));
+    // The real HAProxy serves the new range: VIP -> HAProxy -> gateway -> desktop.
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (s, opened) = g.open(desk.addr, None).await;
+    assert_eq!(s, 200, "{opened}");
+    let port = opened["port"].as_u64().unwrap() as u16;
+    let via_haproxy = tokio::net::TcpStream::connect((vip, port)).await.unwrap();
+    assert_eq!(
+        echo_round_trip(via_haproxy, b"through haproxy").await,
+        b"through haproxy"
+    );
     let prev = read(&paths.haproxy().with_file_name("haproxy.cfg.prev"));
     assert_eq!(prev, cfg, "the replaced file is kept");
     // A change that does not touch the rendering leaves the files alone.
@@ -159,6 +203,65 @@ async fn a_failed_reload_restores_files_and_settings() {
 }
 
 #[tokio::test]
+async fn a_reload_haproxy_does_not_take_is_detected_and_rolled_back() {
+    let paths = Paths::new();
+    let g = start(paths.settings("true")).await;
+    let vip = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load()
+        .unwrap()
+        .virtual_addr;
+    let cfg = read(&paths.haproxy());
+    let db_before = vdi_gateway::Store::open(&g.db)
+        .unwrap()
+        .load_text()
+        .unwrap();
+    // Another program holds a port of the new range on the VIP: `haproxy -c`
+    // accepts the file, the reload fails at run time (and still "succeeds").
+    let _squatter = std::net::TcpListener::bind((vip, 21015)).unwrap();
+    let (s, body) = g
+        .post(
+            "/v3/change_settings/",
+            "api_key",
+            &g.api_key,
+            json!({"port_range_stop": 21019}),
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not load the new configuration"),
+        "{body}"
+    );
+    assert_eq!(
+        read(&paths.haproxy()),
+        cfg,
+        "the previous haproxy.cfg is back"
+    );
+    assert_eq!(
+        vdi_gateway::Store::open(&g.db)
+            .unwrap()
+            .load_text()
+            .unwrap(),
+        db_before
+    );
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(h["ha"]["status"], "error");
+    // HAProxy still serves the configuration in force.
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let port = opened["port"].as_u64().unwrap() as u16;
+    let via_haproxy = tokio::net::TcpStream::connect((vip, port)).await.unwrap();
+    assert_eq!(
+        echo_round_trip(via_haproxy, b"old config").await,
+        b"old config"
+    );
+    g.stop().await;
+}
+
+#[tokio::test]
 async fn a_configuration_the_real_tool_rejects_is_never_written() {
     let paths = Paths::new();
     let g = start(paths.settings("true")).await;
@@ -218,7 +321,6 @@ fn render_and_apply_from_the_command_line() {
         vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
     let mut patch = paths.settings("true");
     patch["internal_addrs"] = json!([ip.to_string()]);
-    patch["virtual_addr"] = json!("127.0.0.1");
     store.update(patch.as_object().unwrap()).unwrap();
     let bin = env!("CARGO_BIN_EXE_vdi-gateway");
     let out = Command::new(bin)

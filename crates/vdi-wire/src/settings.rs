@@ -103,6 +103,10 @@ pub struct Settings {
     /// Command (no shell) that reloads Keepalived. Default `systemctl reload-or-restart keepalived`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalived_reload_cmd: Option<String>,
+    /// HAProxy's admin socket, through which the gateway checks that a reload
+    /// took effect. Default `/run/haproxy/admin.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_admin_socket: Option<String>,
 }
 
 /// Names of the settings fields, in document order.
@@ -135,6 +139,7 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "keepalived_conf_path",
     "haproxy_reload_cmd",
     "keepalived_reload_cmd",
+    "haproxy_admin_socket",
 ];
 
 /// Fields that hold secrets: masked wherever settings are shown to people.

@@ -202,7 +202,7 @@ fn two_node_cluster() {
 
     // Both nodes applied HAProxy and Keepalived (SIGHUP reloads in the
     // background: wait for health to say so); then one holds the VIP.
-    for i in 0..2 {
+    for (i, host) in HOSTS.iter().enumerate() {
         let mut last = Value::Null;
         c.bed.wait("HA applied", Duration::from_secs(30), || {
             let (url, key) = (c.node_api(i), c.api_key.clone());
@@ -210,7 +210,7 @@ fn two_node_cluster() {
             last["ha"]["status"] == "ok" && last["units"]["haproxy"] == "active"
         });
         assert_eq!(last["units"]["vdi_gateway"], "active", "{last}");
-        eprintln!("{}: health {last}", HOSTS[i]);
+        eprintln!("{host}: health {last}");
     }
     let took = c.bed.wait("a VIP holder", Duration::from_secs(30), || {
         c.holder().is_some()
@@ -331,7 +331,7 @@ fn two_node_cluster() {
     c.bed.sh(&master, "rm -r /run/systemd/system/vdi-gateway.service.d && systemctl daemon-reload && systemctl restart vdi-gateway");
 
     // 4. A new port range through the API rewrites haproxy.cfg on both nodes.
-    for i in 0..2 {
+    for (i, host) in HOSTS.iter().enumerate() {
         let (url, key) = (c.node_api(i), c.api_key.clone());
         let (s, body) = c.client(move || async move {
             post(
@@ -343,7 +343,7 @@ fn two_node_cluster() {
             .await
         });
         assert_eq!(s, 200, "{body}");
-        let cfg = c.bed.sh(HOSTS[i], "cat /etc/haproxy/haproxy.cfg");
+        let cfg = c.bed.sh(host, "cat /etc/haproxy/haproxy.cfg");
         assert!(cfg.contains(&format!("bind {}:6000-6009", c.vip)), "{cfg}");
     }
     let (_, port4) = tunnel_works(&c, "vm-4");
