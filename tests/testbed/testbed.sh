@@ -471,6 +471,18 @@ cmd_ssh() {
     exec "${SSH[@]}" "root@$ip" "$@"
 }
 
+cmd_cp() {
+    [[ $# -eq 4 ]] || die "usage: $PROG cp BED HOST LOCAL_FILE REMOTE_PATH"
+    local bed=$1 h=$2 ip
+    check_bed "$bed"
+    load_env "$bed"
+    if ! [[ $h =~ ^h[1-9][0-9]*$ ]] || ((${h#h} > HOSTS)); then die "no host '$h' in bed $bed (h1..h$HOSTS)"; fi
+    [[ -r $3 ]] || die "cp: cannot read '$3'"
+    ip=$(ip_of "$PREFIX" "$h")
+    ssh_setup "$bed"
+    exec "${SCP[@]}" "$3" "root@$ip:$4"
+}
+
 cmd_exec() {
     [[ $# -ge 3 ]] || die "usage: $PROG exec BED NSNAME CMD..."
     local ns=$1-$2
@@ -508,6 +520,7 @@ usage() {
 usage: $PROG deps | base | list
        $PROG up BED N [--deb FILE]...   bring up hosts h1..hN (BED: e.g. tb1)
        $PROG ssh BED HOST [CMD...]      run CMD on HOST over ssh from BED-client
+       $PROG cp BED HOST FILE PATH      copy FILE to PATH on HOST (scp from BED-client)
        $PROG exec BED NSNAME CMD...     run CMD in namespace BED-NSNAME
        $PROG ip BED NAME                print the address of client|desk|disp|hN
        $PROG down BED                   stop and remove everything of BED
@@ -518,7 +531,7 @@ main() {
     local cmd=${1:-}
     (($#)) && shift
     case $cmd in
-    deps | base | up | down | ssh | exec | ip | list) "cmd_$cmd" "$@" ;;
+    deps | base | up | down | ssh | cp | exec | ip | list) "cmd_$cmd" "$@" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
     esac

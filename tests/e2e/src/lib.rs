@@ -102,6 +102,16 @@ impl Bed {
         )
     }
 
+    /// Copies a local file to a host.
+    pub fn copy_to(&self, host: &str, file: &Path, remote: &str) {
+        let out = run(Command::new("bash")
+            .arg(Self::script())
+            .args(["cp", &self.name, host])
+            .arg(file)
+            .arg(remote));
+        assert!(out.status.success(), "cp to {host}: {}", text(&out.stderr));
+    }
+
     /// Like `ssh`, and the command must succeed.
     pub fn sh(&self, host: &str, cmd: &str) -> String {
         let (code, out, err) = self.ssh(host, cmd);

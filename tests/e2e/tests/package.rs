@@ -1,0 +1,86 @@
+//! The `.deb` on a real systemd host: install, what postinst says and creates,
+//! the unit as shipped, removal keeping the settings, purge deleting them.
+
+use vdi_e2e::{Bed, build_deb, can_run};
+
+#[test]
+fn install_remove_purge() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let bed = Bed::up("pkg", 1, &deb);
+    let db = "/opt/vdi-gateway/app/settings.db";
+
+    // Installed by `up` with dpkg -i: the service runs under systemd, notify type.
+    assert_eq!(
+        bed.sh("h1", "systemctl is-active vdi-gateway").trim(),
+        "active"
+    );
+    assert_eq!(
+        bed.sh("h1", "systemctl is-enabled vdi-gateway").trim(),
+        "enabled"
+    );
+    let show = bed.sh(
+        "h1",
+        "systemctl show vdi-gateway -p Type -p ExecStartPre -p Restart -p ProtectSystem",
+    );
+    for want in [
+        "Type=notify",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "vdi-gateway check",
+    ] {
+        assert!(show.contains(want), "{want} in {show}");
+    }
+    // postinst created the database for this host and said where the keys are.
+    let dpkg_log = std::fs::read_to_string("/run/vdi-testbed/pkg/h1/dpkg.log").unwrap();
+    assert!(
+        dpkg_log.contains("fresh random keys") && dpkg_log.contains("settings show --reveal"),
+        "{dpkg_log}"
+    );
+    // Its address, fresh keys, HA not yet managed.
+    assert_eq!(bed.sh("h1", &format!("stat -c %a {db}")).trim(), "600");
+    let doc: serde_json::Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    assert_eq!(doc["internal_addrs"][0], bed.ip("h1").to_string());
+    assert_eq!(doc["ha_managed"], false);
+    assert_eq!(doc["api_key"].as_str().unwrap().len(), 24);
+    // It answers on the host's address, and the journal has its log with priorities.
+    let key = doc["api_key"].as_str().unwrap();
+    let ip = bed.ip("h1");
+    let health = bed.sh("h1", &format!("exec 3<>/dev/tcp/{ip}/8000 && printf 'GET /v3/health/ HTTP/1.0\\r\\napi_key: {key}\\r\\n\\r\\n' >&3 && cat <&3"));
+    assert!(
+        health.contains("200 OK") && health.contains("\"ha\":{\"status\":\"unmanaged\"}"),
+        "{health}"
+    );
+    let log = bed.sh("h1", "journalctl -u vdi-gateway -p info --no-pager -o cat");
+    assert!(log.contains("ready: API http://"), "{log}");
+    assert!(!log.contains(key), "the key leaked into the journal");
+
+    // Removal keeps the settings and keys; reinstalling finds them.
+    bed.sh("h1", "dpkg -r vdi-gateway");
+    assert_eq!(
+        bed.ssh("h1", "systemctl is-active vdi-gateway").1.trim(),
+        "inactive"
+    );
+    assert_eq!(
+        bed.ssh("h1", &format!("test -f {db}")).0,
+        0,
+        "remove keeps the database"
+    );
+    bed.copy_to("h1", &deb, "/root/vdi-gateway.deb");
+    let out = bed.sh("h1", "dpkg -i /root/vdi-gateway.deb 2>&1");
+    assert!(out.contains("exists; left as it is"), "{out}");
+    let again: serde_json::Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    assert_eq!(again["api_key"], doc["api_key"]);
+
+    // Purge deletes them.
+    bed.sh("h1", "dpkg -P vdi-gateway");
+    assert_ne!(
+        bed.ssh("h1", "test -e /opt/vdi-gateway").0,
+        0,
+        "purge deletes /opt/vdi-gateway"
+    );
+}
