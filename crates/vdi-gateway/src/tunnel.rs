@@ -353,10 +353,10 @@ impl Tunnel {
         let client = s.counters.client();
         match outcome {
             Ok(()) => {
-                tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, "stream end")
+                tracing::info!(stream = %stream_id(s.id), %client, target = %self.req.target_addr, to_target, to_client, secs, "stream end")
             }
             Err(why) => {
-                tracing::info!(stream = %stream_id(s.id), %client, to_target, to_client, secs, reason = %why, "stream end")
+                tracing::info!(stream = %stream_id(s.id), %client, target = %self.req.target_addr, to_target, to_client, secs, reason = %why, "stream end")
             }
         }
         self.streams.lock().unwrap().remove(&s.id);
@@ -503,7 +503,8 @@ async fn lifecycle_task(
     t.tasks.wait().await;
     reg.remove(&t);
     t.closed.cancel();
-    tracing::info!(reason, "tunnel closed");
+    let secs = (Utc::now() - t.created_at).num_milliseconds() as f64 / 1000.0;
+    tracing::info!(reason, target = %t.req.target_addr, secs, "tunnel closed");
 }
 
 /// Connects a stand-alone stream (WebSocket) and relays it as a stream of `t`.
