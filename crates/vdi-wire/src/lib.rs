@@ -5,6 +5,7 @@
 //! (that lives in `vdi-core`), no runtime.
 
 mod api;
+pub mod console;
 mod settings;
 
 pub use api::*;

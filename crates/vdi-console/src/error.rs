@@ -1,0 +1,68 @@
+//! The console's one error type; every variant becomes `{code, message}` for the UI.
+
+use vdi_wire::console::ConsoleError;
+use vdi_wire::{ErrorBody, FieldError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String, Vec<FieldError>),
+    #[error("no gateway {0} in the fleet")]
+    NotFound(String),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("no answer within {0} s")]
+    Timeout(u64),
+    #[error("the gateway's {0} is not stored for this gateway; add it in its settings")]
+    MissingKey(&'static str),
+    /// The gateway answered with its error shape.
+    #[error("{}", .1.message)]
+    Api(u16, ErrorBody),
+    #[error("unexpected answer from the gateway: {0}")]
+    Decode(String),
+    #[error("inventory database: {0}")]
+    Inventory(#[from] rusqlite::Error),
+    #[error("secret store: {0}")]
+    Secrets(String),
+    #[error("embedded gateway: {0}")]
+    Embedded(String),
+}
+
+impl Error {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let m = message.into();
+        Error::Invalid(format!("{field}: {m}"), vec![FieldError::new(field, m)])
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Invalid(..) => "invalid_input",
+            Error::NotFound(_) => "not_found",
+            Error::Unreachable(_) => "unreachable",
+            Error::Timeout(_) => "timeout",
+            Error::MissingKey(_) => "missing_key",
+            Error::Api(_, body) => &body.code,
+            Error::Decode(_) => "bad_answer",
+            Error::Inventory(_) => "inventory",
+            Error::Secrets(_) => "secrets",
+            Error::Embedded(_) => "embedded",
+        }
+    }
+}
+
+impl From<Error> for ConsoleError {
+    fn from(e: Error) -> Self {
+        let fields = match &e {
+            Error::Invalid(_, f) => f.clone(),
+            Error::Api(_, body) => body.fields.clone(),
+            _ => Vec::new(),
+        };
+        ConsoleError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            fields,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,243 @@
+//! The console's logic, with no window: the fleet inventory, the secrets, a
+//! client of each gateway's API, the fleet overview and the embedded gateway.
+//! The desktop app's Tauri commands are thin wrappers over [`Console`]; so is
+//! the `vdi-console` command line.
+
+pub mod client;
+pub mod embedded;
+mod error;
+pub mod fleet;
+pub mod inventory;
+pub mod secrets;
+
+pub use error::{Error, Result};
+
+use client::GatewayClient;
+use inventory::{Inventory, Stored};
+use secrets::{Kind, Secrets};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use vdi_wire::console::{FleetRow, FleetSummary, GatewayDraft, GatewayEntry};
+use vdi_wire::{
+    ConnectionOpened, Connections, Disconnect, Disconnected, OpenConnection, Settings,
+    SettingsChanged,
+};
+
+/// Default per-host time limit of API calls.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Console {
+    data_dir: PathBuf,
+    inventory: Mutex<Inventory>,
+    secrets: Secrets,
+    timeout: Duration,
+    embedded: tokio::sync::Mutex<Option<embedded::Embedded>>,
+}
+
+/// The data directory: `$VDI_CONSOLE_DATA`, else the platform's data dir.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("VDI_CONSOLE_DATA")
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("vdi-console")))
+        .unwrap_or_else(|| PathBuf::from(".vdi-console"))
+}
+
+impl Console {
+    /// Opens the console's state in `data_dir`, with the OS keyring (or the warned fallback).
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::with_secrets(data_dir, Secrets::detect(data_dir))
+    }
+
+    pub fn with_secrets(data_dir: &Path, secrets: Secrets) -> Result<Self> {
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            inventory: Mutex::new(Inventory::open(&data_dir.join("inventory.db"))?),
+            secrets,
+            timeout: DEFAULT_TIMEOUT,
+            embedded: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn secrets_warning(&self) -> Option<String> {
+        self.secrets.warning()
+    }
+
+    fn entry(&self, g: Stored) -> Result<GatewayEntry> {
+        Ok(GatewayEntry {
+            has_api_key: self.secrets.get(g.id, Kind::ApiKey)?.is_some(),
+            has_cli_key: self.secrets.get(g.id, Kind::CliKey)?.is_some(),
+            id: g.id,
+            name: g.name,
+            api_url: g.api_url,
+            ssh_host: g.ssh_host,
+            ssh_port: g.ssh_port,
+            ssh_user: g.ssh_user,
+            ssh_auth: g.ssh_auth,
+            tags: g.tags,
+            embedded: g.embedded,
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<GatewayEntry>> {
+        let all = self.inventory.lock().unwrap().list()?;
+        all.into_iter().map(|g| self.entry(g)).collect()
+    }
+
+    pub fn get(&self, id: i64) -> Result<GatewayEntry> {
+        let g = self.inventory.lock().unwrap().get(id)?;
+        self.entry(g)
+    }
+
+    pub fn add(&self, d: &GatewayDraft) -> Result<GatewayEntry> {
+        self.add_as(d, false)
+    }
+
+    fn add_as(&self, d: &GatewayDraft, embedded: bool) -> Result<GatewayEntry> {
+        let id = self.inventory.lock().unwrap().add(d, embedded)?;
+        self.store_secrets(id, d)?;
+        self.get(id)
+    }
+
+    pub fn update(&self, id: i64, d: &GatewayDraft) -> Result<GatewayEntry> {
+        self.inventory.lock().unwrap().update(id, d)?;
+        self.store_secrets(id, d)?;
+        self.get(id)
+    }
+
+    fn store_secrets(&self, id: i64, d: &GatewayDraft) -> Result<()> {
+        for (kind, value) in [
+            (Kind::ApiKey, &d.api_key),
+            (Kind::CliKey, &d.cli_key),
+            (Kind::SshPassword, &d.ssh_password),
+        ] {
+            if let Some(v) = value {
+                self.secrets.set(id, kind, v.trim())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, id: i64) -> Result<()> {
+        self.inventory.lock().unwrap().remove(id)?;
+        self.secrets.forget(id)
+    }
+
+    /// The API client of gateway `id`, with its keys from the secret store.
+    pub fn client(&self, id: i64) -> Result<GatewayClient> {
+        let g = self.inventory.lock().unwrap().get(id)?;
+        self.client_of(&g)
+    }
+
+    fn client_of(&self, g: &Stored) -> Result<GatewayClient> {
+        Ok(GatewayClient::new(
+            &g.api_url,
+            self.secrets.get(g.id, Kind::ApiKey)?,
+            self.secrets.get(g.id, Kind::CliKey)?,
+            self.timeout,
+        ))
+    }
+
+    /// Health of every gateway (in parallel, each bounded) and the fleet's summary.
+    pub async fn overview(&self) -> Result<(Vec<FleetRow>, FleetSummary)> {
+        let all = self.inventory.lock().unwrap().list()?;
+        let with_clients = all
+            .into_iter()
+            .map(|g| {
+                let c = self.client_of(&g).map_err(Into::into);
+                (g, c)
+            })
+            .collect();
+        let rows = fleet::overview(with_clients).await;
+        let summary = FleetSummary::of(&rows);
+        Ok((rows, summary))
+    }
+
+    pub async fn settings(&self, id: i64) -> Result<Settings> {
+        self.client(id)?.get_settings().await
+    }
+
+    pub async fn change_settings(
+        &self,
+        id: i64,
+        patch: Map<String, Value>,
+    ) -> Result<SettingsChanged> {
+        // The same rules as the gateway, before anything is sent.
+        let current = self.settings(id).await?;
+        vdi_core::settings::apply_patch(&current, &patch).map_err(|e| {
+            let fields = e.field_errors();
+            Error::Invalid(e.to_string(), fields)
+        })?;
+        self.client(id)?.change_settings(patch).await
+    }
+
+    pub async fn connections(&self, id: i64) -> Result<Connections> {
+        self.client(id)?.get_connections().await
+    }
+
+    pub async fn disconnect(&self, id: i64, d: &Disconnect) -> Result<Disconnected> {
+        self.client(id)?.disconnect(d).await
+    }
+
+    /// With no gateway in the fleet, starts the bundled gateway core on loopback
+    /// and adds it; with an embedded entry already, (re)starts it. Returns it.
+    pub async fn ensure_embedded(&self) -> Result<Option<GatewayEntry>> {
+        let existing = self.inventory.lock().unwrap().embedded()?;
+        let empty = self.inventory.lock().unwrap().list()?.is_empty();
+        if existing.is_none() && !empty {
+            return Ok(None);
+        }
+        let mut slot = self.embedded.lock().await;
+        if slot.is_none() {
+            *slot = Some(embedded::Embedded::start(&self.data_dir).await?);
+        }
+        let e = slot.as_ref().expect("started above");
+        let draft = GatewayDraft {
+            name: "local (embedded)".into(),
+            api_url: e.api_url.clone(),
+            api_key: Some(e.api_key.clone()),
+            cli_key: Some(e.cli_key.clone()),
+            tags: vec!["embedded".into()],
+            ..Default::default()
+        };
+        let entry = match existing {
+            Some(g) => self.update(
+                g.id,
+                &GatewayDraft {
+                    name: g.name,
+                    tags: g.tags,
+                    ..draft
+                },
+            )?,
+            None => self.add_as(&draft, true)?,
+        };
+        Ok(Some(entry))
+    }
+
+    /// Opens a tunnel from the embedded gateway to the demo desktop.
+    pub async fn demo_tunnel(&self) -> Result<ConnectionOpened> {
+        let entry = self
+            .ensure_embedded()
+            .await?
+            .ok_or_else(|| Error::Embedded("the fleet has no embedded gateway".into()))?;
+        let desk = {
+            let slot = self.embedded.lock().await;
+            slot.as_ref().expect("ensured above").demo_desktop().await?
+        };
+        let open = OpenConnection {
+            target_host: desk.ip().to_string(),
+            target_port: desk.port(),
+            protocol: Some("demo".into()),
+            vm_id: Some("demo-desktop".into()),
+        };
+        self.client(entry.id)?.open_connection(&open).await
+    }
+
+    /// Stops the embedded gateway (at exit).
+    pub async fn shutdown(&self) {
+        if let Some(e) = self.embedded.lock().await.take() {
+            e.stop().await;
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The console's library against real gateways on loopback.
+
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use vdi_console::secrets::Secrets;
+use vdi_console::{Console, Error};
+use vdi_wire::console::{GatewayDraft, SshAuth};
+use vdi_wire::{Disconnect, OpenConnection};
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("vdi-console-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unique_loopback() -> IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = (std::process::id() * 64 + NEXT.fetch_add(1, Ordering::Relaxed) % 64) % (1 << 24);
+    let n = if n < 256 { n + 256 } else { n };
+    // 127.128+ keeps clear of the gateway crate's tests and the embedded 127.0.77.x.
+    IpAddr::from([127, 128 | ((n >> 16) as u8 & 0x7f), (n >> 8) as u8, n as u8])
+}
+
+struct Gw {
+    url: String,
+    api_key: String,
+    cli_key: String,
+    ip: IpAddr,
+    stop: CancellationToken,
+    _dir: TempDir,
+}
+
+async fn gateway() -> Gw {
+    let dir = TempDir::new();
+    let ip = unique_loopback();
+    let (store, _) = vdi_gateway::Store::open_or_create(
+        dir.0.join("s.db"),
+        vdi_gateway::store::first_start_settings,
+    )
+    .unwrap();
+    let patch = json!({"internal_addrs": [ip.to_string()], "public_addr": ip.to_string(), "virtual_addr": ip.to_string(),
+                       "port_range_start": 21000, "port_range_stop": 21009, "allowed_targets": ["127.0.0.1/32"]});
+    store.update(patch.as_object().unwrap()).unwrap();
+    let s = store.load().unwrap();
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        vdi_gateway::run(store, token, move |_| {
+            let _ = tx.send(());
+        })
+        .await
+        .unwrap()
+    });
+    rx.await.unwrap();
+    Gw {
+        url: format!("http://{ip}:8000"),
+        api_key: s.api_key.expose().into(),
+        cli_key: s.cli_key.expose().into(),
+        ip,
+        stop,
+        _dir: dir,
+    }
+}
+
+fn console(dir: &TempDir) -> Console {
+    Console::with_secrets(&dir.0, Secrets::file(dir.0.join("secrets.json"))).unwrap()
+}
+
+fn draft(name: &str, url: &str, g: Option<&Gw>) -> GatewayDraft {
+    GatewayDraft {
+        name: name.into(),
+        api_url: url.into(),
+        api_key: g.map(|g| g.api_key.clone()),
+        cli_key: g.map(|g| g.cli_key.clone()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn inventory_round_trip_and_validation() {
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let mut d = draft("gw-a", "http://10.0.0.11:8000/", None);
+    d.tags = vec!["prod".into(), " dc1 ".into(), "prod".into()];
+    d.ssh_host = Some("10.0.0.11".into());
+    d.ssh_auth = Some(SshAuth::KeyFile {
+        path: "/home/admin/.ssh/id_ed25519".into(),
+    });
+    d.api_key = Some("QUJDREVGR0hJSktMTU5PUA==".into());
+    let a = c.add(&d).unwrap();
+    assert_eq!(a.api_url, "http://10.0.0.11:8000");
+    assert_eq!(a.tags, ["dc1", "prod"]);
+    assert_eq!((a.ssh_port, a.ssh_user.as_str()), (22, "root"));
+    assert!(a.has_api_key && !a.has_cli_key);
+    // The inventory file holds no key; the secret store does, owner-only.
+    let inv = std::fs::read(dir.0.join("inventory.db")).unwrap();
+    assert!(!inv.windows(24).any(|w| w == b"QUJDREVGR0hJSktMTU5PUA=="));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.0.join("secrets.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // Reopened: the same entries.
+    drop(c);
+    let c = console(&dir);
+    assert_eq!(c.list().unwrap(), vec![a.clone()]);
+
+    // Edit: rename, drop the key.
+    let mut e = d.clone();
+    e.name = "gw-a2".into();
+    e.api_key = Some(String::new());
+    let b = c.update(a.id, &e).unwrap();
+    assert_eq!(b.name, "gw-a2");
+    assert!(!b.has_api_key);
+
+    // Bad input: clear errors, per field, nothing stored.
+    for (d, field) in [
+        (draft("", "http://x:8000", None), "name"),
+        (draft("x", "ftp://x", None), "api_url"),
+        (draft("x", "http://x:8000/v3/health/", None), "api_url"),
+        (draft("x", "not a url", None), "api_url"),
+        (draft("gw-a2", "http://10.0.0.12:8000", None), "name"),
+    ] {
+        match c.add(&d) {
+            Err(Error::Invalid(_, fields)) => assert_eq!(fields[0].field, field, "{d:?}"),
+            other => panic!("expected invalid {field}, got {other:?}"),
+        }
+    }
+    assert_eq!(c.list().unwrap().len(), 1);
+    c.remove(b.id).unwrap();
+    assert!(c.list().unwrap().is_empty());
+    assert!(matches!(c.remove(b.id), Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn overview_in_parallel_with_dead_and_silent_hosts() {
+    let g = gateway().await;
+    let dir = TempDir::new();
+    let c = console(&dir);
+    c.add(&draft("live", &g.url, Some(&g))).unwrap();
+    // Nothing listens here: refused at once.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    c.add(&draft("dead", &format!("http://{dead}"), Some(&g)))
+        .unwrap();
+    // Accepts and never answers: the per-host time limit ends it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    c.add(&draft("silent", &format!("http://{silent_addr}"), Some(&g)))
+        .unwrap();
+    c.add(&draft("no-key", &g.url, None)).unwrap();
+
+    let (rows, summary) = c.overview().await.unwrap();
+    let by = |n: &str| rows.iter().find(|r| r.name == n).unwrap().clone();
+    let live = by("live");
+    assert!(live.reachable);
+    assert_eq!(live.health.as_ref().unwrap().ports_free, 10);
+    assert_eq!(by("dead").error.unwrap().code, "unreachable");
+    assert_eq!(by("silent").error.unwrap().code, "timeout");
+    assert_eq!(by("no-key").error.unwrap().code, "missing_key");
+    assert_eq!(
+        (summary.gateways, summary.reachable, summary.ports_free),
+        (4, 1, 10)
+    );
+    g.stop.cancel();
+}
+
+#[tokio::test]
+async fn settings_change_and_rejection() {
+    let g = gateway().await;
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let id = c.add(&draft("gw", &g.url, Some(&g))).unwrap().id;
+    let changed = c
+        .change_settings(
+            id,
+            json!({"port_range_stop": 21004})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.changed, ["port_range_stop"]);
+    assert_eq!(c.settings(id).await.unwrap().port_range_stop, 21004);
+    // Refused by the console's own check (the gateway's rules), per field.
+    match c
+        .change_settings(
+            id,
+            json!({"api_port": 0, "public_addr": "x"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .await
+    {
+        Err(Error::Invalid(_, fields)) => {
+            let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(names, ["public_addr", "api_port"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Refused by the gateway (cannot apply): its own code and message come through.
+    let _taken = std::net::TcpListener::bind((g.ip, 8300)).unwrap();
+    let e: vdi_wire::console::ConsoleError = c
+        .change_settings(id, json!({"api_port": 8300}).as_object().unwrap().clone())
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(e.code, "cannot_apply");
+    assert!(e.message.contains("8300"), "{e:?}");
+    assert_eq!(c.settings(id).await.unwrap().api_port, 8000);
+    g.stop.cancel();
+}
+
+#[tokio::test]
+async fn connections_and_disconnect() {
+    let g = gateway().await;
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let id = c.add(&draft("gw", &g.url, Some(&g))).unwrap().id;
+    let desk = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let desk_addr = desk.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = desk.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let open = OpenConnection {
+        target_host: "127.0.0.1".into(),
+        target_port: desk_addr.port(),
+        protocol: None,
+        vm_id: Some("vm".into()),
+    };
+    let opened = c.client(id).unwrap().open_connection(&open).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(SocketAddr::new(g.ip, opened.port))
+        .await
+        .unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.unwrap();
+    let conns = c.connections(id).await.unwrap();
+    assert_eq!(conns.tunnels.len(), 1);
+    assert_eq!(conns.tunnels[0].id, opened.id);
+    assert_eq!(conns.tunnels[0].streams[0].bytes_to_target, 2);
+    let closed = c
+        .disconnect(
+            id,
+            &Disconnect {
+                tunnel_id: Some(opened.id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(closed.tunnels, [opened.id]);
+    assert_eq!(s.read(&mut two).await.unwrap_or(0), 0);
+    assert!(c.connections(id).await.unwrap().tunnels.is_empty());
+    let e: vdi_wire::console::ConsoleError = c
+        .disconnect(
+            id,
+            &Disconnect {
+                tunnel_id: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(e.code, "not_found");
+    g.stop.cancel();
+}
+
+#[tokio::test]
+async fn empty_console_starts_the_embedded_gateway_and_a_demo_tunnel() {
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let entry = c
+        .ensure_embedded()
+        .await
+        .unwrap()
+        .expect("an empty fleet gets the embedded gateway");
+    assert!(entry.embedded && entry.has_api_key && entry.has_cli_key);
+    assert!(
+        entry.api_url.starts_with("http://127.0.77.1:"),
+        "{}",
+        entry.api_url
+    );
+    let (rows, _) = c.overview().await.unwrap();
+    assert!(rows[0].reachable, "{rows:?}");
+    let opened = c.demo_tunnel().await.unwrap();
+    let mut s = tokio::net::TcpStream::connect((opened.address.as_str(), opened.port))
+        .await
+        .unwrap();
+    let mut greeting = [0u8; 26];
+    s.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"Space Gateway demo desktop");
+    let conns = c.connections(entry.id).await.unwrap();
+    assert_eq!(conns.tunnels[0].vm_id.as_deref(), Some("demo-desktop"));
+    // A second call reuses it; a fleet with other gateways does not get one added.
+    assert_eq!(c.ensure_embedded().await.unwrap().unwrap().id, entry.id);
+    c.shutdown().await;
+    let other = TempDir::new();
+    let c2 = console(&other);
+    c2.add(&draft("gw", "http://10.0.0.1:8000", None)).unwrap();
+    assert!(c2.ensure_embedded().await.unwrap().is_none());
+}
