@@ -1,0 +1,137 @@
+//! Typed wrappers over the desktop app's Tauri commands. Errors arrive as
+//! `ConsoleError {code, message}`, never as a panic.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary};
+use vdi_wire::{ConnectionOpened, Connections, Disconnect, Disconnected};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"], catch)]
+    async fn invoke(cmd: &str, args: JsValue) -> Result<JsValue, JsValue>;
+
+    /// Tauri's IPC channel: the backend pushes messages, the page listens.
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"])]
+    pub type Channel;
+    #[wasm_bindgen(constructor, js_namespace = ["window", "__TAURI__", "core"])]
+    pub fn new() -> Channel;
+    #[wasm_bindgen(method, setter, js_name = onmessage)]
+    pub fn set_onmessage(this: &Channel, f: &js_sys::Function);
+}
+
+fn to_js<T: Serialize>(v: &T) -> JsValue {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .unwrap_or(JsValue::NULL)
+}
+
+fn error_of(e: JsValue) -> ConsoleError {
+    serde_wasm_bindgen::from_value(e.clone()).unwrap_or_else(|_| ConsoleError {
+        code: "ipc".into(),
+        message: e.as_string().unwrap_or_else(|| format!("{e:?}")),
+        fields: Vec::new(),
+    })
+}
+
+async fn call<R: DeserializeOwned>(cmd: &str, args: JsValue) -> Result<R, ConsoleError> {
+    let v = invoke(cmd, args).await.map_err(error_of)?;
+    serde_wasm_bindgen::from_value(v).map_err(|e| ConsoleError {
+        code: "decode".into(),
+        message: e.to_string(),
+        fields: Vec::new(),
+    })
+}
+
+fn args(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AppInfo {
+    pub version: String,
+    pub data_dir: String,
+    pub secrets_warning: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct FleetUpdate {
+    pub rows: Vec<FleetRow>,
+    pub summary: FleetSummary,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ConnectionsUpdate {
+    pub id: i64,
+    pub result: Result<Connections, ConsoleError>,
+}
+
+pub async fn app_info() -> Result<AppInfo, ConsoleError> {
+    call("app_info", args(&[])).await
+}
+
+pub async fn demo_tunnel() -> Result<ConnectionOpened, ConsoleError> {
+    call("demo_tunnel", args(&[])).await
+}
+
+pub async fn disconnect(id: i64, selector: &Disconnect) -> Result<Disconnected, ConsoleError> {
+    call(
+        "disconnect",
+        args(&[
+            ("id", JsValue::from_f64(id as f64)),
+            ("selector", to_js(selector)),
+        ]),
+    )
+    .await
+}
+
+/// Subscribes to fleet updates every `interval_ms`; `on` gets each one.
+pub async fn watch_fleet(
+    interval_ms: u32,
+    on: impl Fn(FleetUpdate) + 'static,
+) -> Result<(), ConsoleError> {
+    let channel = subscribe(on);
+    call(
+        "watch_fleet",
+        args(&[
+            ("channel", channel.into()),
+            ("interval", JsValue::from(interval_ms)),
+        ]),
+    )
+    .await
+}
+
+/// Subscribes to one gateway's connections every `interval_ms`.
+pub async fn watch_connections(
+    id: i64,
+    interval_ms: u32,
+    on: impl Fn(ConnectionsUpdate) + 'static,
+) -> Result<(), ConsoleError> {
+    let channel = subscribe(on);
+    call(
+        "watch_connections",
+        args(&[
+            ("id", JsValue::from_f64(id as f64)),
+            ("channel", channel.into()),
+            ("interval", JsValue::from(interval_ms)),
+        ]),
+    )
+    .await
+}
+
+fn subscribe<T: DeserializeOwned + 'static>(on: impl Fn(T) + 'static) -> Channel {
+    let channel = Channel::new();
+    let cb = Closure::<dyn Fn(JsValue)>::new(move |v: JsValue| {
+        if let Ok(t) = serde_wasm_bindgen::from_value::<T>(v) {
+            on(t);
+        }
+    });
+    channel.set_onmessage(cb.as_ref().unchecked_ref());
+    // The channel lives as long as the page; so does its callback.
+    cb.forget();
+    channel
+}

@@ -1,0 +1,353 @@
+//! The console's UI: a fleet overview, live connections of a gateway, and the
+//! embedded gateway's demo tunnel. Data arrives through Tauri Channels pushed
+//! by the backend; the page never polls.
+
+mod api;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary};
+use vdi_wire::{Connections, Disconnect, StreamInfo, TunnelInfo};
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    Fleet,
+    Connections,
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let (view, set_view) = signal(View::Fleet);
+    let (selected, set_selected) = signal(None::<i64>);
+    let (info, set_info) = signal(None::<api::AppInfo>);
+    let (notice, set_notice) = signal(None::<Result<String, ConsoleError>>);
+    spawn_local(async move {
+        if let Ok(i) = api::app_info().await {
+            set_info.set(Some(i));
+        }
+    });
+    // Alt+1 / Alt+2 switch views (keyboard navigation besides Tab).
+    let _ = window_event_listener(leptos::ev::keydown, move |e| {
+        if e.alt_key() {
+            match e.key().as_str() {
+                "1" => set_view.set(View::Fleet),
+                "2" => set_view.set(View::Connections),
+                _ => {}
+            }
+        }
+    });
+    view! {
+        <header>
+            <h1>"Space Gateway console"</h1>
+            <nav aria-label="views">
+                <button id="nav-fleet" aria-current=move || (view.get() == View::Fleet).then_some("page")
+                    on:click=move |_| set_view.set(View::Fleet)>"Fleet"</button>
+                <button id="nav-connections" aria-current=move || (view.get() == View::Connections).then_some("page")
+                    on:click=move |_| set_view.set(View::Connections)>"Connections"</button>
+            </nav>
+            <span style="flex:1"></span>
+            <ThemePicker/>
+            <span class="muted" title=move || info.get().map(|i| format!("data: {}", i.data_dir))>
+                {move || info.get().map(|i| format!("v{}", i.version))}
+            </span>
+        </header>
+        <main>
+            {move || info.get().and_then(|i| i.secrets_warning).map(|w| view! { <div class="warning" role="alert">{w}</div> })}
+            {move || notice.get().map(|n| match n {
+                Ok(m) => view! { <div class="summary" id="notice">{m}</div> }.into_any(),
+                Err(e) => view! { <div class="error" role="alert" id="notice">{format!("{} ({})", e.message, e.code)}</div> }.into_any(),
+            })}
+            <Show when=move || view.get() == View::Fleet>
+                <Fleet selected set_selected set_view set_notice/>
+            </Show>
+            <Show when=move || view.get() == View::Connections>
+                <ConnectionsView selected set_notice/>
+            </Show>
+        </main>
+    }
+}
+
+#[component]
+fn ThemePicker() -> impl IntoView {
+    let set_theme = |theme: String| {
+        if let Some(root) = document().document_element() {
+            if theme == "system" {
+                let _ = root.remove_attribute("data-theme");
+            } else {
+                let _ = root.set_attribute("data-theme", &theme);
+            }
+        }
+    };
+    view! {
+        <label class="muted">"Theme "
+            <select id="theme" on:change=move |e| set_theme(event_target_value(&e))>
+                <option value="system">"system"</option>
+                <option value="light">"light"</option>
+                <option value="dark">"dark"</option>
+            </select>
+        </label>
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SortBy {
+    Name,
+    Status,
+    Tunnels,
+}
+
+#[component]
+fn Fleet(
+    selected: ReadSignal<Option<i64>>,
+    set_selected: WriteSignal<Option<i64>>,
+    set_view: WriteSignal<View>,
+    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
+) -> impl IntoView {
+    let (rows, set_rows) = signal(Vec::<FleetRow>::new());
+    let (summary, set_summary) = signal(None::<FleetSummary>);
+    let (filter, set_filter) = signal(String::new());
+    let (sort, set_sort) = signal(SortBy::Name);
+    spawn_local(async move {
+        let r = api::watch_fleet(2000, move |u| {
+            set_rows.set(u.rows);
+            set_summary.set(Some(u.summary));
+        })
+        .await;
+        if let Err(e) = r {
+            set_notice.set(Some(Err(e)));
+        }
+    });
+    let shown = move || {
+        let f = filter.get().to_lowercase();
+        let mut v: Vec<FleetRow> = rows
+            .get()
+            .into_iter()
+            .filter(|r| {
+                f.is_empty()
+                    || r.name.to_lowercase().contains(&f)
+                    || r.tags.iter().any(|t| t.to_lowercase().contains(&f))
+            })
+            .collect();
+        match sort.get() {
+            SortBy::Name => v.sort_by(|a, b| a.name.cmp(&b.name)),
+            SortBy::Status => v.sort_by_key(|r| !r.reachable),
+            SortBy::Tunnels => {
+                v.sort_by_key(|r| std::cmp::Reverse(r.health.as_ref().map_or(0, |h| h.tunnels)))
+            }
+        }
+        v
+    };
+    let demo = move |_| {
+        spawn_local(async move {
+            let n = api::demo_tunnel().await.map(|o| {
+                format!(
+                    "Demo tunnel {} open: connect to {}:{}",
+                    &o.id[..8],
+                    o.address,
+                    o.port
+                )
+            });
+            set_notice.set(Some(n));
+        });
+    };
+    view! {
+        <div class="summary" id="fleet-summary">{move || summary.get().map(|s| format!(
+            "{} gateways, {} reachable, {} disabled · {} tunnels, {} streams · {} ports free · {} units not active",
+            s.gateways, s.reachable, s.disabled, s.tunnels, s.streams, s.ports_free, s.units_not_active))}</div>
+        <div class="toolbar">
+            <input id="fleet-filter" placeholder="Filter by name or tag" aria-label="filter"
+                on:input=move |e| set_filter.set(event_target_value(&e))/>
+            <button class="action" id="demo-tunnel" on:click=demo>"Open demo tunnel"</button>
+        </div>
+        <table id="fleet-table">
+            <thead><tr>
+                <th on:click=move |_| set_sort.set(SortBy::Name)>"Gateway"</th>
+                <th on:click=move |_| set_sort.set(SortBy::Status)>"Status"</th>
+                <th>"Version"</th>
+                <th>"Enabled"</th>
+                <th on:click=move |_| set_sort.set(SortBy::Tunnels)>"Tunnels / streams"</th>
+                <th>"Ports used / free"</th>
+                <th>"gateway · haproxy · keepalived"</th>
+                <th>"Latency"</th>
+            </tr></thead>
+            <tbody>
+                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use))) let:r>
+                    <FleetLine r=r selected set_selected set_view/>
+                </For>
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn FleetLine(
+    r: FleetRow,
+    selected: ReadSignal<Option<i64>>,
+    set_selected: WriteSignal<Option<i64>>,
+    set_view: WriteSignal<View>,
+) -> impl IntoView {
+    let id = r.id;
+    let h = r.health.clone();
+    let status = if r.reachable && r.error.is_none() {
+        view! { <span><span class="dot up"></span>"online"</span> }.into_any()
+    } else {
+        let why = r
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        let title = why.clone();
+        view! { <span class="error" title=title><span class="dot down"></span>{why}</span> }
+            .into_any()
+    };
+    let open = move || {
+        set_selected.set(Some(id));
+        set_view.set(View::Connections);
+    };
+    view! {
+        <tr tabindex="0" class="fleet-row" data-name=r.name.clone() aria-selected=move || (selected.get() == Some(id)).to_string()
+            on:click=move |_| open() on:keydown=move |e| if e.key() == "Enter" { open() }>
+            <td>{r.name.clone()}<span class="muted">{format!(" {}", r.tags.join(" "))}</span></td>
+            <td class="status">{status}</td>
+            <td>{h.as_ref().map(|h| h.version.clone())}</td>
+            <td>{h.as_ref().map(|h| if h.is_enabled { "yes" } else { "no" })}</td>
+            <td>{h.as_ref().map(|h| format!("{} / {}", h.tunnels, h.streams))}</td>
+            <td>{h.as_ref().map(|h| format!("{} / {}", h.ports_in_use, h.ports_free))}</td>
+            <td>{h.as_ref().map(|h| format!("{} · {} · {}", h.units.vdi_gateway, h.units.haproxy, h.units.keepalived))}</td>
+            <td>{r.latency_ms.map(|ms| format!("{ms} ms"))}</td>
+        </tr>
+    }
+}
+
+#[component]
+fn ConnectionsView(
+    selected: ReadSignal<Option<i64>>,
+    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
+) -> impl IntoView {
+    let (conns, set_conns) = signal(None::<Result<Connections, ConsoleError>>);
+    Effect::new(move |_| {
+        if let Some(id) = selected.get() {
+            spawn_local(async move {
+                let r = api::watch_connections(id, 1000, move |u| {
+                    if Some(u.id) == selected.get_untracked() {
+                        set_conns.set(Some(u.result));
+                    }
+                })
+                .await;
+                if let Err(e) = r {
+                    set_notice.set(Some(Err(e)));
+                }
+            });
+        }
+    });
+    let disconnect = move |what: Disconnect, label: String| {
+        let Some(id) = selected.get_untracked() else {
+            return;
+        };
+        if !window()
+            .confirm_with_message(&format!("Disconnect {label}?"))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        spawn_local(async move {
+            let n = api::disconnect(id, &what).await.map(|d| {
+                format!(
+                    "Closed {} tunnel(s) and {} stream(s)",
+                    d.tunnels.len(),
+                    d.streams.len()
+                )
+            });
+            set_notice.set(Some(n));
+        });
+    };
+    view! {
+        {move || match (selected.get(), conns.get()) {
+            (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
+            (Some(_), None) => view! { <p class="muted">"Loading…"</p> }.into_any(),
+            (Some(_), Some(Err(e))) => view! { <p class="error" role="alert">{format!("{} ({})", e.message, e.code)}</p> }.into_any(),
+            (Some(_), Some(Ok(c))) => view! {
+                <div class="toolbar">
+                    <span class="summary" id="connections-summary">{format!("{} tunnels, {} streams", c.tunnels.len(),
+                        c.tunnels.iter().map(|t| t.streams.len()).sum::<usize>())}</span>
+                    <button class="plain" id="disconnect-all" on:click=move |_| disconnect(
+                        Disconnect { all: Some(true), ..Default::default() }, "every tunnel".into())>"Disconnect all"</button>
+                </div>
+                <table id="connections-table">
+                    <thead><tr><th>"Tunnel / stream"</th><th>"Port"</th><th>"Target"</th><th>"VM"</th><th>"State"</th>
+                        <th>"Client"</th><th>"To target"</th><th>"To client"</th><th>"Age"</th><th></th></tr></thead>
+                    <tbody>
+                        {c.tunnels.into_iter().map(|t| tunnel_rows(t, disconnect)).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any(),
+        }}
+    }
+}
+
+fn tunnel_rows(
+    t: TunnelInfo,
+    disconnect: impl Fn(Disconnect, String) + Copy + 'static,
+) -> impl IntoView {
+    let tid = t.id.clone();
+    let short = t.id[..8.min(t.id.len())].to_string();
+    let streams: Vec<StreamInfo> = t.streams.clone();
+    view! {
+        <tr class="tunnel-row" data-tunnel=t.id.clone()>
+            <td>{short.clone()}</td>
+            <td>{t.port}</td>
+            <td>{format!("{}:{}", t.target_host, t.target_port)}</td>
+            <td>{t.vm_id.clone().unwrap_or_default()}</td>
+            <td>{format!("{:?}", t.state).to_lowercase()}</td>
+            <td></td><td></td><td></td>
+            <td>{human_age(t.created_at)}</td>
+            <td><button class="plain disconnect-tunnel" on:click=move |_| disconnect(
+                Disconnect { tunnel_id: Some(tid.clone()), ..Default::default() }, format!("tunnel {short}"))>"Disconnect"</button></td>
+        </tr>
+        {streams.into_iter().map(|s| {
+            let sid = s.id.clone();
+            view! {
+                <tr class="stream-row">
+                    <td class="muted">{format!("  └ {}", s.id)}</td><td></td><td></td><td></td>
+                    <td>{format!("{:?}", s.via).to_lowercase()}</td>
+                    <td>{s.client_addr.clone()}</td>
+                    <td>{human_bytes(s.bytes_to_target)}</td>
+                    <td>{human_bytes(s.bytes_to_client)}</td>
+                    <td>{human_age(s.started_at)}</td>
+                    <td><button class="plain" on:click=move |_| disconnect(
+                        Disconnect { stream_id: Some(sid.clone()), ..Default::default() }, format!("stream {}", sid))>"Close"</button></td>
+                </tr>
+            }
+        }).collect_view()}
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn human_age(since: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = ((js_sys::Date::now() as i64) - since.timestamp_millis()).max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        s => format!("{} d", s / 86400),
+    }
+}
