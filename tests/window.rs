@@ -204,6 +204,92 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert_eq!(s, "0 tunnels, 0 streams");
+
+    // Settings: a bad value is refused inline by the gateway's own rules; a good
+    // one is applied and found changed on the gateway.
+    c.find(Locator::Id("nav-settings"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let port = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("set-api_port"))
+        .await
+        .unwrap();
+    port.clear().await.unwrap();
+    port.send_keys("0").await.unwrap();
+    let errors = c
+        .find(Locator::Css("#settings-table"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(errors.contains("out of range"), "{errors}");
+    assert_eq!(
+        c.find(Locator::Id("settings-apply"))
+            .await
+            .unwrap()
+            .attr("disabled")
+            .await
+            .unwrap()
+            .is_some(),
+        true
+    );
+    c.find(Locator::Id("settings-reset"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let ttl = c
+        .wait()
+        .for_element(Locator::Id("set-tunnel_ttl_secs"))
+        .await
+        .unwrap();
+    ttl.clear().await.unwrap();
+    ttl.send_keys("300").await.unwrap();
+    let pending = c
+        .find(Locator::Id("settings-pending"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        pending.contains("tunnel_ttl_secs: default → 300"),
+        "{pending}"
+    );
+    std::fs::write(shots().join("settings.png"), c.screenshot().await.unwrap()).unwrap();
+    c.find(Locator::Id("settings-apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let n = c
+            .find(Locator::Id("notice"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if n == "Changed: tunnel_ttl_secs" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "notice: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = vdi_gateway::Store::open(data.join("embedded/settings.db"))
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(stored.tunnel_ttl_secs, Some(300));
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }

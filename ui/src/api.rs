@@ -4,7 +4,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary};
-use vdi_wire::{ConnectionOpened, Connections, Disconnect, Disconnected};
+use vdi_wire::{
+    ConnectionOpened, Connections, Disconnect, Disconnected, Settings, SettingsChanged,
+};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -72,6 +74,28 @@ pub struct ConnectionsUpdate {
 
 pub async fn app_info() -> Result<AppInfo, ConsoleError> {
     call("app_info", args(&[])).await
+}
+
+pub async fn gateway_settings(id: i64) -> Result<Settings, ConsoleError> {
+    call(
+        "gateway_settings",
+        args(&[("id", JsValue::from_f64(id as f64))]),
+    )
+    .await
+}
+
+pub async fn change_settings(
+    id: i64,
+    patch: &serde_json::Map<String, serde_json::Value>,
+) -> Result<SettingsChanged, ConsoleError> {
+    call(
+        "change_settings",
+        args(&[
+            ("id", JsValue::from_f64(id as f64)),
+            ("patch", to_js(patch)),
+        ]),
+    )
+    .await
 }
 
 pub async fn demo_tunnel() -> Result<ConnectionOpened, ConsoleError> {

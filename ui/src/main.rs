@@ -3,6 +3,7 @@
 //! by the backend; the page never polls.
 
 mod api;
+mod settings;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -18,6 +19,7 @@ fn main() {
 enum View {
     Fleet,
     Connections,
+    Settings,
 }
 
 #[component]
@@ -31,12 +33,13 @@ fn App() -> impl IntoView {
             set_info.set(Some(i));
         }
     });
-    // Alt+1 / Alt+2 switch views (keyboard navigation besides Tab).
+    // Alt+1/2/3 switch views (keyboard navigation besides Tab and Enter).
     let _ = window_event_listener(leptos::ev::keydown, move |e| {
         if e.alt_key() {
             match e.key().as_str() {
                 "1" => set_view.set(View::Fleet),
                 "2" => set_view.set(View::Connections),
+                "3" => set_view.set(View::Settings),
                 _ => {}
             }
         }
@@ -49,6 +52,8 @@ fn App() -> impl IntoView {
                     on:click=move |_| set_view.set(View::Fleet)>"Fleet"</button>
                 <button id="nav-connections" aria-current=move || (view.get() == View::Connections).then_some("page")
                     on:click=move |_| set_view.set(View::Connections)>"Connections"</button>
+                <button id="nav-settings" aria-current=move || (view.get() == View::Settings).then_some("page")
+                    on:click=move |_| set_view.set(View::Settings)>"Settings"</button>
             </nav>
             <span style="flex:1"></span>
             <ThemePicker/>
@@ -67,6 +72,9 @@ fn App() -> impl IntoView {
             </Show>
             <Show when=move || view.get() == View::Connections>
                 <ConnectionsView selected set_notice/>
+            </Show>
+            <Show when=move || view.get() == View::Settings>
+                <settings::SettingsView selected set_notice/>
             </Show>
         </main>
     }

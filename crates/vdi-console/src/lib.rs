@@ -169,7 +169,17 @@ impl Console {
             let fields = e.field_errors();
             Error::Invalid(e.to_string(), fields)
         })?;
-        self.client(id)?.change_settings(patch).await
+        let changed = self.client(id)?.change_settings(patch).await?;
+        // A rotated key: keep talking to the gateway with the new one.
+        for (kind, field, value) in [
+            (Kind::ApiKey, "api_key", &changed.settings.api_key),
+            (Kind::CliKey, "cli_key", &changed.settings.cli_key),
+        ] {
+            if changed.changed.iter().any(|c| c == field) {
+                self.secrets.set(id, kind, value.expose())?;
+            }
+        }
+        Ok(changed)
     }
 
     pub async fn connections(&self, id: i64) -> Result<Connections> {

@@ -209,6 +209,22 @@ async fn settings_change_and_rejection() {
         .unwrap();
     assert_eq!(changed.changed, ["port_range_stop"]);
     assert_eq!(c.settings(id).await.unwrap().port_range_stop, 21004);
+    // Rotating the api_key through the console keeps the console connected.
+    let rotated = c
+        .change_settings(
+            id,
+            json!({"api_key": "Um90YXRlZEtleTEyMzQ1Ng=="})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rotated.changed, ["api_key"]);
+    assert_eq!(
+        c.settings(id).await.unwrap().api_key.expose(),
+        "Um90YXRlZEtleTEyMzQ1Ng=="
+    );
     // Refused by the console's own check (the gateway's rules), per field.
     match c
         .change_settings(
