@@ -181,6 +181,7 @@ fn Fleet(
                 <th on:click=move |_| set_sort.set(SortBy::Tunnels)>"Tunnels / streams"</th>
                 <th>"Ports used / free"</th>
                 <th>"gateway · haproxy · keepalived"</th>
+                <th title="holds the virtual IP">"VIP"</th>
                 <th>"Latency"</th>
             </tr></thead>
             <tbody>
@@ -227,6 +228,7 @@ fn FleetLine(
             <td>{h.as_ref().map(|h| format!("{} / {}", h.tunnels, h.streams))}</td>
             <td>{h.as_ref().map(|h| format!("{} / {}", h.ports_in_use, h.ports_free))}</td>
             <td>{h.as_ref().map(|h| format!("{} · {} · {}", h.units.vdi_gateway, h.units.haproxy, h.units.keepalived))}</td>
+            <td>{h.as_ref().filter(|h| h.holds_vip).map(|_| "VIP")}</td>
             <td>{r.latency_ms.map(|ms| format!("{ms} ms"))}</td>
         </tr>
     }

@@ -187,6 +187,7 @@ async fn health_reports_the_node() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["version"], vdi_wire::PRODUCT_VERSION);
     assert_eq!(h["is_enabled"], true);
+    assert_eq!(h["holds_vip"], false, "an unmanaged gateway holds no VIP");
     assert_eq!(
         (h["tunnels"].as_u64(), h["streams"].as_u64()),
         (Some(0), Some(0))

@@ -38,6 +38,10 @@ pub struct Health {
     pub ports_free: u64,
     pub units: UnitStates,
     pub ha: HaState,
+    /// This node holds the virtual IP right now (HA managed and the VIP is on
+    /// one of its interfaces).
+    #[serde(default)]
+    pub holds_vip: bool,
 }
 
 /// Whether the HAProxy and Keepalived configurations are in force.

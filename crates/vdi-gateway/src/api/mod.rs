@@ -232,7 +232,13 @@ async fn health(State(gw): State<Shared>) -> Json<Health> {
         ports_free: ports_free as u64,
         units: gw.units.get().await,
         ha: gw.ha_state(),
+        holds_vip: vdi_core::settings::ha_managed(&s) && holds(s.virtual_addr),
     })
+}
+
+/// Whether `ip` is assigned to one of this host's interfaces.
+fn holds(ip: IpAddr) -> bool {
+    if_addrs::get_if_addrs().is_ok_and(|all| all.iter().any(|i| i.ip() == ip))
 }
 
 /// The settings document in force.
