@@ -56,6 +56,19 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// Replaces an input's value the way typing would (WebDriver's clear() fires no
+/// `input` event in WebKit, so the page would not see the change).
+async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element, text: &str) {
+    let el = serde_json::to_value(e).unwrap();
+    c.execute(
+        "arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+        vec![el],
+    )
+    .await
+    .unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
 fn shots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -219,8 +232,7 @@ async fn console_window_end_to_end() {
         .for_element(Locator::Id("set-api_port"))
         .await
         .unwrap();
-    port.clear().await.unwrap();
-    port.send_keys("0").await.unwrap();
+    set_value(&c, &port, "0").await;
     let errors = c
         .find(Locator::Css("#settings-table"))
         .await
@@ -228,7 +240,7 @@ async fn console_window_end_to_end() {
         .text()
         .await
         .unwrap();
-    assert!(errors.contains("out of range"), "{errors}");
+    assert!(errors.contains("0 is out of range 1..=65535"), "{errors}");
     let apply = c.find(Locator::Id("settings-apply")).await.unwrap();
     assert!(
         apply.attr("disabled").await.unwrap().is_some(),
@@ -245,8 +257,7 @@ async fn console_window_end_to_end() {
         .for_element(Locator::Id("set-tunnel_ttl_secs"))
         .await
         .unwrap();
-    ttl.clear().await.unwrap();
-    ttl.send_keys("300").await.unwrap();
+    set_value(&c, &ttl, "300").await;
     let pending = c
         .find(Locator::Id("settings-pending"))
         .await
@@ -285,6 +296,95 @@ async fn console_window_end_to_end() {
         .load()
         .unwrap();
     assert_eq!(stored.tunnel_ttl_secs, Some(300));
+
+    // Fleet inventory from the UI: a bad URL is refused per field, a good one
+    // adds a row (unreachable: nothing listens there), Remove takes it away.
+    c.find(Locator::Id("nav-fleet"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("add-gateway"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("gw-name"))
+        .await
+        .unwrap()
+        .send_keys("lab-1")
+        .await
+        .unwrap();
+    let url = c.find(Locator::Id("gw-api_url")).await.unwrap();
+    url.send_keys("ftp://10.0.0.1").await.unwrap();
+    c.find(Locator::Id("gateway-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let form = c
+            .find(Locator::Id("gateway-form"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if form.contains("must start with http") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no field error: {form}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    set_value(&c, &url, "http://127.0.0.1:9").await;
+    let typed = c
+        .execute(
+            "return document.getElementById('gw-api_url').value;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(typed, "http://127.0.0.1:9");
+    // Enter submits the form (a second click on Save is not delivered by WebKitWebDriver here).
+    url.send_keys("\u{E007}").await.unwrap();
+    if let Err(e) = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(r#".fleet-row[data-name="lab-1"] .dot.down"#))
+        .await
+    {
+        std::fs::write(shots().join("failure.png"), c.screenshot().await.unwrap()).unwrap();
+        panic!(
+            "the new gateway is not listed as unreachable ({e}); see target/screenshots/failure.png"
+        );
+    }
+    std::fs::write(shots().join("fleet-two.png"), c.screenshot().await.unwrap()).unwrap();
+    c.find(Locator::Css(
+        r#".fleet-row[data-name="lab-1"] .remove-gateway"#,
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.accept_alert().await.expect("a confirmation dialog");
+    let t = Instant::now();
+    while c
+        .find(Locator::Css(r#".fleet-row[data-name="lab-1"]"#))
+        .await
+        .is_ok()
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "lab-1 still listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary};
+use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary, GatewayDraft, GatewayEntry};
 use vdi_wire::{
     ConnectionOpened, Connections, Disconnect, Disconnected, Settings, SettingsChanged,
 };
@@ -74,6 +74,33 @@ pub struct ConnectionsUpdate {
 
 pub async fn app_info() -> Result<AppInfo, ConsoleError> {
     call("app_info", args(&[])).await
+}
+
+pub async fn fleet_list() -> Result<Vec<GatewayEntry>, ConsoleError> {
+    call("fleet_list", args(&[])).await
+}
+
+pub async fn fleet_add(draft: &GatewayDraft) -> Result<GatewayEntry, ConsoleError> {
+    call("fleet_add", args(&[("draft", to_js(draft))])).await
+}
+
+pub async fn fleet_update(id: i64, draft: &GatewayDraft) -> Result<GatewayEntry, ConsoleError> {
+    call(
+        "fleet_update",
+        args(&[
+            ("id", JsValue::from_f64(id as f64)),
+            ("draft", to_js(draft)),
+        ]),
+    )
+    .await
+}
+
+pub async fn fleet_remove(id: i64) -> Result<(), ConsoleError> {
+    call(
+        "fleet_remove",
+        args(&[("id", JsValue::from_f64(id as f64))]),
+    )
+    .await
 }
 
 pub async fn gateway_settings(id: i64) -> Result<Settings, ConsoleError> {

@@ -3,6 +3,7 @@
 //! by the backend; the page never polls.
 
 mod api;
+mod inventory;
 mod settings;
 
 use leptos::prelude::*;
@@ -150,6 +151,21 @@ fn Fleet(
         }
         v
     };
+    // None: no form; Some(None): adding; Some(Some(entry)): editing.
+    let (form, set_form) = signal(None::<Option<vdi_wire::console::GatewayEntry>>);
+    let done = Callback::new(move |saved: Option<String>| {
+        set_form.set(None);
+        if let Some(m) = saved {
+            set_notice.set(Some(Ok(m)));
+        }
+    });
+    let edit = Callback::new(move |id: i64| {
+        spawn_local(async move {
+            if let Some(e) = inventory::entry(id).await {
+                set_form.set(Some(Some(e)));
+            }
+        });
+    });
     let demo = move |_| {
         spawn_local(async move {
             let n = api::demo_tunnel().await.map(|o| {
@@ -171,7 +187,9 @@ fn Fleet(
             <input id="fleet-filter" placeholder="Filter by name or tag" aria-label="filter"
                 on:input=move |e| set_filter.set(event_target_value(&e))/>
             <button class="action" id="demo-tunnel" on:click=demo>"Open demo tunnel"</button>
+            <button class="plain" id="add-gateway" on:click=move |_| set_form.set(Some(None))>"Add gateway"</button>
         </div>
+        {move || form.get().map(|editing| view! { <inventory::GatewayForm editing on_done=done/> })}
         <table id="fleet-table">
             <thead><tr>
                 <th on:click=move |_| set_sort.set(SortBy::Name)>"Gateway"</th>
@@ -183,10 +201,11 @@ fn Fleet(
                 <th>"gateway · haproxy · keepalived"</th>
                 <th title="holds the virtual IP">"VIP"</th>
                 <th>"Latency"</th>
+                <th></th>
             </tr></thead>
             <tbody>
                 <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use))) let:r>
-                    <FleetLine r=r selected set_selected set_view/>
+                    <FleetLine r=r selected set_selected set_view edit set_notice/>
                 </For>
             </tbody>
         </table>
@@ -199,8 +218,11 @@ fn FleetLine(
     selected: ReadSignal<Option<i64>>,
     set_selected: WriteSignal<Option<i64>>,
     set_view: WriteSignal<View>,
+    edit: Callback<i64>,
+    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
 ) -> impl IntoView {
     let id = r.id;
+    let name = r.name.clone();
     let h = r.health.clone();
     let status = if r.reachable && r.error.is_none() {
         view! { <span><span class="dot up"></span>"online"</span> }.into_any()
@@ -230,6 +252,13 @@ fn FleetLine(
             <td>{h.as_ref().map(|h| format!("{} · {} · {}", h.units.vdi_gateway, h.units.haproxy, h.units.keepalived))}</td>
             <td>{h.as_ref().filter(|h| h.holds_vip).map(|_| "VIP")}</td>
             <td>{r.latency_ms.map(|ms| format!("{ms} ms"))}</td>
+            <td>
+                <button class="plain edit-gateway" on:click=move |e| { e.stop_propagation(); edit.run(id) }>"Edit"</button>
+                <button class="plain remove-gateway" on:click=move |e| {
+                    e.stop_propagation();
+                    inventory::remove(id, name.clone(), set_notice)
+                }>"Remove"</button>
+            </td>
         </tr>
     }
 }
