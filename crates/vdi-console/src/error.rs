@@ -13,7 +13,7 @@ pub enum Error {
     Unreachable(String),
     #[error("no answer within {0} s")]
     Timeout(u64),
-    #[error("the gateway's {0} is not stored for this gateway; add it in its settings")]
+    #[error("the gateway's {0} is not stored in the console; add it with Edit in the fleet view")]
     MissingKey(&'static str),
     /// The gateway answered with its error shape.
     #[error("{}", .1.message)]
