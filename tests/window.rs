@@ -192,6 +192,23 @@ async fn console_window_end_to_end() {
         c.screenshot().await.unwrap(),
     )
     .unwrap();
+    // The filter hides what does not match and shows it again.
+    let filter = c.find(Locator::Id("connections-filter")).await.unwrap();
+    filter.send_keys("no-such-vm").await.unwrap();
+    let t = Instant::now();
+    while c.find(Locator::Css(".tunnel-row")).await.is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the filter did not hide the tunnel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    set_value(&c, &filter, "demo").await;
+    c.wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css(".tunnel-row"))
+        .await
+        .expect("shown again");
 
     // Disconnect it (with confirmation) and see it go.
     c.find(Locator::Css(".disconnect-tunnel"))

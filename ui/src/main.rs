@@ -305,7 +305,20 @@ fn ConnectionsView(
             set_notice.set(Some(n));
         });
     };
+    let (filter, set_filter) = signal(String::new());
+    let (sort, set_sort) = signal("newest".to_string());
     view! {
+        <div class="toolbar">
+            <input id="connections-filter" placeholder="Filter: client, VM, target, id" aria-label="filter connections"
+                on:input=move |e| set_filter.set(event_target_value(&e))/>
+            <label class="muted">"Sort "
+                <select id="connections-sort" on:change=move |e| set_sort.set(event_target_value(&e))>
+                    <option value="newest">"newest first"</option>
+                    <option value="port">"port"</option>
+                    <option value="traffic">"traffic"</option>
+                </select>
+            </label>
+        </div>
         {move || match (selected.get(), conns.get()) {
             (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
             (Some(_), None) => view! { <p class="muted">"Loading…"</p> }.into_any(),
@@ -321,12 +334,42 @@ fn ConnectionsView(
                     <thead><tr><th>"Tunnel / stream"</th><th>"Port"</th><th>"Target"</th><th>"VM"</th><th>"State"</th>
                         <th>"Client"</th><th>"To target"</th><th>"To client"</th><th>"Age"</th><th></th></tr></thead>
                     <tbody>
-                        {c.tunnels.into_iter().map(|t| tunnel_rows(t, disconnect)).collect_view()}
+                        {visible(c.tunnels, &filter.get(), &sort.get()).into_iter().map(|t| tunnel_rows(t, disconnect)).collect_view()}
                     </tbody>
                 </table>
             }.into_any(),
         }}
     }
+}
+
+/// The tunnels the filter matches (id, target, VM, protocol, or any stream's
+/// client or id), in the chosen order.
+fn visible(mut tunnels: Vec<TunnelInfo>, filter: &str, sort: &str) -> Vec<TunnelInfo> {
+    let f = filter.trim().to_lowercase();
+    if !f.is_empty() {
+        tunnels.retain(|t| {
+            let mut hay = vec![t.id.clone(), t.target_host.clone(), t.port.to_string()];
+            hay.extend(t.vm_id.clone());
+            hay.extend(t.protocol.clone());
+            for s in &t.streams {
+                hay.push(s.client_addr.clone());
+                hay.push(s.id.clone());
+            }
+            hay.iter().any(|h| h.to_lowercase().contains(&f))
+        });
+    }
+    let traffic = |t: &TunnelInfo| {
+        t.streams
+            .iter()
+            .map(|s| s.bytes_to_target + s.bytes_to_client)
+            .sum::<u64>()
+    };
+    match sort {
+        "port" => tunnels.sort_by_key(|t| t.port),
+        "traffic" => tunnels.sort_by_key(|t| std::cmp::Reverse(traffic(t))),
+        _ => tunnels.sort_by_key(|t| std::cmp::Reverse(t.created_at)),
+    }
+    tunnels
 }
 
 fn tunnel_rows(
