@@ -1,5 +1,5 @@
-//! The console's .deb (packaging/build-console-deb), built from the debug
-//! binary here (the release build is the documented command; same script).
+//! The console's .deb (packaging/build-console-deb) from the debug binary
+//! (the release build is the documented command; same script).
 
 use std::process::Command;
 
@@ -9,14 +9,25 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn console_deb_has_the_app_its_launcher_and_its_libraries() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("bash")
-        .arg(format!("{root}/packaging/build-console-deb"))
-        .env("PROFILE", "dev")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let deb = text(&out.stdout).trim().to_string();
+    // scripts/test builds it before the tests (a build inside a test would
+    // recompile the app without the test-only features: minutes).
+    let deb = match std::env::var("VDI_CONSOLE_DEB") {
+        Ok(path) => path,
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "scripts/test sets VDI_CONSOLE_DEB"
+            );
+            let root = env!("CARGO_MANIFEST_DIR");
+            let out = Command::new("bash")
+                .arg(format!("{root}/packaging/build-console-deb"))
+                .env("PROFILE", "dev")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout).trim().to_string()
+        }
+    };
     let info = text(
         &Command::new("dpkg-deb")
             .args(["-f", &deb])

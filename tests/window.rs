@@ -69,6 +69,31 @@ async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element, te
     e.send_keys(text).await.unwrap();
 }
 
+async fn click(c: &fantoccini::Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Polls the text of element `id` until `done` holds (bounded: 10 s).
+async fn wait_text(c: &fantoccini::Client, id: &str, done: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let text = c.find(Locator::Id(id)).await.unwrap().text().await.unwrap();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "#{id} still says: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn shots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -152,12 +177,7 @@ async fn console_window_end_to_end() {
     std::fs::write(shots().join("fleet.png"), c.screenshot().await.unwrap()).unwrap();
 
     // A demo tunnel, seen live in the connections view.
-    c.find(Locator::Id("demo-tunnel"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "demo-tunnel").await;
     let notice = c
         .wait()
         .for_element(Locator::Id("notice"))
@@ -237,12 +257,7 @@ async fn console_window_end_to_end() {
 
     // Settings: a bad value is refused inline by the gateway's own rules; a good
     // one is applied and found changed on the gateway.
-    c.find(Locator::Id("nav-settings"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "nav-settings").await;
     let port = c
         .wait()
         .at_most(Duration::from_secs(10))
@@ -263,12 +278,7 @@ async fn console_window_end_to_end() {
         apply.attr("disabled").await.unwrap().is_some(),
         "Apply is disabled while a field is invalid"
     );
-    c.find(Locator::Id("settings-reset"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "settings-reset").await;
     let ttl = c
         .wait()
         .for_element(Locator::Id("set-tunnel_ttl_secs"))
@@ -287,27 +297,8 @@ async fn console_window_end_to_end() {
         "{pending}"
     );
     std::fs::write(shots().join("settings.png"), c.screenshot().await.unwrap()).unwrap();
-    c.find(Locator::Id("settings-apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let t = Instant::now();
-    loop {
-        let n = c
-            .find(Locator::Id("notice"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if n == "Changed: tunnel_ttl_secs" {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "notice: {n}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    click(&c, "settings-apply").await;
+    wait_text(&c, "notice", |n| n == "Changed: tunnel_ttl_secs").await;
     let stored = vdi_gateway::Store::open(data.join("embedded/settings.db"))
         .unwrap()
         .load()
@@ -316,18 +307,8 @@ async fn console_window_end_to_end() {
 
     // Fleet inventory from the UI: a bad URL is refused per field, a good one
     // adds a row (unreachable: nothing listens there), Remove takes it away.
-    c.find(Locator::Id("nav-fleet"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("add-gateway"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "nav-fleet").await;
+    click(&c, "add-gateway").await;
     c.wait()
         .for_element(Locator::Id("gw-name"))
         .await
@@ -337,30 +318,8 @@ async fn console_window_end_to_end() {
         .unwrap();
     let url = c.find(Locator::Id("gw-api_url")).await.unwrap();
     url.send_keys("ftp://10.0.0.1").await.unwrap();
-    c.find(Locator::Id("gateway-save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let t = Instant::now();
-    loop {
-        let form = c
-            .find(Locator::Id("gateway-form"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if form.contains("must start with http") {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no field error: {form}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    click(&c, "gateway-save").await;
+    wait_text(&c, "gateway-form", |f| f.contains("must start with http")).await;
     set_value(&c, &url, "http://127.0.0.1:9").await;
     let typed = c
         .execute(

@@ -76,16 +76,7 @@ async fn auth_matrix_for_every_endpoint() {
             );
         }
     }
-    let metrics = g
-        .http
-        .get(g.url("/metrics"))
-        .bearer_auth(&g.api_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(
         metrics.contains("vdi_gateway_auth_failures_total{reason=\"wrong_role\"}"),
         "{metrics}"

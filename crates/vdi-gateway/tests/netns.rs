@@ -101,16 +101,7 @@ fn proxy_header_is_accepted_from_trusted_peers_only() {
             0,
             "refused stream is closed"
         );
-        let metrics = g
-            .http
-            .get(g.url("/metrics"))
-            .bearer_auth(&g.api_key)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = g.metrics().await;
         assert!(
             metrics.contains("vdi_gateway_connections_refused_total{reason=\"proxy_header\"} 1"),
             "{metrics}"

@@ -65,16 +65,7 @@ async fn round_robin_over_dispatchers_skipping_one_that_is_down() {
         seen.contains(&"d1".to_string()) && seen.contains(&"d2".to_string()),
         "{seen:?}"
     );
-    let metrics = g
-        .http
-        .get(g.url("/metrics"))
-        .bearer_auth(&g.api_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     assert!(
         metrics.contains("vdi_gateway_service_tunnel_connections_total{reason=\"relayed\"} 6"),
         "{metrics}"

@@ -63,16 +63,7 @@ async fn ten_megabytes_each_way_counted_then_disconnected() {
     assert_ne!(local, live.local_addr().unwrap());
 
     // The first stream's totals reached the metrics exactly.
-    let metrics = g
-        .http
-        .get(g.url("/metrics"))
-        .bearer_auth(&g.api_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics().await;
     let total = 13 + MB10;
     assert!(
         metrics.contains(&format!(

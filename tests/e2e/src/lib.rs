@@ -38,8 +38,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-/// Builds the gateway's .deb (debug profile: fast to build, same code).
+/// The gateway's .deb: `$VDI_GATEWAY_DEB` (scripts/test builds it), else
+/// built here (debug profile: fast to build, same code).
 pub fn build_deb() -> PathBuf {
+    if let Some(deb) = std::env::var_os("VDI_GATEWAY_DEB") {
+        return PathBuf::from(deb);
+    }
     let out = run(Command::new("bash")
         .arg(repo_root().join("packaging/build-deb"))
         .env("PROFILE", "dev"));

@@ -130,6 +130,19 @@ impl TestGateway {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn open(&self, target: SocketAddr, vm: Option<&str>) -> (u16, Value) {
         let mut body =
             json!({"target_host": target.ip().to_string(), "target_port": target.port()});
