@@ -87,7 +87,7 @@ fn commands_wrap_the_console() {
         .collect();
     assert_eq!(fields, ["api_url"]);
     let id = added["id"].as_i64().unwrap();
-    let err = invoke(&w, "connections", json!({"id": id})).unwrap_err();
+    let err = invoke(&w, "gateway_settings", json!({"id": id})).unwrap_err();
     assert_eq!(err["code"], "missing_key", "{err}");
     let err = invoke(&w, "fleet_remove", json!({"id": 999})).unwrap_err();
     assert_eq!(err["code"], "not_found");

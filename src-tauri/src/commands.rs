@@ -1,6 +1,8 @@
-//! Tauri commands: thin wrappers over `vdi_console::Console`. Errors reach the
-//! page as `{code, message, fields}`. Live data goes through Channels: each
-//! `watch_*` command replaces the previous watch of its kind.
+//! Tauri commands: thin wrappers over `vdi_console::Console`, each with a typed
+//! wrapper in `ui/src/api.rs`. Errors reach the page as `{code, message,
+//! fields}`. Live data goes through Channels: each `watch_*` command replaces
+//! the previous watch of its kind (one-shot reads of the same data are the
+//! library's and the CLI's).
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -51,11 +53,9 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         fleet_add,
         fleet_update,
         fleet_remove,
-        fleet_overview,
         watch_fleet,
         gateway_settings,
         change_settings,
-        connections,
         watch_connections,
         disconnect,
         demo_tunnel,
@@ -110,12 +110,6 @@ fn fleet_remove(state: State<'_, AppState>, id: i64) -> Res<()> {
     Ok(state.console.remove(id)?)
 }
 
-#[tauri::command]
-async fn fleet_overview(state: State<'_, AppState>) -> Res<FleetUpdate> {
-    let (rows, summary) = state.console.overview().await?;
-    Ok(FleetUpdate { rows, summary })
-}
-
 /// Pushes the fleet overview now and every `interval` ms until the page
 /// subscribes again (or goes away).
 #[tauri::command]
@@ -163,11 +157,6 @@ async fn change_settings(
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Res<SettingsChanged> {
     Ok(state.console.change_settings(id, patch).await?)
-}
-
-#[tauri::command]
-async fn connections(state: State<'_, AppState>, id: i64) -> Res<Connections> {
-    Ok(state.console.connections(id).await?)
 }
 
 /// Pushes one gateway's connections now and every `interval` ms.
