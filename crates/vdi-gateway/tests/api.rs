@@ -206,13 +206,7 @@ async fn get_settings_returns_the_document() {
     assert_eq!(s, 200);
     assert_eq!(doc["disp_port"], 4242);
     assert_eq!(doc["api_key"], g.api_key);
-    let stored: Value = serde_json::from_str(
-        &vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-    )
-    .unwrap();
+    let stored: Value = serde_json::from_str(&g.stored_text()).unwrap();
     assert_eq!(doc, stored);
     g.stop().await;
 }
@@ -221,19 +215,14 @@ async fn get_settings_returns_the_document() {
 async fn change_settings_persists_and_applies_live() {
     let g = start(json!({})).await;
     let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_stop": 21004, "tunnel_ttl_secs": 300}),
-        )
+        .change(json!({"port_range_stop": 21004, "tunnel_ttl_secs": 300}))
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         body["changed"],
         json!(["port_range_stop", "tunnel_ttl_secs"])
     );
-    let stored = vdi_gateway::Store::open(&g.db).unwrap().load().unwrap();
+    let stored = g.stored();
     assert_eq!(stored.port_range_stop, 21004);
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ports_free"], 5);
@@ -243,17 +232,9 @@ async fn change_settings_persists_and_applies_live() {
 #[tokio::test]
 async fn rejected_change_reports_each_field_and_changes_nothing() {
     let g = start(json!({})).await;
-    let before = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load_text()
-        .unwrap();
+    let before = g.stored_text();
     let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"api_port": 0, "public_addr": "not-an-ip", "port_range_stop": 5}),
-        )
+        .change(json!({"api_port": 0, "public_addr": "not-an-ip", "port_range_stop": 5}))
         .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["code"], "invalid_settings");
@@ -265,25 +246,13 @@ async fn rejected_change_reports_each_field_and_changes_nothing() {
         .collect();
     assert_eq!(fields, ["public_addr", "api_port"]);
     let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_start": 21005, "port_range_stop": 21001}),
-        )
+        .change(json!({"port_range_start": 21005, "port_range_stop": 21001}))
         .await;
     assert_eq!(
         (s, body["fields"][0]["field"].as_str()),
         (422, Some("port_range_start"))
     );
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"nope": 1}),
-        )
-        .await;
+    let (s, body) = g.change(json!({"nope": 1})).await;
     assert_eq!(
         (s, body["fields"][0]["message"].as_str()),
         (422, Some("unknown field"))
@@ -298,17 +267,9 @@ async fn rejected_change_reports_each_field_and_changes_nothing() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad_request");
-    let (s, _) = g
-        .post("/v3/change_settings/", "api_key", &g.api_key, json!([1, 2]))
-        .await;
+    let (s, _) = g.change(json!([1, 2])).await;
     assert_eq!(s, 400);
-    assert_eq!(
-        vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-        before
-    );
+    assert_eq!(g.stored_text(), before);
     let (_, doc) = g.get("/v3/get_settings/", &g.api_key).await;
     assert_eq!(doc["api_port"], 8000);
     g.stop().await;
@@ -320,12 +281,7 @@ async fn new_keys_take_effect_at_once() {
     let new_api = "TkVXYXBpS2V5MTIzNDU2Nzg=";
     let new_cli = "TkVXY2xpS2V5MTIzNDU2Nzg=";
     let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"api_key": new_api, "cli_key": new_cli}),
-        )
+        .change(json!({"api_key": new_api, "cli_key": new_cli}))
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(g.get("/v3/health/", &g.api_key).await.0, 401);
@@ -345,14 +301,7 @@ async fn new_keys_take_effect_at_once() {
 #[tokio::test]
 async fn changing_the_api_port_moves_the_listener() {
     let g = start(json!({})).await;
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"api_port": 8100}),
-        )
-        .await;
+    let (s, body) = g.change(json!({"api_port": 8100})).await;
     assert_eq!(s, 200, "{body}");
     let new = format!("http://{}:8100/v3/health/", g.ip);
     let r = g
@@ -374,28 +323,12 @@ async fn changing_the_api_port_moves_the_listener() {
 async fn a_change_that_cannot_be_applied_is_not_persisted() {
     let g = start(json!({})).await;
     let taken = std::net::TcpListener::bind((g.ip, 8200)).unwrap();
-    let before = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load_text()
-        .unwrap();
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"api_port": 8200}),
-        )
-        .await;
+    let before = g.stored_text();
+    let (s, body) = g.change(json!({"api_port": 8200})).await;
     assert_eq!(s, 409, "{body}");
     assert_eq!(body["code"], "cannot_apply");
     assert!(body["message"].as_str().unwrap().contains("8200"), "{body}");
-    assert_eq!(
-        vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-        before
-    );
+    assert_eq!(g.stored_text(), before);
     assert_eq!(g.get("/v3/health/", &g.api_key).await.0, 200);
     drop(taken);
     g.stop().await;

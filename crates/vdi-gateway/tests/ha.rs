@@ -77,11 +77,7 @@ async fn start_writes_both_files_and_changes_rewrite_them() {
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ha"]["status"], "ok", "{h}");
     assert_eq!(h["ha"]["node"], g.ip.to_string());
-    let vip = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load()
-        .unwrap()
-        .virtual_addr;
+    let vip = g.stored().virtual_addr;
     let cfg = read(&paths.haproxy());
     assert!(cfg.contains(&format!("bind {vip}:21000-21009")), "{cfg}");
     assert!(
@@ -104,14 +100,7 @@ async fn start_writes_both_files_and_changes_rewrite_them() {
         "no previous file yet"
     );
 
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_stop": 21005}),
-        )
-        .await;
+    let (s, body) = g.change(json!({"port_range_stop": 21005})).await;
     assert_eq!(s, 200, "{body}");
     assert!(read(&paths.haproxy()).contains(&format!("bind {vip}:21000-21005")));
     // The real HAProxy serves the new range: VIP -> HAProxy -> gateway -> desktop.
@@ -131,14 +120,7 @@ async fn start_writes_both_files_and_changes_rewrite_them() {
         .unwrap()
         .modified()
         .unwrap();
-    let (s, _) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"tunnel_ttl_secs": 30}),
-        )
-        .await;
+    let (s, _) = g.change(json!({"tunnel_ttl_secs": 30})).await;
     assert_eq!(s, 200);
     assert_eq!(
         std::fs::metadata(paths.haproxy())
@@ -155,17 +137,9 @@ async fn a_failed_reload_restores_files_and_settings() {
     let paths = Paths::new();
     let g = start(paths.settings("true")).await;
     let cfg = read(&paths.haproxy());
-    let db_before = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load_text()
-        .unwrap();
+    let db_before = g.stored_text();
     let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_stop": 21003, "haproxy_reload_cmd": "false"}),
-        )
+        .change(json!({"port_range_stop": 21003, "haproxy_reload_cmd": "false"}))
         .await;
     assert_eq!(s, 409, "{body}");
     assert!(
@@ -177,25 +151,12 @@ async fn a_failed_reload_restores_files_and_settings() {
         cfg,
         "the previous haproxy.cfg is back"
     );
-    assert_eq!(
-        vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-        db_before
-    );
+    assert_eq!(g.stored_text(), db_before);
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ha"]["status"], "error");
     assert_eq!(h["ports_free"], 10, "the old range is still in force");
     // Fixed: the next good change applies and health recovers.
-    let (s, _) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_stop": 21003}),
-        )
-        .await;
+    let (s, _) = g.change(json!({"port_range_stop": 21003})).await;
     assert_eq!(s, 200);
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ha"]["status"], "ok");
@@ -206,27 +167,13 @@ async fn a_failed_reload_restores_files_and_settings() {
 async fn a_reload_haproxy_does_not_take_is_detected_and_rolled_back() {
     let paths = Paths::new();
     let g = start(paths.settings("true")).await;
-    let vip = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load()
-        .unwrap()
-        .virtual_addr;
+    let vip = g.stored().virtual_addr;
     let cfg = read(&paths.haproxy());
-    let db_before = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load_text()
-        .unwrap();
+    let db_before = g.stored_text();
     // Another program holds a port of the new range on the VIP: `haproxy -c`
     // accepts the file, the reload fails at run time (and still "succeeds").
     let _squatter = std::net::TcpListener::bind((vip, 21015)).unwrap();
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_stop": 21019}),
-        )
-        .await;
+    let (s, body) = g.change(json!({"port_range_stop": 21019})).await;
     assert_eq!(s, 409, "{body}");
     assert!(
         body["message"]
@@ -240,13 +187,7 @@ async fn a_reload_haproxy_does_not_take_is_detected_and_rolled_back() {
         cfg,
         "the previous haproxy.cfg is back"
     );
-    assert_eq!(
-        vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-        db_before
-    );
+    assert_eq!(g.stored_text(), db_before);
     let (_, h) = g.get("/v3/health/", &g.api_key).await;
     assert_eq!(h["ha"]["status"], "error");
     // HAProxy still serves the configuration in force.
@@ -266,18 +207,8 @@ async fn a_configuration_the_real_tool_rejects_is_never_written() {
     let paths = Paths::new();
     let g = start(paths.settings("true")).await;
     let (cfg, kc) = (read(&paths.haproxy()), read(&paths.keepalived()));
-    let db_before = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load_text()
-        .unwrap();
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"vrrp_interface": "nosuchif0"}),
-        )
-        .await;
+    let db_before = g.stored_text();
+    let (s, body) = g.change(json!({"vrrp_interface": "nosuchif0"})).await;
     assert_eq!(s, 409, "{body}");
     assert!(
         body["message"]
@@ -290,13 +221,7 @@ async fn a_configuration_the_real_tool_rejects_is_never_written() {
         (read(&paths.haproxy()), read(&paths.keepalived())),
         (cfg, kc)
     );
-    assert_eq!(
-        vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-        db_before
-    );
+    assert_eq!(g.stored_text(), db_before);
     g.stop().await;
 }
 

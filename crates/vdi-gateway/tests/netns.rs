@@ -218,12 +218,7 @@ fn the_gateways_own_address_is_refused_unless_listed_alone() {
             .await;
         assert_eq!(s, 200, "other addresses in the network are allowed");
         let (s, _) = g
-            .post(
-                "/v3/change_settings/",
-                "api_key",
-                &g.api_key,
-                json!({"allowed_targets": ["10.0.0.0/8", "10.77.0.1/32"]}),
-            )
+            .change(json!({"allowed_targets": ["10.0.0.0/8", "10.77.0.1/32"]}))
             .await;
         assert_eq!(s, 200);
         let (s, body) = g

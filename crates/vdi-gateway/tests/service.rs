@@ -149,30 +149,14 @@ async fn ssl_terminates_tls_on_4300_and_the_api_with_a_generated_certificate() {
 #[tokio::test]
 async fn a_missing_custom_certificate_is_refused_and_nothing_changes() {
     let g = start(json!({})).await;
-    let before = vdi_gateway::Store::open(&g.db)
-        .unwrap()
-        .load_text()
-        .unwrap();
-    let (s, body) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"ssl": true, "tls_cert_path": "/nonexistent/cert.pem", "tls_key_path": "/nonexistent/key.pem"}),
-        )
-        .await;
+    let before = g.stored_text();
+    let (s, body) = g.change(json!({"ssl": true, "tls_cert_path": "/nonexistent/cert.pem", "tls_key_path": "/nonexistent/key.pem"})).await;
     assert_eq!(s, 409, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("tls_cert_path"),
         "{body}"
     );
-    assert_eq!(
-        vdi_gateway::Store::open(&g.db)
-            .unwrap()
-            .load_text()
-            .unwrap(),
-        before
-    );
+    assert_eq!(g.stored_text(), before);
     assert_eq!(
         g.get("/v3/health/", &g.api_key).await.0,
         200,

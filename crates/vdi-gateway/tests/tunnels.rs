@@ -392,14 +392,7 @@ async fn disabled_gateway_refuses_new_tunnels_but_keeps_streams() {
     live.write_all(b"1").await.unwrap();
     let mut one = [0u8; 1];
     live.read_exact(&mut one).await.unwrap();
-    let (s, _) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"is_enabled": false}),
-        )
-        .await;
+    let (s, _) = g.change(json!({"is_enabled": false})).await;
     assert_eq!(s, 200);
     let (s, body) = g.open(desk.addr, Some("other")).await;
     assert_eq!((s, body["code"].as_str()), (503, Some("gateway_disabled")));
@@ -421,14 +414,7 @@ async fn narrowing_the_range_keeps_running_tunnels() {
         ports.push(o["port"].as_u64().unwrap() as u16);
     }
     assert_eq!(ports, [21000, 21001, 21002]);
-    let (s, _) = g
-        .post(
-            "/v3/change_settings/",
-            "api_key",
-            &g.api_key,
-            json!({"port_range_stop": 21001}),
-        )
-        .await;
+    let (s, _) = g.change(json!({"port_range_stop": 21001})).await;
     assert_eq!(s, 200);
     // The tunnel on 21002 is outside the range now, and still relays.
     let back = echo_round_trip(

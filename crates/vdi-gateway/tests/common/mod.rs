@@ -130,6 +130,27 @@ impl TestGateway {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The settings row as stored in the database.
+    pub fn stored_text(&self) -> String {
+        Store::open(&self.db).unwrap().load_text().unwrap()
+    }
+
+    /// The settings as stored in the database.
+    pub fn stored(&self) -> vdi_wire::Settings {
+        Store::open(&self.db).unwrap().load().unwrap()
+    }
+
+    /// `POST /v3/change_settings/` with the api_key.
+    pub async fn change(&self, patch: Value) -> (u16, Value) {
+        self.post(
+            "/v3/change_settings/",
+            "api_key",
+            &self.api_key.clone(),
+            patch,
+        )
+        .await
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         let r = self
