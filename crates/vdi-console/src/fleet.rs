@@ -2,12 +2,11 @@
 //! its own time limit, so one dead host never holds the others up.
 
 use crate::client::GatewayClient;
-use crate::inventory::Stored;
 use std::time::Instant;
-use vdi_wire::console::{ConsoleError, FleetRow};
+use vdi_wire::console::{ConsoleError, FleetRow, GatewayEntry};
 
 pub async fn overview(
-    gateways: Vec<(Stored, Result<GatewayClient, ConsoleError>)>,
+    gateways: Vec<(GatewayEntry, Result<GatewayClient, ConsoleError>)>,
 ) -> Vec<FleetRow> {
     let rows = gateways.into_iter().map(|(g, client)| async move {
         let mut row = FleetRow {

@@ -4,21 +4,7 @@
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use vdi_wire::console::{GatewayDraft, SshAuth};
-
-/// A stored gateway, without the key flags (those come from the secret store).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub id: i64,
-    pub name: String,
-    pub api_url: String,
-    pub ssh_host: Option<String>,
-    pub ssh_port: u16,
-    pub ssh_user: String,
-    pub ssh_auth: SshAuth,
-    pub tags: Vec<String>,
-    pub embedded: bool,
-}
+use vdi_wire::console::{GatewayDraft, GatewayEntry, SshAuth};
 
 pub struct Inventory {
     conn: Connection,
@@ -50,7 +36,7 @@ impl Inventory {
         Ok(Self { conn })
     }
 
-    pub fn list(&self) -> Result<Vec<Stored>> {
+    pub fn list(&self) -> Result<Vec<GatewayEntry>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded FROM gateways ORDER BY name",
         )?;
@@ -58,7 +44,7 @@ impl Inventory {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    pub fn get(&self, id: i64) -> Result<Stored> {
+    pub fn get(&self, id: i64) -> Result<GatewayEntry> {
         self.conn
             .query_row(
                 "SELECT id, name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded FROM gateways WHERE id = ?1",
@@ -69,7 +55,7 @@ impl Inventory {
             .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    pub fn embedded(&self) -> Result<Option<Stored>> {
+    pub fn embedded(&self) -> Result<Option<GatewayEntry>> {
         Ok(self.list()?.into_iter().find(|g| g.embedded))
     }
 
@@ -120,10 +106,10 @@ fn unique_name(e: rusqlite::Error, name: &str) -> Error {
     }
 }
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<Stored> {
+fn row(r: &rusqlite::Row) -> rusqlite::Result<GatewayEntry> {
     let auth: String = r.get(6)?;
     let tags: String = r.get(7)?;
-    Ok(Stored {
+    Ok(GatewayEntry {
         id: r.get(0)?,
         name: r.get(1)?,
         api_url: r.get(2)?,
@@ -133,6 +119,8 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Stored> {
         ssh_auth: serde_json::from_str(&auth).unwrap_or(SshAuth::Agent),
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         embedded: r.get(8)?,
+        has_api_key: false,
+        has_cli_key: false,
     })
 }
 

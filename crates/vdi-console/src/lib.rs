@@ -13,7 +13,7 @@ pub mod secrets;
 pub use error::{Error, Result};
 
 use client::GatewayClient;
-use inventory::{Inventory, Stored};
+use inventory::Inventory;
 use secrets::{Kind, Secrets};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -64,20 +64,11 @@ impl Console {
         self.secrets.warning()
     }
 
-    fn entry(&self, g: Stored) -> Result<GatewayEntry> {
-        Ok(GatewayEntry {
-            has_api_key: self.secrets.get(g.id, Kind::ApiKey)?.is_some(),
-            has_cli_key: self.secrets.get(g.id, Kind::CliKey)?.is_some(),
-            id: g.id,
-            name: g.name,
-            api_url: g.api_url,
-            ssh_host: g.ssh_host,
-            ssh_port: g.ssh_port,
-            ssh_user: g.ssh_user,
-            ssh_auth: g.ssh_auth,
-            tags: g.tags,
-            embedded: g.embedded,
-        })
+    /// The entry with its key flags from the secret store.
+    fn entry(&self, mut g: GatewayEntry) -> Result<GatewayEntry> {
+        g.has_api_key = self.secrets.get(g.id, Kind::ApiKey)?.is_some();
+        g.has_cli_key = self.secrets.get(g.id, Kind::CliKey)?.is_some();
+        Ok(g)
     }
 
     pub fn list(&self) -> Result<Vec<GatewayEntry>> {
@@ -130,7 +121,7 @@ impl Console {
         self.client_of(&g)
     }
 
-    fn client_of(&self, g: &Stored) -> Result<GatewayClient> {
+    fn client_of(&self, g: &GatewayEntry) -> Result<GatewayClient> {
         Ok(GatewayClient::new(
             &g.api_url,
             self.secrets.get(g.id, Kind::ApiKey)?,
