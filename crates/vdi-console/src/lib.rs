@@ -9,6 +9,7 @@ mod error;
 pub mod fleet;
 pub mod inventory;
 pub mod secrets;
+pub mod ssh;
 
 pub use error::{Error, Result};
 
