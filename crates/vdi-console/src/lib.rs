@@ -8,7 +8,9 @@ pub mod embedded;
 mod error;
 pub mod fleet;
 pub mod inventory;
+pub mod journal;
 pub mod secrets;
+pub mod services;
 pub mod ssh;
 
 pub use error::{Error, Result};

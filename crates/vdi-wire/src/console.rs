@@ -117,3 +117,98 @@ fn not_active(u: &UnitStates) -> usize {
         .filter(|s| s.as_str() != "active" && s.as_str() != "unknown")
         .count()
 }
+
+/// The units the console looks after on each gateway host.
+pub const UNITS: [&str; 3] = ["vdi-gateway", "haproxy", "keepalived"];
+
+/// A unit's state as `systemctl show` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub unit: String,
+    /// `loaded`, `not-found`, ...
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`, ...
+    pub active_state: String,
+    pub sub_state: String,
+    /// `success` or why it last stopped (`exit-code`, `signal`, ...).
+    pub result: String,
+    /// Since when it is in its active state (Unix seconds).
+    pub since: Option<i64>,
+    pub main_pid: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub restarts: Option<u32>,
+    /// Changes on each start: tells a completed restart from the old run.
+    pub invocation_id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAction {
+    Start,
+    Stop,
+    Restart,
+    Reload,
+}
+
+impl ServiceAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            ServiceAction::Start => "start",
+            ServiceAction::Stop => "stop",
+            ServiceAction::Restart => "restart",
+            ServiceAction::Reload => "reload",
+        }
+    }
+}
+
+/// How a service action on one host ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    pub gateway: i64,
+    pub host: String,
+    pub unit: String,
+    pub action: ServiceAction,
+    pub ok: bool,
+    /// In words: "active (running) again after 1.2 s", "failed: exit-code".
+    pub summary: String,
+    pub status: Option<UnitStatus>,
+    /// The unit's last log lines when it failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
+    pub took_ms: u64,
+}
+
+/// One journal entry (from `journalctl -o json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub cursor: String,
+    /// Microseconds since the Unix epoch.
+    pub ts_us: i64,
+    /// 0 (emerg) ... 7 (debug); 6 when the entry has none.
+    pub priority: u8,
+    pub unit: String,
+    pub pid: Option<u32>,
+    pub message: String,
+}
+
+/// What the console's journal stream carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JournalEvent {
+    Entries {
+        entries: Vec<JournalEntry>,
+    },
+    /// The connection dropped at `at_us`; the stream goes on from the last
+    /// cursor, so the lines written meanwhile follow (nothing is lost).
+    Gap {
+        at_us: i64,
+        reason: String,
+    },
+    Resumed {
+        reconnects: u32,
+    },
+    /// The stream ended for good (a message for the admin).
+    Ended {
+        reason: String,
+    },
+}

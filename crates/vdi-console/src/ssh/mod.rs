@@ -376,7 +376,7 @@ async fn authenticate(
                 "{how} not accepted (the server allows: {})",
                 remaining_methods
                     .iter()
-                    .map(|m| <&str>::from(m))
+                    .map(<&str>::from)
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

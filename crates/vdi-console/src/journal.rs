@@ -1,0 +1,361 @@
+//! A unit's journal over SSH: `journalctl -o json` parsed entry by entry,
+//! followed live, and resumed from the last cursor after a dropped connection
+//! (the gap is marked, and the lines written meanwhile still arrive).
+
+use crate::ssh::{Session, SshError, shell_quote};
+use russh::ChannelMsg;
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use vdi_wire::console::{JournalEntry, JournalEvent};
+
+/// What to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// One of [`vdi_wire::console::UNITS`].
+    pub unit: &'static str,
+    /// How many recent entries to start with.
+    pub lines: u32,
+    /// `journalctl --since/--until` values: `2026-11-28 10:00:00`, `-1h`, `today`.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Only entries at this priority or more urgent (0..=7).
+    pub priority: Option<u8>,
+    /// Go on after this entry (resuming a stream).
+    pub after_cursor: Option<String>,
+}
+
+/// Checks a since/until value before it reaches a command (it is quoted too).
+fn valid_time(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 40
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :-+@.".contains(c))
+}
+
+impl Query {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [("since", &self.since), ("until", &self.until)] {
+            if let Some(v) = v
+                && !valid_time(v)
+            {
+                return Err(format!(
+                    "{name}: {v:?} is not a time journalctl understands (e.g. 2026-11-28 10:00:00, -1h, today)"
+                ));
+            }
+        }
+        if self.priority.is_some_and(|p| p > 7) {
+            return Err("priority: 0 (emerg) ... 7 (debug)".into());
+        }
+        Ok(())
+    }
+
+    pub fn command(&self, follow: bool) -> String {
+        let mut c = format!(
+            "LC_ALL=C journalctl -u {}.service -o json --no-pager",
+            self.unit
+        );
+        match &self.after_cursor {
+            Some(cur) => c.push_str(&format!(" --after-cursor={}", shell_quote(cur))),
+            None => c.push_str(&format!(" --lines={}", self.lines)),
+        }
+        if let Some(s) = &self.since {
+            c.push_str(&format!(" --since={}", shell_quote(s)));
+        }
+        if let Some(u) = &self.until {
+            c.push_str(&format!(" --until={}", shell_quote(u)));
+        }
+        if let Some(p) = self.priority {
+            c.push_str(&format!(" --priority=0..{p}"));
+        }
+        if follow {
+            c.push_str(" --follow");
+        }
+        c
+    }
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
+}
+
+/// One line of `journalctl -o json`.
+pub fn parse_line(line: &str) -> Result<JournalEntry, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not journal JSON: {e}"))?;
+    let cursor = field(&v, "__CURSOR").ok_or("an entry without __CURSOR")?;
+    let ts_us = field(&v, "__REALTIME_TIMESTAMP")
+        .and_then(|t| t.parse().ok())
+        .ok_or("an entry without __REALTIME_TIMESTAMP")?;
+    // MESSAGE is a string, or an array of bytes when it is not UTF-8.
+    let message = match v.get("MESSAGE") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(bytes)) => String::from_utf8_lossy(
+            &bytes
+                .iter()
+                .filter_map(|b| b.as_u64().map(|b| b as u8))
+                .collect::<Vec<_>>(),
+        )
+        .into_owned(),
+        _ => String::new(),
+    };
+    Ok(JournalEntry {
+        cursor: cursor.to_string(),
+        ts_us,
+        priority: field(&v, "PRIORITY")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6),
+        unit: field(&v, "_SYSTEMD_UNIT")
+            .or_else(|| field(&v, "UNIT"))
+            .unwrap_or_default()
+            .trim_end_matches(".service")
+            .to_string(),
+        pid: field(&v, "_PID").and_then(|p| p.parse().ok()),
+        message,
+    })
+}
+
+/// Splits a byte stream into lines; keeps the unfinished tail.
+#[derive(Default)]
+pub struct Lines {
+    tail: Vec<u8>,
+}
+
+impl Lines {
+    pub fn push(&mut self, data: &[u8], mut each: impl FnMut(&str)) {
+        self.tail.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = self.tail[start..].iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&self.tail[start..start + pos]);
+            if !line.trim().is_empty() {
+                each(&line);
+            }
+            start += pos + 1;
+        }
+        self.tail.drain(..start);
+    }
+}
+
+/// Reads entries once (no follow): the recent ones, or those before
+/// `before_cursor` ("load earlier").
+pub async fn read(
+    s: &Session,
+    q: &Query,
+    before_cursor: Option<&str>,
+) -> Result<Vec<JournalEntry>, SshError> {
+    q.validate().map_err(SshError::Protocol)?;
+    let cmd = match before_cursor {
+        // Newest first from the cursor back, then put in order again.
+        Some(c) => format!(
+            "LC_ALL=C journalctl -u {}.service -o json --no-pager --reverse --cursor={} --lines={}",
+            q.unit,
+            shell_quote(c),
+            q.lines + 1
+        ),
+        None => q.command(false),
+    };
+    let out = s.exec(&cmd, Duration::from_secs(30)).await?;
+    if !out.success() {
+        return Err(SshError::Protocol(format!(
+            "journalctl: {}",
+            out.stderr_text().trim()
+        )));
+    }
+    let mut entries = Vec::new();
+    for line in out.stdout_text().lines().filter(|l| !l.trim().is_empty()) {
+        entries.push(parse_line(line).map_err(SshError::Protocol)?);
+    }
+    if before_cursor.is_some() {
+        entries.retain(|e| Some(e.cursor.as_str()) != before_cursor);
+        entries.reverse();
+    }
+    Ok(entries)
+}
+
+/// Follows the journal until `stop` is cancelled or `sink` returns false.
+/// Entries go out in batches (at most every 50 ms, or 1000 entries). When the
+/// connection drops, a [`JournalEvent::Gap`] is sent, the session is asked
+/// for again (`connect` reconnects), and reading resumes after the last
+/// cursor; [`JournalEvent::Resumed`] follows.
+pub async fn follow<C, Fut>(
+    connect: C,
+    mut q: Query,
+    stop: CancellationToken,
+    mut sink: impl FnMut(JournalEvent) -> bool,
+) where
+    C: Fn() -> Fut,
+    Fut: Future<Output = Result<Arc<Session>, SshError>>,
+{
+    if let Err(e) = q.validate() {
+        sink(JournalEvent::Ended { reason: e });
+        return;
+    }
+    let mut reconnects = 0u32;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = connect() => s,
+        };
+        let ch = match session {
+            Ok(s) => s.stream(&q.command(true)).await,
+            Err(e) => Err(e),
+        };
+        let mut ch = match ch {
+            Ok(ch) => {
+                if reconnects > 0 && !sink(JournalEvent::Resumed { reconnects }) {
+                    return;
+                }
+                backoff = Duration::from_millis(200);
+                ch
+            }
+            Err(
+                e @ (SshError::HostKeyChanged { .. }
+                | SshError::HostKeyUnknown { .. }
+                | SshError::Auth(..)),
+            ) => {
+                // Retrying cannot help; the admin must act.
+                sink(JournalEvent::Ended {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "journal: reconnecting");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut lines = Lines::default();
+        let mut batch: Vec<JournalEntry> = Vec::new();
+        let mut bad: Option<String> = None;
+        let mut last_flush = Instant::now();
+        let reason = loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => { let _ = ch.close().await; return; }
+                m = tokio::time::timeout(Duration::from_millis(50), ch.wait()) => m,
+            };
+            match msg {
+                Ok(Some(ChannelMsg::Data { data })) => lines.push(&data, |l| match parse_line(l) {
+                    Ok(e) => batch.push(e),
+                    Err(e) => bad = Some(e),
+                }),
+                Ok(Some(ChannelMsg::ExitStatus { exit_status })) => {
+                    break format!("journalctl ended with status {exit_status}");
+                }
+                Ok(Some(ChannelMsg::ExtendedData { data, .. })) => {
+                    tracing::debug!(stderr = %String::from_utf8_lossy(&data), "journalctl");
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break "the SSH connection dropped".to_string(),
+                Err(_) => {} // a tick: flush below
+            }
+            if let Some(e) = bad.take() {
+                // Say so rather than dropping it without a word.
+                sink(JournalEvent::Ended {
+                    reason: format!("unreadable journal output: {e}"),
+                });
+                return;
+            }
+            if !batch.is_empty()
+                && (batch.len() >= 1000 || last_flush.elapsed() >= Duration::from_millis(50))
+            {
+                q.after_cursor = batch.last().map(|e| e.cursor.clone());
+                if !sink(JournalEvent::Entries {
+                    entries: std::mem::take(&mut batch),
+                }) {
+                    let _ = ch.close().await;
+                    return;
+                }
+                last_flush = Instant::now();
+            }
+        };
+        if !batch.is_empty() {
+            q.after_cursor = batch.last().map(|e| e.cursor.clone());
+            if !sink(JournalEvent::Entries { entries: batch }) {
+                return;
+            }
+        }
+        let now_us = chrono::Utc::now().timestamp_micros();
+        if !sink(JournalEvent::Gap {
+            at_us: now_us,
+            reason,
+        }) {
+            return;
+        }
+        reconnects += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries() {
+        let l = r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1764300000123456","PRIORITY":"3","_SYSTEMD_UNIT":"haproxy.service","_PID":"77","MESSAGE":"Proxy started."}"#;
+        let e = parse_line(l).unwrap();
+        assert_eq!(
+            e,
+            JournalEntry {
+                cursor: "s=1;i=2".into(),
+                ts_us: 1764300000123456,
+                priority: 3,
+                unit: "haproxy".into(),
+                pid: Some(77),
+                message: "Proxy started.".into()
+            }
+        );
+        let bytes = r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","MESSAGE":[104,105,255]}"#;
+        assert_eq!(parse_line(bytes).unwrap().message, "hi\u{fffd}");
+        assert_eq!(parse_line(bytes).unwrap().priority, 6);
+        assert!(parse_line("-- No entries --").is_err());
+        assert!(parse_line(r#"{"MESSAGE":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn splits_lines_across_chunks() {
+        let mut l = Lines::default();
+        let mut got = vec![];
+        l.push(b"one\ntw", |s| got.push(s.to_string()));
+        l.push(b"o\n\nthree", |s| got.push(s.to_string()));
+        assert_eq!(got, ["one", "two"]);
+        l.push(b"\n", |s| got.push(s.to_string()));
+        assert_eq!(got, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn commands_are_quoted_and_checked() {
+        let q = Query {
+            unit: "haproxy",
+            lines: 200,
+            since: Some("2026-11-28 10:00:00".into()),
+            priority: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.command(true),
+            "LC_ALL=C journalctl -u haproxy.service -o json --no-pager --lines=200 --since='2026-11-28 10:00:00' --priority=0..4 --follow"
+        );
+        let resumed = Query {
+            after_cursor: Some("s=a;i='1".into()),
+            ..q.clone()
+        };
+        assert!(
+            resumed
+                .command(true)
+                .contains(r"--after-cursor='s=a;i='\''1'")
+        );
+        assert!(!resumed.command(true).contains("--lines"));
+        let bad = Query {
+            since: Some("x'; reboot".into()),
+            ..q
+        };
+        assert!(bad.validate().unwrap_err().starts_with("since:"));
+    }
+}
