@@ -3,12 +3,15 @@
 //! The desktop app's Tauri commands are thin wrappers over [`Console`]; so is
 //! the `vdi-console` command line.
 
+pub mod audit;
 pub mod client;
+pub mod deploy;
 pub mod embedded;
 mod error;
 pub mod fleet;
 pub mod inventory;
 pub mod journal;
+pub mod preview;
 pub mod secrets;
 pub mod services;
 pub mod ssh;

@@ -212,3 +212,49 @@ pub enum JournalEvent {
         reason: String,
     },
 }
+
+/// A configuration file on a host beside what its gateway would write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPreview {
+    /// `haproxy` or `keepalived`.
+    pub which: String,
+    pub path: String,
+    /// The file on the host (`None`: absent or unreadable, see `read_error`).
+    pub on_host: Option<String>,
+    pub read_error: Option<String>,
+    /// `vdi-gateway render` on the host, from its current settings.
+    pub rendered: Option<String>,
+    pub render_error: Option<String>,
+    /// Unified diff from the rendered file to the one on the host ("" when equal).
+    pub diff: String,
+    /// The file differs from what the gateway would write (hand edits, drift).
+    pub drift: bool,
+    /// `haproxy -c` / `keepalived -t` on the host.
+    pub check_ok: bool,
+    pub check_output: String,
+}
+
+/// A step of a deployment, for the progress display.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployProgress {
+    pub step: String,
+    pub detail: String,
+    /// 0.0..=1.0 while uploading.
+    pub fraction: Option<f32>,
+}
+
+/// How a deployment ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployReport {
+    pub gateway: i64,
+    pub host: String,
+    pub before: Option<String>,
+    pub wanted: String,
+    /// The version installed at the end.
+    pub after: Option<String>,
+    /// `installed`, `upgraded`, `unchanged`, `rolled_back`, `failed`.
+    pub outcome: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
+}

@@ -328,12 +328,28 @@ impl Session {
         input: Option<&[u8]>,
         limit: Duration,
     ) -> Result<Output, SshError> {
+        self.upload(command, input.unwrap_or_default(), limit, |_, _| {})
+            .await
+    }
+
+    /// Runs `command` (e.g. `cat > FILE`) with `data` on its stdin, in chunks,
+    /// calling `progress(sent, total)` after each.
+    pub async fn upload(
+        &self,
+        command: &str,
+        data: &[u8],
+        limit: Duration,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Output, SshError> {
         let name = self.target.host.clone();
         tokio::time::timeout(limit, async {
             let mut ch = self.handle.channel_open_session().await?;
             ch.exec(true, command).await?;
-            if let Some(data) = input {
-                ch.data(data).await?;
+            let mut sent = 0;
+            for chunk in data.chunks(256 * 1024) {
+                ch.data(chunk).await?;
+                sent += chunk.len();
+                progress(sent, data.len());
             }
             ch.eof().await?;
             let mut out = Output::default();
