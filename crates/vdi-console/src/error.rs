@@ -26,6 +26,10 @@ pub enum Error {
     Secrets(String),
     #[error("embedded gateway: {0}")]
     Embedded(String),
+    #[error("{0}")]
+    Ssh(#[from] crate::ssh::SshError),
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
 impl Error {
@@ -46,6 +50,8 @@ impl Error {
             Error::Inventory(_) => "inventory",
             Error::Secrets(_) => "secrets",
             Error::Embedded(_) => "embedded",
+            Error::Ssh(e) => e.code(),
+            Error::Audit(_) => "audit",
         }
     }
 }
@@ -57,10 +63,15 @@ impl From<Error> for ConsoleError {
             Error::Api(_, body) => body.fields.clone(),
             _ => Vec::new(),
         };
+        let detail = match &e {
+            Error::Ssh(s) => s.detail().map(Box::new),
+            _ => None,
+        };
         ConsoleError {
             code: e.code().to_string(),
             message: e.to_string(),
             fields,
+            detail,
         }
     }
 }

@@ -33,12 +33,21 @@ impl Inventory {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first release: older inventories get the column.
+        let has_jump: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('gateways') WHERE name = 'ssh_jump'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_jump {
+            conn.execute_batch("ALTER TABLE gateways ADD COLUMN ssh_jump TEXT")?;
+        }
         Ok(Self { conn })
     }
 
     pub fn list(&self) -> Result<Vec<GatewayEntry>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded FROM gateways ORDER BY name",
+            "SELECT id, name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded, ssh_jump FROM gateways ORDER BY name",
         )?;
         let rows = stmt.query_map([], row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -47,7 +56,7 @@ impl Inventory {
     pub fn get(&self, id: i64) -> Result<GatewayEntry> {
         self.conn
             .query_row(
-                "SELECT id, name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded FROM gateways WHERE id = ?1",
+                "SELECT id, name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded, ssh_jump FROM gateways WHERE id = ?1",
                 [id],
                 row,
             )
@@ -64,9 +73,9 @@ impl Inventory {
         let v = validate(d)?;
         self.conn
             .execute(
-                "INSERT INTO gateways (name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![v.name, v.api_url, v.ssh_host, v.ssh_port, v.ssh_user, v.ssh_auth, v.tags, embedded, chrono::Utc::now().to_rfc3339()],
+                "INSERT INTO gateways (name, api_url, ssh_host, ssh_port, ssh_user, ssh_auth, tags, embedded, created_at, ssh_jump)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![v.name, v.api_url, v.ssh_host, v.ssh_port, v.ssh_user, v.ssh_auth, v.tags, embedded, chrono::Utc::now().to_rfc3339(), v.ssh_jump],
             )
             .map_err(|e| unique_name(e, &v.name))?;
         Ok(self.conn.last_insert_rowid())
@@ -77,8 +86,8 @@ impl Inventory {
         let v = validate(d)?;
         self.conn
             .execute(
-                "UPDATE gateways SET name = ?2, api_url = ?3, ssh_host = ?4, ssh_port = ?5, ssh_user = ?6, ssh_auth = ?7, tags = ?8 WHERE id = ?1",
-                params![id, v.name, v.api_url, v.ssh_host, v.ssh_port, v.ssh_user, v.ssh_auth, v.tags],
+                "UPDATE gateways SET name = ?2, api_url = ?3, ssh_host = ?4, ssh_port = ?5, ssh_user = ?6, ssh_auth = ?7, tags = ?8, ssh_jump = ?9 WHERE id = ?1",
+                params![id, v.name, v.api_url, v.ssh_host, v.ssh_port, v.ssh_user, v.ssh_auth, v.tags, v.ssh_jump],
             )
             .map_err(|e| unique_name(e, &v.name))?;
         Ok(())
@@ -117,6 +126,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<GatewayEntry> {
         ssh_port: r.get(4)?,
         ssh_user: r.get(5)?,
         ssh_auth: serde_json::from_str(&auth).unwrap_or(SshAuth::Agent),
+        ssh_jump: r.get(9)?,
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         embedded: r.get(8)?,
         has_api_key: false,
@@ -131,6 +141,7 @@ struct Valid {
     ssh_port: u16,
     ssh_user: String,
     ssh_auth: String,
+    ssh_jump: Option<String>,
     tags: String,
 }
 
@@ -193,6 +204,21 @@ fn validate(d: &GatewayDraft) -> Result<Valid> {
             "give the key file's path",
         ));
     }
+    let ssh_jump = d
+        .ssh_jump
+        .as_deref()
+        .map(str::trim)
+        .filter(|j| !j.is_empty())
+        .map(str::to_string);
+    if ssh_jump
+        .as_deref()
+        .is_some_and(|j| crate::ssh::config::parse_jump(j).is_none())
+    {
+        fields.push(vdi_wire::FieldError::new(
+            "ssh_jump",
+            "give the jump host as [user@]host[:port]",
+        ));
+    }
     let mut tags: Vec<String> = d
         .tags
         .iter()
@@ -217,6 +243,7 @@ fn validate(d: &GatewayDraft) -> Result<Valid> {
         ssh_user,
         ssh_auth: serde_json::to_string(d.ssh_auth.as_ref().unwrap_or(&SshAuth::Agent))
             .expect("serializes"),
+        ssh_jump,
         tags: serde_json::to_string(&tags).expect("serializes"),
     })
 }

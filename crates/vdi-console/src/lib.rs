@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod inventory;
 pub mod journal;
 pub mod preview;
+mod remote;
 pub mod secrets;
 pub mod services;
 pub mod ssh;
@@ -40,6 +41,11 @@ pub struct Console {
     secrets: Secrets,
     timeout: Duration,
     embedded: tokio::sync::Mutex<Option<embedded::Embedded>>,
+    hostkeys: std::sync::Arc<ssh::hostkeys::HostKeys>,
+    pending_keys: std::sync::Arc<ssh::PendingKeys>,
+    ssh_pool: ssh::Pool,
+    ssh_options: ssh::Options,
+    audit: audit::Audit,
 }
 
 /// The data directory: `$VDI_CONSOLE_DATA`, else the platform's data dir.
@@ -63,6 +69,11 @@ impl Console {
             secrets,
             timeout: DEFAULT_TIMEOUT,
             embedded: tokio::sync::Mutex::new(None),
+            hostkeys: std::sync::Arc::new(ssh::hostkeys::HostKeys::standard(data_dir)),
+            pending_keys: Default::default(),
+            ssh_pool: Default::default(),
+            ssh_options: Default::default(),
+            audit: audit::Audit::open(&data_dir.join("audit.db"))?,
         })
     }
 
@@ -160,6 +171,32 @@ impl Console {
         id: i64,
         patch: Map<String, Value>,
     ) -> Result<SettingsChanged> {
+        let params = Value::Object(patch.clone());
+        let r = self.change_settings_unaudited(id, patch).await;
+        let line = r
+            .as_ref()
+            .map(|c| format!("changed: {}", c.changed.join(", ")));
+        self.audited(
+            Some(id),
+            &self.host_label(id),
+            "change_settings",
+            params,
+            line.as_ref().map_err(|e| *e),
+        );
+        r
+    }
+
+    pub(crate) fn host_label(&self, id: i64) -> String {
+        self.get(id)
+            .map(|g| g.name)
+            .unwrap_or_else(|_| id.to_string())
+    }
+
+    async fn change_settings_unaudited(
+        &self,
+        id: i64,
+        patch: Map<String, Value>,
+    ) -> Result<SettingsChanged> {
         // The same rules as the gateway, before anything is sent.
         let current = self.settings(id).await?;
         vdi_core::settings::apply_patch(&current, &patch).map_err(|e| {
@@ -184,7 +221,17 @@ impl Console {
     }
 
     pub async fn disconnect(&self, id: i64, d: &Disconnect) -> Result<Disconnected> {
-        self.client(id)?.disconnect(d).await
+        let r = self.client(id)?.disconnect(d).await;
+        let line = r.as_ref().map(|x| format!("{x:?}"));
+        let params = serde_json::to_value(d).unwrap_or_default();
+        self.audited(
+            Some(id),
+            &self.host_label(id),
+            "disconnect",
+            params,
+            line.as_ref().map_err(|e| *e),
+        );
+        r
     }
 
     /// With no gateway in the fleet, starts the bundled gateway core on loopback

@@ -12,6 +12,9 @@ pub struct ConsoleError {
     /// Per-field problems, for forms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<crate::FieldError>,
+    /// Facts the UI acts on (e.g. the host key fingerprint to confirm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Box<serde_json::Value>>,
 }
 
 /// How the console logs in over SSH (used by the SSH features).
@@ -35,6 +38,9 @@ pub struct GatewayEntry {
     pub ssh_port: u16,
     pub ssh_user: String,
     pub ssh_auth: SshAuth,
+    /// Jump host (`[user@]host[:port]`, as ProxyJump), if any.
+    #[serde(default)]
+    pub ssh_jump: Option<String>,
     pub tags: Vec<String>,
     /// The console's own bundled gateway on loopback.
     pub embedded: bool,
@@ -55,6 +61,8 @@ pub struct GatewayDraft {
     pub ssh_user: Option<String>,
     #[serde(default)]
     pub ssh_auth: Option<SshAuth>,
+    #[serde(default)]
+    pub ssh_jump: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     /// `None` keeps the stored key; `Some("")` deletes it.

@@ -97,6 +97,32 @@ impl From<russh::Error> for SshError {
 }
 
 impl SshError {
+    /// What the UI needs to act: the host and the key it was shown.
+    pub fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            SshError::HostKeyUnknown {
+                host,
+                port,
+                algorithm,
+                fingerprint,
+                ..
+            } => Some(
+                serde_json::json!({"host": host, "port": port, "algorithm": algorithm, "fingerprint": fingerprint}),
+            ),
+            SshError::HostKeyChanged {
+                host,
+                port,
+                fingerprint,
+                expected,
+                file,
+                line,
+            } => Some(
+                serde_json::json!({"host": host, "port": port, "fingerprint": fingerprint, "expected": expected, "file": file, "line": line}),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             SshError::HostKeyUnknown { .. } => "host_key_unknown",

@@ -1,0 +1,348 @@
+//! What the console does on gateway hosts over SSH: service status and
+//! actions (one host or rolling over many), the journal, configuration
+//! previews, deploys, host key decisions. Every admin action is audited.
+
+use crate::error::{Error, Result};
+use crate::secrets::Kind;
+use crate::ssh::{self, Credentials, Session, Target, config};
+use crate::{Console, audit, deploy, journal, preview, services};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use vdi_wire::console::{
+    ActionOutcome, ConfigPreview, DeployProgress, DeployReport, GatewayEntry, JournalEntry,
+    JournalEvent, ServiceAction, SshAuth, UNITS, UnitStatus,
+};
+
+/// How long one service action may take (start timeouts of our units are shorter).
+const ACTION_LIMIT: Duration = Duration::from_secs(120);
+
+fn unit(name: &str) -> Result<&'static str> {
+    services::known_unit(name).ok_or_else(|| {
+        Error::invalid(
+            "unit",
+            format!("{name:?} is not one of {}", UNITS.join(", ")),
+        )
+    })
+}
+
+impl Console {
+    /// Where and how to log in to gateway `g`: the inventory entry, with the
+    /// user's `~/.ssh/config` filling what the entry leaves at its default
+    /// (port 22, user root, no key path, no jump host).
+    pub fn ssh_target(&self, g: &GatewayEntry) -> Result<(Target, Credentials)> {
+        let alias = g.ssh_host.clone().ok_or_else(|| {
+            Error::invalid(
+                "ssh_host",
+                "no SSH host is set for this gateway; add it with Edit",
+            )
+        })?;
+        let home = dirs::home_dir().unwrap_or_default();
+        let text = std::fs::read_to_string(home.join(".ssh/config")).unwrap_or_default();
+        let resolve = |alias: &str, user: Option<String>, port: Option<u16>| {
+            let c = config::resolve(&text, alias, &home);
+            let target = Target {
+                host: c.host_name.clone().unwrap_or_else(|| alias.to_string()),
+                port: port.or(c.port).unwrap_or(22),
+                user: user.or(c.user.clone()).unwrap_or_else(|| "root".into()),
+                jump: None,
+            };
+            (target, c)
+        };
+        let (mut target, cfg) = resolve(
+            &alias,
+            (g.ssh_user != "root").then(|| g.ssh_user.clone()),
+            (g.ssh_port != 22).then_some(g.ssh_port),
+        );
+        if let Some(spec) = g.ssh_jump.clone().or(cfg.proxy_jump.clone()) {
+            let (user, host, port) = config::parse_jump(&spec).ok_or_else(|| {
+                Error::invalid("ssh_jump", format!("cannot read jump host {spec:?}"))
+            })?;
+            let (jump, _) = resolve(&host, user, port);
+            target.jump = Some(Box::new(jump));
+        }
+        let secret = self.secrets.get(g.id, Kind::SshPassword)?;
+        let creds = match &g.ssh_auth {
+            SshAuth::Agent => Credentials::Agent,
+            SshAuth::KeyFile { path } => Credentials::KeyFile {
+                path: match path.strip_prefix("~/") {
+                    Some(rest) => home.join(rest),
+                    None if path.is_empty() => cfg.identity_file.clone().unwrap_or_default(),
+                    None => path.into(),
+                },
+                passphrase: secret,
+            },
+            SshAuth::Password => {
+                Credentials::Password(secret.ok_or(Error::MissingKey("SSH password"))?)
+            }
+        };
+        Ok((target, creds))
+    }
+
+    /// The shared SSH session of gateway `id` (connecting or reconnecting).
+    pub async fn ssh(&self, id: i64) -> Result<Arc<Session>> {
+        let g = self.get(id)?;
+        let (target, creds) = self.ssh_target(&g)?;
+        let (s, event) = self
+            .ssh_pool
+            .get(id, || {
+                Session::connect(
+                    &target,
+                    &creds,
+                    self.hostkeys.clone(),
+                    self.pending_keys.clone(),
+                    &self.ssh_options,
+                )
+            })
+            .await?;
+        if let Some(e) = event {
+            tracing::info!(gateway = id, target = %target, event = ?e, "ssh");
+        }
+        Ok(s)
+    }
+
+    /// How many times gateway `id`'s SSH connection was re-established.
+    pub async fn ssh_reconnects(&self, id: i64) -> u32 {
+        self.ssh_pool.reconnects(id).await
+    }
+
+    /// Forgets the SSH connection of `id` (the next use connects again).
+    pub async fn ssh_disconnect(&self, id: i64) {
+        self.ssh_pool.drop_host(id).await;
+    }
+
+    /// Trusts the host key the admin was shown (by its fingerprint) for the
+    /// host of gateway `id` or its jump host; replaces a changed key too.
+    pub fn trust_host_key(&self, id: i64, host: &str, port: u16, fingerprint: &str) -> Result<()> {
+        let g = self.get(id)?;
+        let (target, _) = self.ssh_target(&g)?;
+        let ours = std::iter::successors(Some(&target), |t| t.jump.as_deref())
+            .any(|t| t.host == host && t.port == port);
+        if !ours {
+            return Err(Error::invalid(
+                "host",
+                format!("{host}:{port} is not a host of this gateway"),
+            ));
+        }
+        let key = self
+            .pending_keys
+            .take(host, port, fingerprint)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "fingerprint",
+                    "this is not the key the host presented; connect again to see its key",
+                )
+            })?;
+        let recorded = format!("recorded {fingerprint}");
+        let r = self
+            .hostkeys
+            .trust(host, port, &key)
+            .map_err(|e| Error::Audit(format!("known_hosts: {e}")));
+        self.audited(
+            Some(id),
+            host,
+            "trust_host_key",
+            json!({"port": port, "fingerprint": fingerprint}),
+            r.as_ref().map(|_| &recorded),
+        );
+        r
+    }
+
+    /// Records an action in the audit log (a failure to record is logged, not
+    /// hidden, and does not undo the action).
+    pub(crate) fn audited(
+        &self,
+        id: Option<i64>,
+        host: &str,
+        action: &str,
+        params: serde_json::Value,
+        r: std::result::Result<&String, &Error>,
+    ) {
+        let (ok, detail) = match r {
+            Ok(d) => (true, d.clone()),
+            Err(e) => (false, e.to_string()),
+        };
+        if let Err(e) = self.audit.record(id, host, action, &params, ok, &detail) {
+            tracing::error!(error = %e, action, "audit log write failed");
+        }
+    }
+
+    pub fn audit_log(&self, f: &audit::AuditFilter) -> Result<Vec<audit::AuditRecord>> {
+        self.audit.list(f)
+    }
+
+    pub async fn services(&self, id: i64) -> Result<Vec<UnitStatus>> {
+        let s = self.ssh(id).await?;
+        Ok(services::status(&s, &UNITS).await?)
+    }
+
+    /// Runs `action` on `unit` of gateway `id`, tracked until it settles.
+    pub async fn service_action(
+        &self,
+        id: i64,
+        unit_name: &str,
+        action: ServiceAction,
+    ) -> Result<ActionOutcome> {
+        let u = unit(unit_name)?;
+        let r = async {
+            let s = self.ssh(id).await?;
+            Ok::<_, Error>(services::act(&s, id, u, action, ACTION_LIMIT).await?)
+        }
+        .await;
+        let params = json!({"unit": u, "action": action.verb()});
+        match &r {
+            Ok(o) if o.ok => self.audited(
+                Some(id),
+                &self.host_label(id),
+                "service",
+                params,
+                Ok(&o.summary),
+            ),
+            Ok(o) => self.audited(
+                Some(id),
+                &self.host_label(id),
+                "service",
+                params,
+                Err(&Error::Audit(o.summary.clone())),
+            ),
+            Err(e) => self.audited(Some(id), &self.host_label(id), "service", params, Err(e)),
+        }
+        r
+    }
+
+    /// One action over several hosts, one at a time: after each host the
+    /// unit must be active again (and for `vdi-gateway` its API healthy)
+    /// before the next; the first failure stops the run. Outcomes so far are
+    /// returned (and streamed through `each`).
+    pub async fn rolling_action(
+        &self,
+        ids: &[i64],
+        unit_name: &str,
+        action: ServiceAction,
+        mut each: impl FnMut(&ActionOutcome),
+    ) -> Result<Vec<ActionOutcome>> {
+        let u = unit(unit_name)?;
+        let mut done = Vec::new();
+        for &id in ids {
+            let mut o = match self.service_action(id, u, action).await {
+                Ok(o) => o,
+                Err(e) => ActionOutcome {
+                    gateway: id,
+                    host: self.host_label(id),
+                    unit: u.into(),
+                    action,
+                    ok: false,
+                    summary: e.to_string(),
+                    status: None,
+                    log: vec![],
+                    took_ms: 0,
+                },
+            };
+            if o.ok
+                && u == "vdi-gateway"
+                && action != ServiceAction::Stop
+                && let Err(e) = self.wait_healthy(id, Duration::from_secs(30)).await
+            {
+                o.ok = false;
+                o.summary = format!("{}, but its API is not healthy: {e}", o.summary);
+            }
+            each(&o);
+            let ok = o.ok;
+            done.push(o);
+            if !ok {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Polls the gateway's health until it answers (bounded).
+    async fn wait_healthy(&self, id: i64, limit: Duration) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            match self.client(id)?.health().await {
+                Ok(_) => return Ok(()),
+                Err(e) if t.elapsed() > limit => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    pub async fn journal(
+        &self,
+        id: i64,
+        q: &journal::Query,
+        before_cursor: Option<&str>,
+    ) -> Result<Vec<JournalEntry>> {
+        q.validate().map_err(|e| Error::invalid("journal", e))?;
+        let s = self.ssh(id).await?;
+        Ok(journal::read(&s, q, before_cursor).await?)
+    }
+
+    /// Follows the journal of a unit of gateway `id` (see [`journal::follow`]).
+    pub async fn follow_journal(
+        &self,
+        id: i64,
+        q: journal::Query,
+        stop: CancellationToken,
+        sink: impl FnMut(JournalEvent) -> bool,
+    ) -> Result<()> {
+        q.validate().map_err(|e| Error::invalid("journal", e))?;
+        journal::follow(
+            || async {
+                self.ssh(id).await.map_err(|e| match e {
+                    Error::Ssh(s) => s,
+                    e => ssh::SshError::Protocol(e.to_string()),
+                })
+            },
+            q,
+            stop,
+            sink,
+        )
+        .await;
+        Ok(())
+    }
+
+    pub async fn config_preview(&self, id: i64, which: &str) -> Result<ConfigPreview> {
+        let s = self.ssh(id).await?;
+        Ok(preview::preview(&s, which).await?)
+    }
+
+    /// Installs or upgrades the gateway package `deb` on gateway `id`.
+    pub async fn deploy(
+        &self,
+        id: i64,
+        deb: &std::path::Path,
+        force: bool,
+        progress: impl FnMut(DeployProgress),
+    ) -> Result<DeployReport> {
+        let bytes = std::fs::read(deb)
+            .map_err(|e| Error::invalid("package", format!("{}: {e}", deb.display())))?;
+        let r = async {
+            let s = self.ssh(id).await?;
+            Ok::<_, Error>(deploy::deploy(&s, id, &bytes, force, progress).await?)
+        }
+        .await;
+        let params = json!({"package": deb.display().to_string(), "force": force});
+        match &r {
+            Ok(rep) => {
+                let ok = matches!(rep.outcome.as_str(), "installed" | "upgraded" | "unchanged");
+                let line = format!("{}: {}", rep.outcome, rep.message);
+                if ok {
+                    self.audited(Some(id), &self.host_label(id), "deploy", params, Ok(&line));
+                } else {
+                    self.audited(
+                        Some(id),
+                        &self.host_label(id),
+                        "deploy",
+                        params,
+                        Err(&Error::Audit(line.clone())),
+                    );
+                }
+            }
+            Err(e) => self.audited(Some(id), &self.host_label(id), "deploy", params, Err(e)),
+        }
+        r
+    }
+}
