@@ -33,6 +33,7 @@ fn error_of(e: JsValue) -> ConsoleError {
         code: "ipc".into(),
         message: e.as_string().unwrap_or_else(|| format!("{e:?}")),
         fields: Vec::new(),
+        detail: None,
     })
 }
 
@@ -42,6 +43,7 @@ async fn call<R: DeserializeOwned>(cmd: &str, args: JsValue) -> Result<R, Consol
         code: "decode".into(),
         message: e.to_string(),
         fields: Vec::new(),
+        detail: None,
     })
 }
 

@@ -21,6 +21,7 @@ pub fn GatewayForm(
     let ssh_host = text(e.as_ref().and_then(|g| g.ssh_host.clone()));
     let ssh_port = text(e.as_ref().map(|g| g.ssh_port.to_string()));
     let ssh_user = text(e.as_ref().map(|g| g.ssh_user.clone()));
+    let ssh_jump = text(e.as_ref().and_then(|g| g.ssh_jump.clone()));
     let (auth0, key0) = match e.as_ref().map(|g| g.ssh_auth.clone()) {
         Some(SshAuth::KeyFile { path }) => ("key_file", path),
         Some(SshAuth::Password) => ("password", String::new()),
@@ -50,6 +51,7 @@ pub fn GatewayForm(
             ssh_host: opt(ssh_host),
             ssh_port: ssh_port.get_untracked().trim().parse().ok(),
             ssh_user: opt(ssh_user),
+            ssh_jump: opt(ssh_jump),
             ssh_auth: Some(match auth.get_untracked().as_str() {
                 "key_file" => SshAuth::KeyFile {
                     path: key_path.get_untracked(),
@@ -117,6 +119,7 @@ pub fn GatewayForm(
                     {field("SSH host", "ssh_host", ssh_host, "text")}
                     {field("SSH port", "ssh_port", ssh_port, "text")}
                     {field("SSH user", "ssh_user", ssh_user, "text")}
+                    {field("Jump host ([user@]host[:port])", "ssh_jump", ssh_jump, "text")}
                     <tr>
                         <td><label for="gw-ssh_auth">"SSH login"</label></td>
                         <td>
