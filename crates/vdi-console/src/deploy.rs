@@ -87,7 +87,8 @@ async fn install_and_check(
         if st.active_state == "active" {
             break st;
         }
-        if t.elapsed() > Duration::from_secs(30) {
+        let down = st.active_state == "failed" || st.sub_state == "auto-restart";
+        if down || t.elapsed() > Duration::from_secs(30) {
             return Ok(Err(services::last_lines(s, "vdi-gateway", 20).await));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -106,8 +106,12 @@ pub fn parse_line(line: &str) -> Result<JournalEntry, String> {
         priority: field(&v, "PRIORITY")
             .and_then(|p| p.parse().ok())
             .unwrap_or(6),
-        unit: field(&v, "_SYSTEMD_UNIT")
-            .or_else(|| field(&v, "UNIT"))
+        // The unit an entry is about: systemd's own lines about it carry
+        // UNIT=, lines a privileged program attached to it OBJECT_SYSTEMD_UNIT=,
+        // the unit's own output _SYSTEMD_UNIT=.
+        unit: field(&v, "UNIT")
+            .or_else(|| field(&v, "OBJECT_SYSTEMD_UNIT"))
+            .or_else(|| field(&v, "_SYSTEMD_UNIT"))
             .unwrap_or_default()
             .trim_end_matches(".service")
             .to_string(),

@@ -6,7 +6,7 @@ use crate::ssh::{Session, SshError};
 use std::time::{Duration, Instant};
 use vdi_wire::console::{ActionOutcome, ServiceAction, UNITS, UnitStatus};
 
-const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,StateChangeTimestamp,MainPID,MemoryCurrent,NRestarts,InvocationID";
+const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,StateChangeTimestamp,MainPID,MemoryCurrent,NRestarts,InvocationID,ConditionResult";
 
 /// The command that reads the state of `units` (names from [`UNITS`] only).
 pub fn show_command(units: &[&str]) -> String {
@@ -43,6 +43,7 @@ pub fn parse_show(text: &str) -> Result<Vec<UnitStatus>, String> {
                 "MemoryCurrent" => u.memory_bytes = v.parse().ok().filter(|m| *m != u64::MAX),
                 "NRestarts" => u.restarts = v.parse().ok(),
                 "InvocationID" => u.invocation_id = v.into(),
+                "ConditionResult" => u.condition_met = Some(v == "yes"),
                 _ => {}
             }
         }
@@ -92,7 +93,15 @@ pub async fn act(
     let t = Instant::now();
     let before = status(s, &[unit]).await?.pop();
     // systemctl waits for the job; its exit status says whether it failed.
-    let cmd = format!("LC_ALL=C systemctl {} {unit}.service", action.verb());
+    // An admin's explicit start clears systemd's start rate limit (a unit
+    // that failed a few times in a row would otherwise refuse to start).
+    let reset = match action {
+        ServiceAction::Start | ServiceAction::Restart => {
+            format!("systemctl reset-failed {unit}.service 2>/dev/null; ")
+        }
+        _ => String::new(),
+    };
+    let cmd = format!("{reset}LC_ALL=C systemctl {} {unit}.service", action.verb());
     let run = s.exec(&cmd, limit).await?;
     let mut outcome = ActionOutcome {
         gateway,
@@ -107,30 +116,29 @@ pub async fn act(
     };
     let mut now = status(s, &[unit]).await?.pop();
     if run.success() {
-        // Follow the unit until it settles (a notify unit may still be
-        // activating when a reload returns).
+        // systemctl returns when the job is done; a unit may still be
+        // between states (a notify unit reloading): follow it until it settles.
         loop {
             let st = now.as_ref();
             let state = st.map(|u| u.active_state.as_str()).unwrap_or("");
+            let settling = matches!(state, "activating" | "deactivating" | "reloading")
+                && st.is_some_and(|u| u.sub_state != "auto-restart");
+            if settling && t.elapsed() < limit {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now = status(s, &[unit]).await?.pop();
+                continue;
+            }
             let fresh = match action {
                 ServiceAction::Restart => {
                     st.map(|u| &u.invocation_id) != before.as_ref().map(|b| &b.invocation_id)
                 }
                 _ => true,
             };
-            let done = match action {
+            outcome.ok = match action {
                 ServiceAction::Stop => state == "inactive",
                 _ => state == "active" && fresh,
             };
-            if done {
-                outcome.ok = true;
-                break;
-            }
-            if state == "failed" || t.elapsed() > limit {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            now = status(s, &[unit]).await?.pop();
+            break;
         }
     }
     let took = t.elapsed();
@@ -143,7 +151,10 @@ pub async fn act(
             took.as_secs_f64()
         )
     } else {
-        let why = run.stderr_text().trim().to_string();
+        let mut why = run.stderr_text().trim().to_string();
+        if st.condition_met == Some(false) {
+            why = "its start condition is not met (for Keepalived: no configuration yet; let the gateway manage HA)".into();
+        }
         format!(
             "{} failed: the unit is {} ({}, result {}){}",
             action.verb(),
@@ -171,7 +182,7 @@ mod tests {
 
     #[test]
     fn parses_blocks() {
-        let text = "Id=vdi-gateway.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nStateChangeTimestamp=@1764300000\nMainPID=412\nMemoryCurrent=7340032\nNRestarts=2\nInvocationID=abc\n\nId=keepalived.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\nStateChangeTimestamp=\nMainPID=0\nMemoryCurrent=[not set]\nNRestarts=0\nInvocationID=\n";
+        let text = "Id=vdi-gateway.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nStateChangeTimestamp=@1764300000\nMainPID=412\nMemoryCurrent=7340032\nNRestarts=2\nInvocationID=abc\nConditionResult=yes\n\nId=keepalived.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\nStateChangeTimestamp=\nMainPID=0\nMemoryCurrent=[not set]\nNRestarts=0\nInvocationID=\n";
         let all = parse_show(text).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(
@@ -187,6 +198,7 @@ mod tests {
                 memory_bytes: Some(7340032),
                 restarts: Some(2),
                 invocation_id: "abc".into(),
+                condition_met: Some(true),
             }
         );
         assert_eq!(

@@ -147,6 +147,9 @@ pub struct UnitStatus {
     pub restarts: Option<u32>,
     /// Changes on each start: tells a completed restart from the old run.
     pub invocation_id: String,
+    /// `false` when the unit's start conditions failed (e.g. Keepalived
+    /// without a configuration file): systemd skips it without an error.
+    pub condition_met: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,11 +66,19 @@ impl Bed {
 
     /// `testbed.sh up NAME HOSTS --deb DEB`; the bed is taken down on drop.
     pub fn up(name: &str, hosts: usize, deb: &Path) -> Bed {
+        Self::up_with(name, hosts, &[deb])
+    }
+
+    /// Like [`Bed::up`] with any number of packages (none: bare hosts).
+    pub fn up_with(name: &str, hosts: usize, debs: &[&Path]) -> Bed {
         let t = Instant::now();
-        let out = run(Command::new("bash")
-            .arg(Self::script())
-            .args(["up", name, &hosts.to_string(), "--deb"])
-            .arg(deb));
+        let mut cmd = Command::new("bash");
+        cmd.arg(Self::script())
+            .args(["up", name, &hosts.to_string()]);
+        for d in debs {
+            cmd.arg("--deb").arg(d);
+        }
+        let out = run(&mut cmd);
         assert!(
             out.status.success(),
             "testbed up failed:\n{}\n{}",
@@ -84,6 +92,11 @@ impl Bed {
         Bed {
             name: name.to_string(),
         }
+    }
+
+    /// The bed's SSH private key (root on every host accepts it).
+    pub fn key(&self) -> PathBuf {
+        PathBuf::from(format!("/run/vdi-testbed/{}/id_ed25519", self.name))
     }
 
     pub fn ip(&self, who: &str) -> IpAddr {

@@ -1,0 +1,517 @@
+//! The console's SSH features against real hosts of the test bed (systemd,
+//! journald, sshd, HAProxy, Keepalived): host keys, logins, jump host,
+//! services and their actions, the followed journal across a dropped
+//! connection, configuration drift. The console runs in the bed's client
+//! namespace, like an admin's workstation on that network.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vdi_console::journal::Query;
+use vdi_console::secrets::Secrets;
+use vdi_console::{Console, Error, audit::AuditFilter};
+use vdi_e2e::{Bed, build_deb, can_run};
+use vdi_wire::console::{GatewayDraft, JournalEvent, ServiceAction, SshAuth};
+
+/// Runs a bed command off the async runtime (it blocks on a subprocess).
+async fn sh(bed: &Arc<Bed>, host: &'static str, cmd: String) -> String {
+    let bed = bed.clone();
+    tokio::task::spawn_blocking(move || bed.sh(host, &cmd))
+        .await
+        .unwrap()
+}
+
+fn draft(name: &str, host: &str, key: &Path) -> GatewayDraft {
+    GatewayDraft {
+        name: name.into(),
+        api_url: format!("http://{host}:8000"),
+        ssh_host: Some(host.into()),
+        ssh_auth: Some(SshAuth::KeyFile {
+            path: key.display().to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The SHA256 fingerprint of a host's ed25519 key, as ssh-keygen prints it.
+fn host_fingerprint(bed: &Bed, host: &str) -> String {
+    let line = bed.sh(host, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+fn expect_err(
+    r: Result<impl std::fmt::Debug, Error>,
+    code: &str,
+) -> vdi_wire::console::ConsoleError {
+    let e: vdi_wire::console::ConsoleError = r.expect_err("an error").into();
+    assert_eq!(e.code, code, "{}", e.message);
+    e
+}
+
+/// First contact: the unknown key is shown with its fingerprint, trusted,
+/// then known. Returns nothing; panics on any deviation.
+async fn trust_first_use(c: &Console, id: i64, bed: &Bed, host: &str) {
+    let e = expect_err(c.services(id).await, "host_key_unknown");
+    let d = e.detail.expect("the key to confirm");
+    assert_eq!(
+        d["fingerprint"],
+        host_fingerprint(bed, host),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains(d["fingerprint"].as_str().unwrap()));
+    let ip = d["host"].as_str().unwrap().to_string();
+    // A fingerprint other than the one shown is refused.
+    expect_err(
+        c.trust_host_key(id, &ip, 22, "SHA256:AAAAnotthekeyAAAA"),
+        "invalid_input",
+    );
+    c.trust_host_key(id, &ip, 22, d["fingerprint"].as_str().unwrap())
+        .unwrap();
+}
+
+#[test]
+fn console_over_ssh() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let bed = Arc::new(Bed::up("cssh", 2, &deb));
+    let (h1, h2) = (bed.ip("h1"), bed.ip("h2"));
+    // A home of its own: the user's ~/.ssh/config and known_hosts, an agent.
+    let home = std::env::temp_dir().join(format!("vdi-cssh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(
+        home.join(".ssh/config"),
+        format!("Host gw2-via-bastion\n    HostName {h2}\n    ProxyJump root@{h1}\n"),
+    )
+    .unwrap();
+    let agent_sock = home.join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let agent = scopeguard(agent);
+    bed.wait("ssh-agent socket", Duration::from_secs(5), || {
+        agent_sock.exists()
+    });
+    let added = std::process::Command::new("ssh-add")
+        .arg(bed.key())
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    // A copy of the bed key behind a passphrase.
+    let locked = home.join("locked_ed25519");
+    std::fs::copy(bed.key(), &locked).unwrap();
+    let p = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", "s3cret phrase", "-f"])
+        .arg(&locked)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{p:?}");
+    // Safety: before any thread of this test starts.
+    unsafe {
+        std::env::set_var("HOME", &home);
+        std::env::set_var("SSH_AUTH_SOCK", &agent_sock);
+    }
+    // h1 manages HA (so both configuration files exist) and accepts a password.
+    let keys: serde_json::Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    let api_key = keys["api_key"].as_str().unwrap().to_string();
+    bed.sh(
+        "h1",
+        &format!(
+            "vdi-gateway settings set virtual_addr={}.100 ha_managed=true vrrp_advert_int=0.2 && systemctl reload vdi-gateway",
+            h1.to_string().rsplit_once('.').unwrap().0
+        ),
+    );
+    bed.wait(
+        "keepalived started by the gateway",
+        Duration::from_secs(20),
+        || bed.ssh("h1", "systemctl is-active keepalived").1.trim() == "active",
+    );
+    bed.sh(
+        "h1",
+        "echo 'root:pw-for-test' | chpasswd && printf 'PermitRootLogin yes\\nPasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-password.conf && systemctl reload ssh",
+    );
+    let fp_h2_before = host_fingerprint(&bed, "h2");
+    let key = bed.key();
+    let data = home.join("console");
+
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = Arc::new(Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap());
+        let g1 = c
+            .add(&GatewayDraft {
+                api_key: Some(api_key.clone()),
+                ..draft("h1", &h1.to_string(), &key)
+            })
+            .unwrap()
+            .id;
+
+        // Host keys: unknown → asked with the right fingerprint → trusted.
+        trust_first_use(&c, g1, &bed, "h1").await;
+        let known = std::fs::read_to_string(data.join("known_hosts")).unwrap();
+        assert!(known.starts_with(&format!("{h1} ssh-ed25519 ")), "{known}");
+
+        // Services, parsed from `systemctl show`, match the host's own view.
+        let units = c.services(g1).await.unwrap();
+        assert_eq!(
+            units.iter().map(|u| u.unit.as_str()).collect::<Vec<_>>(),
+            ["vdi-gateway", "haproxy", "keepalived"]
+        );
+        for u in &units {
+            assert_eq!((u.load_state.as_str(), u.active_state.as_str(), u.sub_state.as_str()), ("loaded", "active", "running"), "{u:?}");
+            let pid = sh(&bed, "h1", format!("systemctl show -p MainPID --value {}", u.unit)).await;
+            assert_eq!(u.main_pid, pid.trim().parse().ok(), "{u:?}");
+            assert!(u.since.is_some_and(|s| s > 1_700_000_000), "{u:?}");
+            assert_eq!(u.restarts, Some(0));
+            assert_eq!(u.condition_met, Some(true));
+        }
+
+        // Restart each unit: tracked until active again (a new run).
+        for u in &units {
+            let o = c.service_action(g1, &u.unit, ServiceAction::Restart).await.unwrap();
+            let st = o.status.clone().unwrap();
+            assert!(o.ok, "{o:?}");
+            assert_eq!(st.active_state, "active");
+            assert_ne!(st.invocation_id, u.invocation_id, "a new run of {}", u.unit);
+            assert!(o.summary.starts_with("active (running) after"), "{}", o.summary);
+        }
+        let o = c.service_action(g1, "haproxy", ServiceAction::Reload).await.unwrap();
+        assert!(o.ok, "{o:?}");
+        expect_err(c.service_action(g1, "sshd", ServiceAction::Restart).await, "invalid_input");
+
+        // Config previews: none drifted; a hand edit shows up as drift.
+        for which in ["haproxy", "keepalived"] {
+            let p = c.config_preview(g1, which).await.unwrap();
+            assert!(p.check_ok, "{which}: {}", p.check_output);
+            assert!(!p.drift, "{which} drifted already:\n{}", p.diff);
+            assert!(p.on_host.is_some() && p.rendered.is_some());
+        }
+        sh(&bed, "h1", "sed -i 's/timeout client .*/timeout client 1m/' /etc/haproxy/haproxy.cfg".into()).await;
+        let p = c.config_preview(g1, "haproxy").await.unwrap();
+        assert!(p.drift, "the hand edit is drift");
+        assert!(p.diff.contains("\n+    timeout client 1m\n") || p.diff.contains("\n+\ttimeout client 1m\n"), "{}", p.diff);
+        assert!(p.check_ok, "still a valid file: {}", p.check_output);
+
+        // A restart that fails reports it, with the unit's last log lines.
+        sh(&bed, "h1", "echo 'this_is_no_keyword' >> /etc/haproxy/haproxy.cfg".into()).await;
+        let p = c.config_preview(g1, "haproxy").await.unwrap();
+        assert!(!p.check_ok && p.check_output.contains("this_is_no_keyword"), "{}", p.check_output);
+        let o = c.service_action(g1, "haproxy", ServiceAction::Restart).await.unwrap();
+        assert!(!o.ok, "{o:?}");
+        assert!(o.summary.contains("failed"), "{}", o.summary);
+        assert!(o.log.iter().any(|l| l.contains("this_is_no_keyword")), "{:#?}", o.log);
+        // The gateway rewrites its file (after HAProxy's failed starts are
+        // forgiven: systemd's start limit); HAProxy comes back.
+        sh(&bed, "h1", "systemctl reset-failed haproxy; vdi-gateway apply".into()).await;
+        let o = c.service_action(g1, "haproxy", ServiceAction::Start).await.unwrap();
+        assert!(o.ok, "{o:?}");
+
+        // The journal: a line written into haproxy's journal arrives live.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let follower = {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let q = Query { unit: "haproxy", lines: 5, ..Default::default() };
+                c.follow_journal(g1, q, stop, move |e| tx.send(e).is_ok()).await
+            })
+        };
+        // Writes MESSAGE at PRIORITY (3 err, 4 warning, 6 info) attached to
+        // haproxy's main process: as root, journald then files it under the
+        // unit (OBJECT_SYSTEMD_UNIT), which `journalctl -u haproxy` shows. (A
+        // short-lived logger moved into the unit's cgroup races journald.)
+        let write = |msg: String, prio: u8| {
+            sh(&bed, "h1", format!("printf 'MESSAGE=%s\\nPRIORITY={prio}\\nOBJECT_PID=%s\\n' {msg} \"$(systemctl show -p MainPID --value haproxy)\" | logger --journald"))
+        };
+        async fn until(rx: &mut mpsc::UnboundedReceiver<JournalEvent>, limit: Duration, mut f: impl FnMut(&JournalEvent) -> bool) -> Vec<JournalEvent> {
+            let mut seen = vec![];
+            let t = Instant::now();
+            loop {
+                let left = limit.checked_sub(t.elapsed()).unwrap_or_else(|| panic!("not within {limit:?}; got {seen:#?}"));
+                let e = tokio::time::timeout(left, rx.recv()).await.unwrap_or_else(|_| panic!("not within {limit:?}; got {seen:#?}")).expect("stream open");
+                let hit = f(&e);
+                seen.push(e);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        let has = |e: &JournalEvent, m: &str| matches!(e, JournalEvent::Entries { entries } if entries.iter().any(|x| x.message == m));
+        // The first batch (recent lines) comes once the stream runs.
+        until(&mut rx, Duration::from_secs(10), |e| matches!(e, JournalEvent::Entries { .. })).await;
+        let marker = format!("vdi-e2e-live-{}", std::process::id());
+        write(marker.clone(), 3).await;
+        let t = Instant::now();
+        let seen = until(&mut rx, Duration::from_secs(1), |e| has(e, &marker)).await;
+        eprintln!("journal line arrived {:?} after the write returned", t.elapsed());
+        let entry = seen.iter().rev().find_map(|e| match e {
+            JournalEvent::Entries { entries } => entries.iter().find(|x| x.message == marker).cloned(),
+            _ => None,
+        }).unwrap();
+        assert_eq!((entry.priority, entry.unit.as_str()), (3, "haproxy"));
+
+        // The connection drops: the gap is marked, the line written during it
+        // is not lost, and the stream goes on.
+        let _ = tokio::task::spawn_blocking({
+            let bed = bed.clone();
+            move || bed.ssh("h1", "pkill -KILL -f 'sshd: root@notty'")
+        }).await;
+        let during = format!("vdi-e2e-during-gap-{}", std::process::id());
+        write(during.clone(), 4).await;
+        let seen = until(&mut rx, Duration::from_secs(30), |e| has(e, &during)).await;
+        let gap = seen.iter().position(|e| matches!(e, JournalEvent::Gap { .. })).expect("a gap marker");
+        let resumed = seen.iter().position(|e| matches!(e, JournalEvent::Resumed { .. })).expect("a resumed marker");
+        assert!(gap < resumed && resumed < seen.len() - 1 + 1, "{seen:#?}");
+        assert!(c.ssh_reconnects(g1).await >= 1);
+        let after = format!("vdi-e2e-after-gap-{}", std::process::id());
+        write(after.clone(), 6).await;
+        until(&mut rx, Duration::from_secs(5), |e| has(e, &after)).await;
+        stop.cancel();
+        follower.await.unwrap().unwrap();
+
+        // Priority filter and load-earlier, on the same journal.
+        let q = Query { unit: "haproxy", lines: 50, priority: Some(3), ..Default::default() };
+        let errs = c.journal(g1, &q, None).await.unwrap();
+        assert!(errs.iter().any(|e| e.message == marker));
+        assert!(errs.iter().all(|e| e.priority <= 3), "{errs:#?}");
+        assert!(!errs.iter().any(|e| e.message == after), "info is filtered out");
+        let all = c.journal(g1, &Query { unit: "haproxy", lines: 3, ..Default::default() }, None).await.unwrap();
+        assert_eq!(all.len(), 3);
+        let earlier = c.journal(g1, &Query { unit: "haproxy", lines: 2, ..Default::default() }, Some(&all[0].cursor)).await.unwrap();
+        assert_eq!(earlier.len(), 2);
+        assert!(earlier[1].ts_us <= all[0].ts_us && earlier[0].ts_us <= earlier[1].ts_us);
+
+        // Other logins: password, key behind a passphrase, ssh-agent.
+        let mut d = draft("h1-password", &h1.to_string(), &key);
+        d.ssh_auth = Some(SshAuth::Password);
+        d.ssh_password = Some("wrong".into());
+        let gp = c.add(&d).unwrap().id;
+        expect_err(c.services(gp).await, "ssh_auth");
+        d.ssh_password = Some("pw-for-test".into());
+        c.update(gp, &d).unwrap();
+        c.ssh_disconnect(gp).await;
+        assert_eq!(c.services(gp).await.unwrap().len(), 3);
+        let mut d = draft("h1-locked", &h1.to_string(), &locked);
+        let gl = c.add(&d).unwrap().id;
+        expect_err(c.services(gl).await, "ssh_passphrase");
+        d.ssh_password = Some("s3cret phrase".into());
+        c.update(gl, &d).unwrap();
+        assert_eq!(c.services(gl).await.unwrap().len(), 3);
+        let mut d = draft("h1-agent", &h1.to_string(), &key);
+        d.ssh_auth = Some(SshAuth::Agent);
+        let ga = c.add(&d).unwrap().id;
+        assert_eq!(c.services(ga).await.unwrap().len(), 3);
+
+        // h2 through h1 as a jump host: from the inventory, and from ~/.ssh/config.
+        let mut d = draft("h2-jump", &h2.to_string(), &key);
+        d.ssh_jump = Some(format!("root@{h1}"));
+        let gj = c.add(&d).unwrap().id;
+        // h1 is trusted already; h2 is asked about.
+        trust_first_use(&c, gj, &bed, "h2").await;
+        let s = c.ssh(gj).await.unwrap();
+        let from = s.exec("echo $SSH_CONNECTION", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(from.stdout_text().split_whitespace().next(), Some(h1.to_string().as_str()), "h2 sees h1 as the client");
+        let gc = c.add(&draft("h2-config", "gw2-via-bastion", &key)).unwrap().id;
+        let s = c.ssh(gc).await.unwrap();
+        let from = s.exec("echo $SSH_CONNECTION", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(from.stdout_text().split_whitespace().next(), Some(h1.to_string().as_str()));
+
+        // A changed host key is refused, plainly, until it is replaced explicitly.
+        sh(&bed, "h2", "rm /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && systemctl restart ssh".into()).await;
+        c.ssh_disconnect(gj).await;
+        let e = expect_err(c.services(gj).await, "host_key_changed");
+        let d = e.detail.unwrap();
+        assert_eq!(d["expected"], fp_h2_before.as_str());
+        assert_ne!(d["fingerprint"], fp_h2_before.as_str());
+        assert!(e.message.contains("HAS CHANGED") && e.message.contains("refuses"), "{}", e.message);
+        c.trust_host_key(gj, &h2.to_string(), 22, d["fingerprint"].as_str().unwrap()).unwrap();
+        assert_eq!(c.services(gj).await.unwrap().len(), 3);
+
+        // Everything the admin did is in the audit log, without secrets.
+        let log = c.audit_log(&AuditFilter::default()).unwrap();
+        let actions: Vec<&str> = log.iter().map(|r| r.action.as_str()).collect();
+        for a in ["trust_host_key", "service"] {
+            assert!(actions.contains(&a), "{actions:?}");
+        }
+        assert!(log.iter().any(|r| r.action == "service" && r.result == "failed" && r.params.contains("haproxy")));
+        let dump = serde_json::to_string(&log).unwrap();
+        assert!(!dump.contains("pw-for-test") && !dump.contains("s3cret"), "{dump}");
+    })
+    .join()
+    .unwrap();
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Kills the child when dropped.
+struct Guard(std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+fn scopeguard(c: std::process::Child) -> Guard {
+    Guard(c)
+}
+
+/// Repacks `deb` with another version; `broken` makes its daemon exit at once.
+fn variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathBuf {
+    let root = dir.join(format!("pkg-{version}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let run = |cmd: &mut std::process::Command| {
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(std::process::Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&root));
+    let control = root.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Version:") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    if broken {
+        let bin = root.join("usr/bin/vdi-gateway");
+        // `init` (postinst) and `check` (ExecStartPre) pass, `serve` dies: a bad build.
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\ncase \"$*\" in *init*|*check*) exit 0;; esac\necho 'vdi-gateway: broken build' >&2\nexit 1\n",
+        )
+        .unwrap();
+    }
+    let out = dir.join(format!("vdi-gateway_{version}_amd64.deb"));
+    run(std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&root)
+        .arg(&out));
+    out
+}
+
+#[test]
+fn console_deploys_upgrades_and_rolls_back() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let dir = std::env::temp_dir().join(format!("vdi-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let v2 = variant(&deb, &dir, "0.1.0+up1", false);
+    let bad = variant(&deb, &dir, "0.1.0+up2", true);
+    let bed = Arc::new(Bed::up_with("cdep", 1, &[]));
+    let h1 = bed.ip("h1");
+    assert_eq!(
+        bed.ssh("h1", "dpkg-query -W vdi-gateway").0,
+        1,
+        "no gateway yet"
+    );
+    let key = bed.key();
+    let data = dir.join("console");
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap();
+        let g = c.add(&draft("h1", &h1.to_string(), &key)).unwrap().id;
+        trust_first_use(&c, g, &bed, "h1").await;
+
+        let mut steps = vec![];
+        let r = c.deploy(g, &deb, false, |p| steps.push(p)).await.unwrap();
+        assert_eq!(
+            (r.outcome.as_str(), r.before.as_deref(), r.after.as_deref()),
+            ("installed", None, Some("0.1.0")),
+            "{r:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|p| p.step == "upload" && p.fraction == Some(1.0)),
+            "{steps:?}"
+        );
+        assert_eq!(
+            sh(&bed, "h1", "systemctl is-active vdi-gateway".into())
+                .await
+                .trim(),
+            "active"
+        );
+
+        let r = c.deploy(g, &v2, false, |_| {}).await.unwrap();
+        assert_eq!(
+            (r.outcome.as_str(), r.after.as_deref()),
+            ("upgraded", Some("0.1.0+up1")),
+            "{r:?}"
+        );
+        let r = c.deploy(g, &v2, false, |_| {}).await.unwrap();
+        assert_eq!(r.outcome, "unchanged");
+
+        let mut steps = vec![];
+        let r = c.deploy(g, &bad, false, |p| steps.push(p)).await.unwrap();
+        assert_eq!(
+            (r.outcome.as_str(), r.after.as_deref()),
+            ("rolled_back", Some("0.1.0+up1")),
+            "{r:?}"
+        );
+        assert!(
+            r.log.iter().any(|l| l.contains("broken build")),
+            "{:#?}",
+            r.log
+        );
+        assert!(steps.iter().any(|p| p.step == "rollback"));
+        assert_eq!(
+            sh(&bed, "h1", "systemctl is-active vdi-gateway".into())
+                .await
+                .trim(),
+            "active"
+        );
+        assert_eq!(
+            sh(
+                &bed,
+                "h1",
+                "dpkg-query -W -f='${Version}' vdi-gateway".into()
+            )
+            .await,
+            "0.1.0+up1"
+        );
+
+        // Not a gateway package: refused before anything is installed.
+        let junk = data.join("junk.deb");
+        std::fs::write(&junk, b"not a package").unwrap();
+        expect_err(c.deploy(g, &junk, false, |_| {}).await, "ssh");
+        let log = c
+            .audit_log(&AuditFilter {
+                action: Some("deploy".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            log.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
+            ["failed", "failed", "ok", "ok", "ok"]
+        );
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
