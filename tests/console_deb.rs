@@ -55,6 +55,7 @@ fn console_deb_has_the_app_its_launcher_and_its_libraries() {
         "./usr/bin/vdi-console-app",
         "./usr/share/applications/vdi-console.desktop",
         "./usr/share/icons/hicolor/128x128/apps/vdi-console.png",
+        "./usr/share/vdi-console/vdi-gateway.deb",
     ] {
         assert!(files.contains(f), "{f} missing:\n{files}");
     }

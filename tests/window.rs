@@ -4,163 +4,21 @@
 //! the connections view, disconnects it and sees it go. A screenshot of every
 //! view is saved in target/screenshots/ (copied to docs/screenshots/ by hand).
 
-use fantoccini::{ClientBuilder, Locator};
-use serde_json::json;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod desktop;
+
+use desktop::{Desktop, click, set_value, shots, wait_text};
+use fantoccini::Locator;
 use std::time::{Duration, Instant};
-
-const APP: &str = env!("CARGO_BIN_EXE_vdi-console-app");
-
-struct Killed(Child, &'static str);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: tauri-driver then stops WebKitWebDriver too.
-        unsafe { libc_kill(self.0.id() as i32, 15) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} did not stop; killing it", self.1);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn wait_port(port: u16, what: &str) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{what} did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Replaces an input's value the way typing would (WebDriver's clear() fires no
-/// `input` event in WebKit, so the page would not see the change).
-async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element, text: &str) {
-    let el = serde_json::to_value(e).unwrap();
-    c.execute(
-        "arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
-        vec![el],
-    )
-    .await
-    .unwrap();
-    e.send_keys(text).await.unwrap();
-}
-
-/// Clicks element `id` after scrolling it to the middle of the window: under
-/// Xvfb without a window manager, WebKitGTK delivers mousedown/mouseup but no
-/// `click` in the bottom ~30 px of the window (checked with a real X click
-/// through xdotool too), so a button there would never be pressed.
-async fn click(c: &fantoccini::Client, id: &str) {
-    let e = c.find(Locator::Id(id)).await.unwrap();
-    c.execute(
-        "arguments[0].scrollIntoView({block: 'center'});",
-        vec![serde_json::to_value(&e).unwrap()],
-    )
-    .await
-    .unwrap();
-    e.click().await.unwrap();
-}
-
-/// Polls the text of element `id` until `done` holds (bounded: 10 s).
-async fn wait_text(c: &fantoccini::Client, id: &str, done: impl Fn(&str) -> bool) -> String {
-    let t = Instant::now();
-    loop {
-        let text = c.find(Locator::Id(id)).await.unwrap().text().await.unwrap();
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "#{id} still says: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn shots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn console_window_end_to_end() {
-    let missing: Vec<&str> = ["Xvfb", "WebKitWebDriver", "tauri-driver"]
-        .into_iter()
-        .filter(|c| !have(c))
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "missing under CI: {missing:?}"
-        );
-        eprintln!("SKIPPED: missing {missing:?} (scripts/test installs them)");
-        return;
-    }
-    let display = format!(":{}", 90 + std::process::id() % 100);
-    let _xvfb = Killed(
-        Command::new("Xvfb")
-            .args([
-                display.as_str(),
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        "Xvfb",
-    );
     let data = std::env::temp_dir().join(format!("vdi-window-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).unwrap();
-    let port = 4444 + (std::process::id() % 1000) as u16 * 2;
-    let _driver = Killed(
-        Command::new("tauri-driver")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &(port + 1).to_string(),
-            ])
-            .env("DISPLAY", &display)
-            .env("VDI_CONSOLE_DATA", &data)
-            .spawn()
-            .unwrap(),
-        "tauri-driver",
-    );
-    wait_port(port, "tauri-driver");
-    let caps = json!({"browserName": "wry", "tauri:options": {"application": APP}});
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps.as_object().unwrap().clone())
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session with the app");
+    let Some(desktop) = Desktop::start(None, &data) else {
+        return;
+    };
+    let c = desktop.connect().await;
 
     // The embedded gateway shows up online in the fleet view.
     let row = c

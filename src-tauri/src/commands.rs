@@ -17,7 +17,7 @@ use vdi_wire::{
     ConnectionOpened, Connections, Disconnect, Disconnected, Settings, SettingsChanged,
 };
 
-type Res<T> = Result<T, ConsoleError>;
+pub(crate) type Res<T> = Result<T, ConsoleError>;
 
 pub struct AppState {
     pub console: Arc<Console>,
@@ -59,6 +59,17 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         watch_connections,
         disconnect,
         demo_tunnel,
+        crate::hosts::services,
+        crate::hosts::service_action,
+        crate::hosts::rolling_action,
+        crate::hosts::trust_host_key,
+        crate::hosts::watch_journal,
+        crate::hosts::stop_journal,
+        crate::hosts::journal_earlier,
+        crate::hosts::config_preview,
+        crate::hosts::deploy,
+        crate::hosts::audit_list,
+        crate::hosts::audit_export,
     ]
 }
 

@@ -3,6 +3,7 @@
 //! that the `vdi-console` CLI uses too.
 
 mod commands;
+mod hosts;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,10 @@ pub fn configure<R: tauri::Runtime>(
     builder: tauri::Builder<R>,
     state: AppState,
 ) -> tauri::Builder<R> {
-    builder.manage(state).invoke_handler(commands::handler())
+    builder
+        .manage(state)
+        .manage(hosts::JournalWatch::default())
+        .invoke_handler(commands::handler())
 }
 
 pub fn run() {
@@ -36,6 +40,7 @@ pub fn run() {
             let dir = data_dir(app);
             let console = Arc::new(vdi_console::Console::open(&dir)?);
             app.manage(AppState::new(console.clone(), dir));
+            app.manage(hosts::JournalWatch::default());
             // With no gateway configured, start the bundled one so a newcomer
             // sees a live gateway at once.
             tauri::async_runtime::spawn(async move {

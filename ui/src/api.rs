@@ -3,7 +3,11 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary, GatewayDraft, GatewayEntry};
+use vdi_wire::console::{
+    ActionOutcome, AuditFilter, AuditRecord, ConfigPreview, ConsoleError, DeployProgress,
+    DeployReport, FleetRow, FleetSummary, GatewayDraft, GatewayEntry, JournalEntry, JournalEvent,
+    ServiceAction, UnitStatus,
+};
 use vdi_wire::{
     ConnectionOpened, Connections, Disconnect, Disconnected, Settings, SettingsChanged,
 };
@@ -187,4 +191,162 @@ fn subscribe<T: DeserializeOwned + 'static>(on: impl Fn(T) + 'static) -> Channel
     // The channel lives as long as the page; so does its callback.
     cb.forget();
     channel
+}
+
+// ---- Over SSH: services, journal, configuration, deploy, host keys, audit.
+
+fn id_arg(id: i64) -> (&'static str, JsValue) {
+    ("id", JsValue::from_f64(id as f64))
+}
+
+pub async fn services(id: i64) -> Result<Vec<UnitStatus>, ConsoleError> {
+    call("services", args(&[id_arg(id)])).await
+}
+
+pub async fn service_action(
+    id: i64,
+    unit: &str,
+    action: ServiceAction,
+) -> Result<ActionOutcome, ConsoleError> {
+    call(
+        "service_action",
+        args(&[
+            id_arg(id),
+            ("unit", JsValue::from_str(unit)),
+            ("action", to_js(&action)),
+        ]),
+    )
+    .await
+}
+
+/// One host after the other; `on` gets each host's outcome as it is known.
+pub async fn rolling_action(
+    ids: &[i64],
+    unit: &str,
+    action: ServiceAction,
+    on: impl Fn(ActionOutcome) + 'static,
+) -> Result<Vec<ActionOutcome>, ConsoleError> {
+    let channel = subscribe(on);
+    call(
+        "rolling_action",
+        args(&[
+            ("ids", to_js(&ids)),
+            ("unit", JsValue::from_str(unit)),
+            ("action", to_js(&action)),
+            ("channel", channel.into()),
+        ]),
+    )
+    .await
+}
+
+pub async fn trust_host_key(
+    id: i64,
+    host: &str,
+    port: u16,
+    fingerprint: &str,
+) -> Result<(), ConsoleError> {
+    call(
+        "trust_host_key",
+        args(&[
+            id_arg(id),
+            ("host", JsValue::from_str(host)),
+            ("port", JsValue::from(port)),
+            ("fingerprint", JsValue::from_str(fingerprint)),
+        ]),
+    )
+    .await
+}
+
+/// What the journal view asks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JournalAsk {
+    pub id: i64,
+    pub unit: String,
+    pub lines: u32,
+    pub priority: Option<u8>,
+    pub since: String,
+    pub until: String,
+}
+
+/// Follows a unit's journal (replacing the previous watch).
+pub async fn watch_journal(
+    ask: &JournalAsk,
+    on: impl Fn(JournalEvent) + 'static,
+) -> Result<(), ConsoleError> {
+    let channel = subscribe(on);
+    call(
+        "watch_journal",
+        args(&[
+            id_arg(ask.id),
+            ("unit", JsValue::from_str(&ask.unit)),
+            ("lines", JsValue::from(ask.lines)),
+            ("priority", to_js(&ask.priority)),
+            ("since", to_js(&Some(ask.since.clone()))),
+            ("until", to_js(&Some(ask.until.clone()))),
+            ("channel", channel.into()),
+        ]),
+    )
+    .await
+}
+
+pub async fn stop_journal() -> Result<(), ConsoleError> {
+    call("stop_journal", args(&[])).await
+}
+
+pub async fn journal_earlier(
+    id: i64,
+    unit: &str,
+    before_cursor: &str,
+    lines: u32,
+) -> Result<Vec<JournalEntry>, ConsoleError> {
+    call(
+        "journal_earlier",
+        args(&[
+            id_arg(id),
+            ("unit", JsValue::from_str(unit)),
+            ("beforeCursor", JsValue::from_str(before_cursor)),
+            ("lines", JsValue::from(lines)),
+        ]),
+    )
+    .await
+}
+
+pub async fn config_preview(id: i64, which: &str) -> Result<ConfigPreview, ConsoleError> {
+    call(
+        "config_preview",
+        args(&[id_arg(id), ("which", JsValue::from_str(which))]),
+    )
+    .await
+}
+
+pub async fn deploy(
+    id: i64,
+    force: bool,
+    on: impl Fn(DeployProgress) + 'static,
+) -> Result<DeployReport, ConsoleError> {
+    let channel = subscribe(on);
+    call(
+        "deploy",
+        args(&[
+            id_arg(id),
+            ("force", JsValue::from_bool(force)),
+            ("channel", channel.into()),
+        ]),
+    )
+    .await
+}
+
+pub async fn audit_list(filter: &AuditFilter) -> Result<Vec<AuditRecord>, ConsoleError> {
+    call("audit_list", args(&[("filter", to_js(filter))])).await
+}
+
+pub async fn audit_export(filter: &AuditFilter, format: &str) -> Result<String, ConsoleError> {
+    call(
+        "audit_export",
+        args(&[
+            ("filter", to_js(filter)),
+            ("format", JsValue::from_str(format)),
+        ]),
+    )
+    .await
 }

@@ -3,7 +3,11 @@
 //! by the backend; the page never polls.
 
 mod api;
+mod audit;
+mod config;
+mod hosts;
 mod inventory;
+mod journal;
 mod settings;
 
 use leptos::prelude::*;
@@ -21,6 +25,42 @@ enum View {
     Fleet,
     Connections,
     Settings,
+    Services,
+    Journal,
+    Config,
+    Audit,
+}
+
+/// The views in the navigation bar, in order (Alt+1 ... Alt+7).
+const VIEWS: [(View, &str, &str); 7] = [
+    (View::Fleet, "nav-fleet", "Fleet"),
+    (View::Connections, "nav-connections", "Connections"),
+    (View::Settings, "nav-settings", "Settings"),
+    (View::Services, "nav-services", "Services"),
+    (View::Journal, "nav-journal", "Journal"),
+    (View::Config, "nav-config", "Config"),
+    (View::Audit, "nav-audit", "Audit"),
+];
+
+/// Saves `text` as a file through the webview's download.
+pub fn save_file(name: &str, mime: &str, text: &str) {
+    use wasm_bindgen::JsCast;
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts) else {
+        return;
+    };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else {
+        return;
+    };
+    if let Ok(a) = document().create_element("a") {
+        let a: web_sys::HtmlElement = a.unchecked_into();
+        let _ = a.set_attribute("href", &url);
+        let _ = a.set_attribute("download", name);
+        a.click();
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
 }
 
 #[component]
@@ -34,27 +74,26 @@ fn App() -> impl IntoView {
             set_info.set(Some(i));
         }
     });
-    // Alt+1/2/3 switch views (keyboard navigation besides Tab and Enter).
+    // Alt+1 ... Alt+7 switch views (keyboard navigation besides Tab and Enter).
     let _ = window_event_listener(leptos::ev::keydown, move |e| {
-        if e.alt_key() {
-            match e.key().as_str() {
-                "1" => set_view.set(View::Fleet),
-                "2" => set_view.set(View::Connections),
-                "3" => set_view.set(View::Settings),
-                _ => {}
-            }
+        if e.alt_key()
+            && let Some(n) = e
+                .key()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=VIEWS.len()).contains(n))
+        {
+            set_view.set(VIEWS[n - 1].0);
         }
     });
     view! {
         <header>
             <h1>"Space Gateway console"</h1>
             <nav aria-label="views">
-                <button id="nav-fleet" aria-current=move || (view.get() == View::Fleet).then_some("page")
-                    on:click=move |_| set_view.set(View::Fleet)>"Fleet"</button>
-                <button id="nav-connections" aria-current=move || (view.get() == View::Connections).then_some("page")
-                    on:click=move |_| set_view.set(View::Connections)>"Connections"</button>
-                <button id="nav-settings" aria-current=move || (view.get() == View::Settings).then_some("page")
-                    on:click=move |_| set_view.set(View::Settings)>"Settings"</button>
+                {VIEWS.iter().map(|&(v, id, label)| view! {
+                    <button id=id aria-current=move || (view.get() == v).then_some("page")
+                        on:click=move |_| set_view.set(v)>{label}</button>
+                }).collect_view()}
             </nav>
             <span style="flex:1"></span>
             <ThemePicker/>
@@ -76,6 +115,18 @@ fn App() -> impl IntoView {
             </Show>
             <Show when=move || view.get() == View::Settings>
                 <settings::SettingsView selected set_notice/>
+            </Show>
+            <Show when=move || view.get() == View::Services>
+                <hosts::ServicesView selected set_notice/>
+            </Show>
+            <Show when=move || view.get() == View::Journal>
+                <journal::JournalView selected set_notice/>
+            </Show>
+            <Show when=move || view.get() == View::Config>
+                <config::ConfigView selected/>
+            </Show>
+            <Show when=move || view.get() == View::Audit>
+                <audit::AuditView set_notice/>
             </Show>
         </main>
     }

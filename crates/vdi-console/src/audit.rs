@@ -4,35 +4,10 @@
 
 use crate::error::Result;
 use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub id: i64,
-    /// RFC 3339, UTC.
-    pub at: String,
-    pub os_user: String,
-    pub gateway: Option<i64>,
-    pub host: String,
-    pub action: String,
-    /// JSON, secrets replaced by `***`.
-    pub params: String,
-    /// `ok` or `failed`.
-    pub result: String,
-    pub detail: String,
-}
-
-/// Which records to list.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct AuditFilter {
-    pub host: Option<String>,
-    pub action: Option<String>,
-    /// Matches params or detail.
-    pub text: Option<String>,
-    pub limit: Option<u32>,
-}
+pub use vdi_wire::console::{AuditFilter, AuditRecord};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (

@@ -48,6 +48,15 @@ pub struct Console {
     audit: audit::Audit,
 }
 
+/// The gateway package the console deploys: `$VDI_GATEWAY_DEB`, else the
+/// one the console's own package ships.
+pub fn bundled_gateway_deb() -> Option<PathBuf> {
+    std::env::var_os("VDI_GATEWAY_DEB")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/usr/share/vdi-console/vdi-gateway.deb")))
+        .filter(|p| p.is_file())
+}
+
 /// The data directory: `$VDI_CONSOLE_DATA`, else the platform's data dir.
 pub fn default_data_dir() -> PathBuf {
     std::env::var_os("VDI_CONSOLE_DATA")

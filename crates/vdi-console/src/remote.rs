@@ -114,7 +114,13 @@ impl Console {
 
     /// Trusts the host key the admin was shown (by its fingerprint) for the
     /// host of gateway `id` or its jump host; replaces a changed key too.
-    pub fn trust_host_key(&self, id: i64, host: &str, port: u16, fingerprint: &str) -> Result<()> {
+    pub async fn trust_host_key(
+        &self,
+        id: i64,
+        host: &str,
+        port: u16,
+        fingerprint: &str,
+    ) -> Result<()> {
         let g = self.get(id)?;
         let (target, _) = self.ssh_target(&g)?;
         let ours = std::iter::successors(Some(&target), |t| t.jump.as_deref())
@@ -124,6 +130,11 @@ impl Console {
                 "host",
                 format!("{host}:{port} is not a host of this gateway"),
             ));
+        }
+        // Not asked in this process (the CLI): connect once to see the key.
+        if !self.pending_keys.has(host, port) {
+            self.ssh_disconnect(id).await;
+            let _ = self.ssh(id).await;
         }
         let key = self
             .pending_keys

@@ -269,3 +269,31 @@ pub struct DeployReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
 }
+
+/// One admin action in the console's local audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub os_user: String,
+    pub gateway: Option<i64>,
+    pub host: String,
+    pub action: String,
+    /// JSON, secrets replaced by `***`.
+    pub params: String,
+    /// `ok` or `failed`.
+    pub result: String,
+    pub detail: String,
+}
+
+/// Which audit records to list (all `None`: the newest 1000).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    #[serde(default)]
+    pub host: Option<String>,
+    pub action: Option<String>,
+    /// Matches params or detail.
+    pub text: Option<String>,
+    pub limit: Option<u32>,
+}

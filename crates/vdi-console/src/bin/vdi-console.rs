@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vdi_console::Console;
-use vdi_wire::console::{ConsoleError, GatewayDraft};
+use vdi_wire::console::{ConsoleError, GatewayDraft, ServiceAction};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,53 @@ enum Command {
     Connections { id: i64 },
     /// Run the embedded gateway (and add it to the fleet) until Ctrl-C.
     Embedded,
+    /// The units of a gateway host (over SSH).
+    Services { id: i64 },
+    /// Start, stop, restart or reload a unit (over SSH), tracked until it settles.
+    Service {
+        id: i64,
+        #[arg(value_parser = ["vdi-gateway", "haproxy", "keepalived"])]
+        unit: String,
+        #[arg(value_parser = ["start", "stop", "restart", "reload"])]
+        action: String,
+    },
+    /// A unit's journal (over SSH): recent entries, or --follow.
+    Journal {
+        id: i64,
+        #[arg(value_parser = ["vdi-gateway", "haproxy", "keepalived"])]
+        unit: String,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// A configuration file of a host with its drift and check.
+    Config {
+        id: i64,
+        #[arg(value_parser = ["haproxy", "keepalived"])]
+        which: String,
+    },
+    /// Trust a host key shown by an earlier command (by its fingerprint).
+    Trust {
+        id: i64,
+        host: String,
+        fingerprint: String,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+    },
+    /// Install or upgrade a gateway package on a host (default: the bundled one).
+    Deploy {
+        id: i64,
+        #[arg(long)]
+        package: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The audit log (newest first), as JSON or --csv.
+    Audit {
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 fn print<T: Serialize>(v: &T) {
@@ -94,6 +141,74 @@ fn main() -> ExitCode {
                 print(&entry);
                 let _ = tokio::signal::ctrl_c().await;
                 console.shutdown().await;
+            }
+            Command::Services { id } => print(&console.services(id).await?),
+            Command::Service { id, unit, action } => {
+                let action: ServiceAction = serde_json::from_value(serde_json::json!(action))
+                    .expect("clap checked the action");
+                let o = console.service_action(id, &unit, action).await?;
+                print(&o);
+                if !o.ok {
+                    return Err(vdi_console::Error::Audit(o.summary));
+                }
+            }
+            Command::Journal {
+                id,
+                unit,
+                lines,
+                follow,
+            } => {
+                let q = vdi_console::journal::Query {
+                    unit: vdi_console::services::known_unit(&unit).expect("clap checked the unit"),
+                    lines,
+                    ..Default::default()
+                };
+                if follow {
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    let s2 = stop.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::signal::ctrl_c().await;
+                        s2.cancel();
+                    });
+                    console
+                        .follow_journal(id, q, stop, |e| {
+                            println!("{}", serde_json::to_string(&e).expect("serializes"));
+                            true
+                        })
+                        .await?;
+                } else {
+                    print(&console.journal(id, &q, None).await?);
+                }
+            }
+            Command::Config { id, which } => print(&console.config_preview(id, &which).await?),
+            Command::Trust {
+                id,
+                host,
+                fingerprint,
+                port,
+            } => {
+                console
+                    .trust_host_key(id, &host, port, &fingerprint)
+                    .await?
+            }
+            Command::Deploy { id, package, force } => {
+                let deb = package
+                    .or_else(vdi_console::bundled_gateway_deb)
+                    .ok_or_else(|| {
+                        vdi_console::Error::invalid("package", "no bundled package; give --package")
+                    })?;
+                let r = console
+                    .deploy(id, &deb, force, |p| eprintln!("{}: {}", p.step, p.detail))
+                    .await?;
+                print(&r);
+            }
+            Command::Audit { csv } => {
+                let all = console.audit_log(&Default::default())?;
+                if csv {
+                    print!("{}", vdi_console::audit::to_csv(&all));
+                } else {
+                    print(&all);
+                }
             }
         }
         Ok::<_, vdi_console::Error>(())

@@ -142,6 +142,13 @@ impl SshError {
 pub struct PendingKeys(Mutex<HashMap<(String, u16), PublicKey>>);
 
 impl PendingKeys {
+    pub fn has(&self, host: &str, port: u16) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .contains_key(&(host.to_string(), port))
+    }
+
     pub fn take(&self, host: &str, port: u16, fingerprint: &str) -> Option<PublicKey> {
         let mut all = self.0.lock().unwrap();
         let k = all.get(&(host.to_string(), port))?;

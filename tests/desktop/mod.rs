@@ -1,0 +1,251 @@
+//! The real window's test harness: Xvfb, tauri-driver (WebKitWebDriver) and
+//! a WebDriver session with the app, optionally inside a network namespace
+//! (to reach the test bed's hosts), plus the helpers the window tests share.
+#![allow(dead_code)]
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const APP: &str = env!("CARGO_BIN_EXE_vdi-console-app");
+
+pub struct Killed(pub Child, pub &'static str);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: tauri-driver then stops WebKitWebDriver too.
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop; killing it", self.1);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn wait_port(port: u16, what: &str) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Replaces an input's value the way typing would (WebDriver's clear() fires no
+/// `input` event in WebKit, so the page would not see the change).
+pub async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element, text: &str) {
+    let el = serde_json::to_value(e).unwrap();
+    c.execute(
+        "arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+        vec![el],
+    )
+    .await
+    .unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// Clicks element `id` after scrolling it to the middle of the window: under
+/// Xvfb without a window manager, WebKitGTK delivers mousedown/mouseup but no
+/// `click` in the bottom ~30 px of the window (checked with a real X click
+/// through xdotool too), so a button there would never be pressed.
+pub async fn click(c: &fantoccini::Client, id: &str) {
+    let e = c.find(Locator::Id(id)).await.unwrap();
+    c.execute(
+        "arguments[0].scrollIntoView({block: 'center'});",
+        vec![serde_json::to_value(&e).unwrap()],
+    )
+    .await
+    .unwrap();
+    e.click().await.unwrap();
+}
+
+/// Polls the text of element `id` until `done` holds (bounded: 10 s).
+pub async fn wait_text(c: &fantoccini::Client, id: &str, done: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let text = c.find(Locator::Id(id)).await.unwrap().text().await.unwrap();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "#{id} still says: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Xvfb and tauri-driver for one test; stopped on drop.
+pub struct Desktop {
+    pub port: u16,
+    _driver: Killed,
+    _xvfb: Killed,
+}
+
+impl Desktop {
+    /// Starts them (tauri-driver inside network namespace `netns` if given,
+    /// with `VDI_CONSOLE_DATA=data`). `None` (skip) only outside CI when a
+    /// tool is missing.
+    pub fn start(netns: Option<&str>, data: &Path) -> Option<Desktop> {
+        let missing: Vec<&str> = ["Xvfb", "WebKitWebDriver", "tauri-driver"]
+            .into_iter()
+            .filter(|c| !have(c))
+            .collect();
+        if !missing.is_empty() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "missing under CI: {missing:?}"
+            );
+            eprintln!("SKIPPED: missing {missing:?} (scripts/test installs them)");
+            return None;
+        }
+        let display = format!(":{}", 90 + std::process::id() % 100);
+        let xvfb = Killed(
+            Command::new("Xvfb")
+                .args([
+                    display.as_str(),
+                    "-screen",
+                    "0",
+                    "1280x800x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            "Xvfb",
+        );
+        let port = 4444 + (std::process::id() % 1000) as u16 * 2;
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "tauri-driver"]);
+                c
+            }
+            None => Command::new("tauri-driver"),
+        };
+        let driver = Killed(
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &(port + 1).to_string(),
+            ])
+            .env("DISPLAY", &display)
+            .env("VDI_CONSOLE_DATA", data)
+            .spawn()
+            .unwrap(),
+            "tauri-driver",
+        );
+        Some(Desktop {
+            port,
+            _driver: driver,
+            _xvfb: xvfb,
+        })
+    }
+
+    /// A WebDriver session with the app (call it from inside the namespace
+    /// tauri-driver runs in).
+    pub async fn connect(&self) -> fantoccini::Client {
+        wait_port(self.port, "tauri-driver");
+        let caps = json!({"browserName": "wry", "tauri:options": {"application": APP}});
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session with the app")
+    }
+}
+
+/// Waits (bounded: `limit`) for an element matching `css`.
+pub async fn wait_css(
+    c: &fantoccini::Client,
+    css: &str,
+    limit: Duration,
+) -> fantoccini::elements::Element {
+    match c.wait().at_most(limit).for_element(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => {
+            let name = format!("failure-{}.png", std::process::id());
+            std::fs::write(shots().join(&name), c.screenshot().await.unwrap()).unwrap();
+            panic!("no {css} within {limit:?} ({e}); see target/screenshots/{name}");
+        }
+    }
+}
+
+/// Clicks the first element matching `css`, scrolled to the middle first (see [`click`]).
+pub async fn click_css(c: &fantoccini::Client, css: &str) {
+    let e = wait_css(c, css, Duration::from_secs(10)).await;
+    c.execute(
+        "arguments[0].scrollIntoView({block: 'center'});",
+        vec![serde_json::to_value(&e).unwrap()],
+    )
+    .await
+    .unwrap();
+    e.click().await.unwrap();
+}
+
+/// Polls the text of the element matching `css` until `done` holds (bounded by `limit`).
+pub async fn wait_css_text(
+    c: &fantoccini::Client,
+    css: &str,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let t = Instant::now();
+    loop {
+        let text = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if done(&text) {
+            return text;
+        }
+        if t.elapsed() > limit {
+            let name = format!("failure-{}.png", std::process::id());
+            std::fs::write(shots().join(&name), c.screenshot().await.unwrap()).unwrap();
+            panic!("{css} still says {text:?} after {limit:?}; see target/screenshots/{name}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sets a `<select>` (by id) to `value` and fires its change event.
+pub async fn choose(c: &fantoccini::Client, id: &str, value: &str) {
+    c.execute(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![json!(id), json!(value)],
+    )
+    .await
+    .unwrap();
+}

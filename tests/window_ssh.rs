@@ -1,0 +1,113 @@
+//! The real window over SSH, against a host of the test bed: the console (in
+//! the bed's client namespace) meets an unknown host key and the admin trusts
+//! it, restarts a service and sees it come back, follows the journal and sees
+//! a fresh line appear, previews the configuration and finds it all in the
+//! audit log. Screenshots of these views go to target/screenshots/.
+
+mod desktop;
+
+use desktop::{Desktop, choose, click, click_css, shots, wait_css, wait_css_text};
+use std::sync::Arc;
+use std::time::Duration;
+use vdi_console::Console;
+use vdi_console::secrets::Secrets;
+use vdi_e2e::{Bed, build_deb, can_run};
+use vdi_wire::console::{GatewayDraft, SshAuth};
+
+#[test]
+fn console_window_over_ssh() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let bed = Arc::new(Bed::up("cwin", 1, &deb));
+    let h1 = bed.ip("h1");
+    let data = std::env::temp_dir().join(format!("vdi-window-ssh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    // The fleet: h1, reached over SSH with the bed's key (the app finds its
+    // secrets where this test put them: the same detection).
+    let keys: serde_json::Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    {
+        let console = Console::with_secrets(&data, Secrets::detect(&data)).unwrap();
+        console
+            .add(&GatewayDraft {
+                name: "h1".into(),
+                api_url: format!("http://{h1}:8000"),
+                api_key: keys["api_key"].as_str().map(str::to_string),
+                ssh_host: Some(h1.to_string()),
+                ssh_auth: Some(SshAuth::KeyFile {
+                    path: bed.key().display().to_string(),
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let fingerprint = bed
+        .sh("h1", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let Some(desktop) = Desktop::start(Some("cwin-client"), &data) else {
+        return;
+    };
+    let desktop = Arc::new(desktop);
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = desktop.connect().await;
+        wait_css(&c, r#".fleet-row[data-name="h1"] .dot.up"#, Duration::from_secs(30)).await;
+        click_css(&c, r#".fleet-row[data-name="h1"] td"#).await;
+
+        // First SSH contact: the key is shown and trusted by the admin.
+        click(&c, "nav-services").await;
+        let fp = wait_css_text(&c, "#host-key-fingerprint", Duration::from_secs(20), |t| !t.is_empty()).await;
+        assert_eq!(fp, fingerprint);
+        std::fs::write(shots().join("host-key.png"), c.screenshot().await.unwrap()).unwrap();
+        click(&c, "trust-host-key").await;
+        c.accept_alert().await.expect("a confirmation");
+        wait_css(&c, r#".unit-row[data-unit="haproxy"][data-state="active"]"#, Duration::from_secs(20)).await;
+        std::fs::write(shots().join("services.png"), c.screenshot().await.unwrap()).unwrap();
+
+        // Restart HAProxy and see it come back.
+        let pid_before = bed.sh("h1", "systemctl show -p MainPID --value haproxy");
+        click_css(&c, r#"button[data-unit="haproxy"][data-action="restart"]"#).await;
+        c.accept_alert().await.expect("a confirmation");
+        wait_css_text(&c, "#notice", Duration::from_secs(60), |t| t.starts_with("haproxy: active (running) after")).await;
+        wait_css(&c, r#".unit-row[data-unit="haproxy"][data-state="active"]"#, Duration::from_secs(10)).await;
+        let pid_after = bed.sh("h1", "systemctl show -p MainPID --value haproxy");
+        assert_ne!(pid_before, pid_after, "a new HAProxy process");
+
+        // Follow HAProxy's journal and see a fresh line appear.
+        click(&c, "nav-journal").await;
+        choose(&c, "journal-unit", "haproxy").await;
+        wait_css_text(&c, "#journal-status", Duration::from_secs(20), |t| t.starts_with("following")).await;
+        let marker = format!("vdi-window-fresh-line-{}", std::process::id());
+        let cmd = format!(
+            "printf 'MESSAGE=%s\\nPRIORITY=4\\nOBJECT_PID=%s\\n' {marker} \"$(systemctl show -p MainPID --value haproxy)\" | logger --journald"
+        );
+        let writer = bed.clone();
+        tokio::task::spawn_blocking(move || writer.sh("h1", &cmd)).await.unwrap();
+        wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| t.contains(&marker)).await;
+        // The search highlights it.
+        let search = c.find(fantoccini::Locator::Id("journal-search")).await.unwrap();
+        search.send_keys("window-fresh").await.unwrap();
+        wait_css_text(&c, "#journal-list mark", Duration::from_secs(5), |t| t == "window-fresh").await;
+        std::fs::write(shots().join("journal.png"), c.screenshot().await.unwrap()).unwrap();
+
+        // The configuration preview and the audit log.
+        click(&c, "nav-config").await;
+        wait_css_text(&c, "#config-check", Duration::from_secs(20), |t| t == "check passed").await;
+        std::fs::write(shots().join("config.png"), c.screenshot().await.unwrap()).unwrap();
+        click(&c, "nav-audit").await;
+        wait_css(&c, r#".audit-row[data-action="service"]"#, Duration::from_secs(10)).await;
+        wait_css(&c, r#".audit-row[data-action="trust_host_key"]"#, Duration::from_secs(10)).await;
+        std::fs::write(shots().join("audit.png"), c.screenshot().await.unwrap()).unwrap();
+        c.close().await.unwrap();
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -1,0 +1,106 @@
+//! HAProxy and Keepalived configuration of a host: the file as it is, its
+//! drift from what the gateway would write (a diff), and the tool's check.
+
+use crate::api;
+use crate::hosts::SshError;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use vdi_wire::console::{ConfigPreview, ConsoleError};
+
+/// Light highlighting: comments, section headers, the first word of a line.
+fn highlight(text: &str) -> AnyView {
+    const SECTIONS: [&str; 10] = [
+        "global",
+        "defaults",
+        "frontend",
+        "backend",
+        "listen",
+        "peers",
+        "resolvers",
+        "global_defs",
+        "vrrp_instance",
+        "vrrp_script",
+    ];
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            let indent = l[..l.len() - t.len()].to_string();
+            let (word, rest) = t.split_at(t.find(char::is_whitespace).unwrap_or(t.len()));
+            let line = if t.starts_with('#') || t.starts_with('!') {
+                view! { <span class="c-comment">{l.to_string()}</span> }.into_any()
+            } else if SECTIONS.contains(&word) {
+                view! { <span class="c-section">{l.to_string()}</span> }.into_any()
+            } else {
+                view! { {indent}<span class="c-key">{word.to_string()}</span>{rest.to_string()} }
+                    .into_any()
+            };
+            view! { {line}"\n" }
+        })
+        .collect_view()
+        .into_any()
+}
+
+fn diff_lines(diff: &str) -> AnyView {
+    diff.lines()
+        .map(|l| {
+            let class = match l.chars().next() {
+                Some('+') if !l.starts_with("+++") => "d-add",
+                Some('-') if !l.starts_with("---") => "d-del",
+                Some('@') => "d-hunk",
+                _ => "",
+            };
+            view! { <span class=class>{l.to_string()}</span>"\n" }
+        })
+        .collect_view()
+        .into_any()
+}
+
+#[component]
+pub fn ConfigView(selected: ReadSignal<Option<i64>>) -> impl IntoView {
+    let (which, set_which) = signal("haproxy".to_string());
+    let (preview, set_preview) = signal(None::<Result<ConfigPreview, ConsoleError>>);
+    let load = move || {
+        if let Some(id) = selected.get_untracked() {
+            let w = which.get_untracked();
+            set_preview.set(None);
+            spawn_local(async move { set_preview.set(Some(api::config_preview(id, &w).await)) });
+        }
+    };
+    Effect::new(move |_| {
+        if selected.get().is_some() {
+            which.get();
+            load();
+        }
+    });
+    let retry = Callback::new(move |()| load());
+    view! {
+        <div class="toolbar">
+            <select id="config-which" on:change=move |e| set_which.set(event_target_value(&e))>
+                <option value="haproxy">"HAProxy"</option>
+                <option value="keepalived">"Keepalived"</option>
+            </select>
+            <button class="plain" id="config-reload" on:click=move |_| load()>"Read again"</button>
+        </div>
+        {move || match (selected.get(), preview.get()) {
+            (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
+            (Some(_), None) => view! { <p class="muted">"Reading over SSH…"</p> }.into_any(),
+            (Some(id), Some(Err(e))) => view! { <SshError e id retry/> }.into_any(),
+            (Some(_), Some(Ok(p))) => view! {
+                <p class="summary" id="config-summary">
+                    <code>{p.path.clone()}</code>" · "
+                    {if p.drift { view! { <span class="error" id="config-drift">"differs from what the gateway would write (hand edit or drift)"</span> }.into_any() }
+                     else { view! { <span id="config-drift">"as the gateway wrote it"</span> }.into_any() }}
+                    " · "
+                    {if p.check_ok { view! { <span id="config-check">"check passed"</span> }.into_any() }
+                     else { view! { <span class="error" id="config-check">"check FAILED"</span> }.into_any() }}
+                </p>
+                {p.read_error.clone().map(|e| view! { <p class="error">{format!("cannot read the file: {e}")}</p> })}
+                {p.render_error.clone().map(|e| view! { <p class="error">{format!("the gateway cannot render it: {e}")}</p> })}
+                {(!p.check_ok || !p.check_output.trim().is_empty()).then(|| view! { <pre class="check" id="config-check-output">{p.check_output.clone()}</pre> })}
+                {p.drift.then(|| view! { <h3>"Diff: rendered → on the host"</h3><pre class="code" id="config-diff">{diff_lines(&p.diff)}</pre> })}
+                <h3>"On the host"</h3>
+                <pre class="code" id="config-file">{highlight(p.on_host.as_deref().unwrap_or(""))}</pre>
+            }.into_any(),
+        }}
+    }
+}

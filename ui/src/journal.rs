@@ -1,0 +1,394 @@
+//! A unit's journal, followed live through a Channel into a virtualised list:
+//! only the rows in sight are in the DOM, so 100 000 kept lines and 10 000
+//! new lines a second stay cheap. Follow/pause, priority filter, search with
+//! highlight, since/until, load earlier, copy and export. Lines are never
+//! dropped silently: past the limit the oldest go, and the view says how many.
+
+use crate::api;
+use crate::hosts::SshError;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use std::collections::VecDeque;
+use vdi_wire::console::{ConsoleError, JournalEntry, JournalEvent, UNITS};
+
+/// Lines kept in memory.
+pub const KEEP: usize = 100_000;
+const ROW_H: f64 = 20.0;
+
+#[derive(Clone, Debug)]
+enum Row {
+    Entry(JournalEntry),
+    /// A gap or a note, shown across the list.
+    Mark(String),
+}
+
+/// Everything received, plus the indexes the filter lets through.
+#[derive(Default)]
+struct Store {
+    rows: VecDeque<(u64, Row)>,
+    next: u64,
+    /// Sequence numbers of rows matching the filter, ascending.
+    shown: VecDeque<u64>,
+    evicted: u64,
+    priority: u8,
+    text: String,
+}
+
+impl Store {
+    fn matches(&self, r: &Row) -> bool {
+        match r {
+            Row::Mark(_) => true,
+            Row::Entry(e) => {
+                e.priority <= self.priority
+                    && (self.text.is_empty() || e.message.to_lowercase().contains(&self.text))
+            }
+        }
+    }
+
+    fn push(&mut self, r: Row) {
+        let seq = self.next;
+        self.next += 1;
+        if self.matches(&r) {
+            self.shown.push_back(seq);
+        }
+        self.rows.push_back((seq, r));
+        while self.rows.len() > KEEP {
+            let (gone, _) = self.rows.pop_front().expect("not empty");
+            self.evicted += 1;
+            while self.shown.front().is_some_and(|s| *s <= gone) {
+                self.shown.pop_front();
+            }
+        }
+    }
+
+    /// Older entries go before everything there is.
+    fn prepend(&mut self, older: Vec<JournalEntry>) {
+        let first = self.rows.front().map(|r| r.0).unwrap_or(self.next);
+        let n = older.len() as u64;
+        // Older rows take the sequence numbers below the first (numbering
+        // starts at 2^40, so there is room).
+        let base = first.saturating_sub(n);
+        for (i, e) in older.into_iter().enumerate().rev() {
+            self.rows.push_front((base + i as u64, Row::Entry(e)));
+        }
+        self.refilter();
+    }
+
+    fn refilter(&mut self) {
+        self.shown = self
+            .rows
+            .iter()
+            .filter(|(_, r)| self.matches(r))
+            .map(|(s, _)| *s)
+            .collect();
+    }
+
+    fn row(&self, seq: u64) -> Option<&Row> {
+        let first = self.rows.front()?.0;
+        self.rows
+            .get(seq.checked_sub(first)? as usize)
+            .map(|(_, r)| r)
+    }
+
+    fn first_cursor(&self) -> Option<String> {
+        self.rows.iter().find_map(|(_, r)| match r {
+            Row::Entry(e) => Some(e.cursor.clone()),
+            Row::Mark(_) => None,
+        })
+    }
+}
+
+fn time_of(us: i64) -> String {
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(us as f64 / 1000.0));
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        d.get_full_year(),
+        d.get_month() + 1,
+        d.get_date(),
+        d.get_hours(),
+        d.get_minutes(),
+        d.get_seconds(),
+        d.get_milliseconds()
+    )
+}
+
+const PRIORITY: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+fn line_text(r: &Row) -> String {
+    match r {
+        Row::Entry(e) => format!(
+            "{} {} [{}] {}",
+            time_of(e.ts_us),
+            PRIORITY.get(e.priority as usize).unwrap_or(&"?"),
+            e.pid.map(|p| p.to_string()).unwrap_or_default(),
+            e.message
+        ),
+        Row::Mark(m) => format!("-- {m} --"),
+    }
+}
+
+/// The message with every match of `needle` in a `<mark>`.
+fn highlighted(message: &str, needle: &str) -> AnyView {
+    if needle.is_empty() {
+        return message.to_string().into_any();
+    }
+    let lower = message.to_lowercase();
+    let mut parts = Vec::new();
+    let mut at = 0;
+    // Lowercasing may change byte lengths outside ASCII: then no highlight.
+    if lower.len() == message.len() {
+        while let Some(i) = lower[at..].find(needle) {
+            let start = at + i;
+            parts.push(message[at..start].to_string().into_any());
+            let end = start + needle.len();
+            parts.push(view! { <mark>{message[start..end].to_string()}</mark> }.into_any());
+            at = end;
+        }
+    }
+    parts.push(message[at..].to_string().into_any());
+    parts.collect_view().into_any()
+}
+
+#[component]
+pub fn JournalView(
+    selected: ReadSignal<Option<i64>>,
+    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
+) -> impl IntoView {
+    let store = StoredValue::new(Store {
+        priority: 7,
+        next: 1 << 40,
+        ..Default::default()
+    });
+    // Bumped on every change of the store: the list re-renders its window.
+    let (version, set_version) = signal(0u64);
+    let (unit, set_unit) = signal("vdi-gateway".to_string());
+    let (priority, set_priority) = signal(7u8);
+    let (search, set_search) = signal(String::new());
+    let (since, set_since) = signal(String::new());
+    let (until, set_until) = signal(String::new());
+    let (follow, set_follow) = signal(true);
+    let (state, set_state) = signal(String::new());
+    let (error, set_error) = signal(None::<ConsoleError>);
+    let (scroll_top, set_scroll_top) = signal(0.0f64);
+    let (height, set_height) = signal(480.0f64);
+    let list = NodeRef::<leptos::html::Div>::new();
+
+    let start = move || {
+        let Some(id) = selected.get_untracked() else {
+            return;
+        };
+        store.update_value(|s| {
+            s.rows.clear();
+            s.shown.clear();
+            s.evicted = 0;
+        });
+        set_version.update(|v| *v += 1);
+        set_error.set(None);
+        set_state.set("connecting…".into());
+        let ask = api::JournalAsk {
+            id,
+            unit: unit.get_untracked(),
+            lines: 1000,
+            priority: None,
+            since: since.get_untracked(),
+            until: until.get_untracked(),
+        };
+        spawn_local(async move {
+            let r = api::watch_journal(&ask, move |e| {
+                match e {
+                    JournalEvent::Entries { entries } => {
+                        set_state.set("following".into());
+                        store.update_value(|s| {
+                            entries.into_iter().for_each(|e| s.push(Row::Entry(e)))
+                        });
+                    }
+                    JournalEvent::Gap { at_us, reason } => {
+                        set_state.set(format!("reconnecting ({reason})"));
+                        store.update_value(|s| {
+                            s.push(Row::Mark(format!(
+                                "{}: {reason}; lines written meanwhile follow once reconnected",
+                                time_of(at_us)
+                            )))
+                        });
+                    }
+                    JournalEvent::Resumed { reconnects } => {
+                        set_state.set(format!("following (reconnected {reconnects}×)"));
+                        store.update_value(|s| s.push(Row::Mark("reconnected".into())));
+                    }
+                    JournalEvent::Ended { reason } => {
+                        set_state.set(format!("stopped: {reason}"));
+                        store.update_value(|s| s.push(Row::Mark(format!("stopped: {reason}"))));
+                    }
+                }
+                set_version.update(|v| *v += 1);
+            })
+            .await;
+            if let Err(e) = r {
+                set_state.set(String::new());
+                set_error.set(Some(e));
+            }
+        });
+    };
+    Effect::new(move |_| {
+        if selected.get().is_some() {
+            start();
+        }
+    });
+    on_cleanup(|| {
+        spawn_local(async {
+            let _ = api::stop_journal().await;
+        })
+    });
+    // Filters apply to what is kept, at once.
+    Effect::new(move |_| {
+        let (p, t) = (priority.get(), search.get().to_lowercase());
+        store.update_value(|s| {
+            s.priority = p;
+            s.text = t;
+            s.refilter();
+        });
+        set_version.update(|v| *v += 1);
+    });
+    // Following: keep the newest line in sight.
+    Effect::new(move |_| {
+        version.get();
+        if follow.get_untracked()
+            && let Some(el) = list.get()
+        {
+            el.set_scroll_top(el.scroll_height());
+        }
+    });
+    let shown_len = move || {
+        version.get();
+        store.with_value(|s| s.shown.len())
+    };
+    let window_rows = move || {
+        version.get();
+        let top = scroll_top.get();
+        let h = height.get();
+        store.with_value(|s| {
+            let first = (top / ROW_H).floor().max(0.0) as usize;
+            let count = (h / ROW_H).ceil() as usize + 2;
+            let needle = s.text.clone();
+            (first..(first + count).min(s.shown.len()))
+                .filter_map(|i| {
+                    let seq = s.shown[i];
+                    s.row(seq).cloned().map(|r| (i, r))
+                })
+                .map(|(i, r)| {
+                    let top = format!("top:{}px", i as f64 * ROW_H);
+                    match r {
+                        Row::Entry(e) => view! {
+                            <div class="jrow" style=top data-priority=e.priority>
+                                <span class="jtime">{time_of(e.ts_us)}</span>
+                                <span class=format!("jprio p{}", e.priority)>{PRIORITY.get(e.priority as usize).copied().unwrap_or("?")}</span>
+                                <span class="jmsg">{highlighted(&e.message, &needle)}</span>
+                            </div>
+                        }.into_any(),
+                        Row::Mark(m) => view! { <div class="jrow jmark" style=top>{format!("— {m} —")}</div> }.into_any(),
+                    }
+                })
+                .collect_view()
+        })
+    };
+    let visible_text = move || {
+        store.with_value(|s| {
+            s.shown
+                .iter()
+                .filter_map(|q| s.row(*q))
+                .map(line_text)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    };
+    let copy = move |_| {
+        let text = visible_text();
+        let n = text.lines().count();
+        let _ = window().navigator().clipboard().write_text(&text);
+        set_notice.set(Some(Ok(format!("Copied {n} lines"))));
+    };
+    let export = move |_| {
+        let json = store.with_value(|s| {
+            let entries: Vec<&JournalEntry> = s
+                .shown
+                .iter()
+                .filter_map(|q| match s.row(*q) {
+                    Some(Row::Entry(e)) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        });
+        crate::save_file(
+            &format!("{}-journal.json", unit.get_untracked()),
+            "application/json",
+            &json,
+        );
+    };
+    let earlier = move |_| {
+        let (Some(id), Some(cursor)) = (
+            selected.get_untracked(),
+            store.with_value(|s| s.first_cursor()),
+        ) else {
+            return;
+        };
+        let u = unit.get_untracked();
+        spawn_local(async move {
+            match api::journal_earlier(id, &u, &cursor, 1000).await {
+                Ok(older) => {
+                    let n = older.len();
+                    store.update_value(|s| s.prepend(older));
+                    set_follow.set(false);
+                    set_version.update(|v| *v += 1);
+                    set_notice.set(Some(Ok(format!("Loaded {n} earlier lines"))));
+                }
+                Err(e) => set_notice.set(Some(Err(e))),
+            }
+        });
+    };
+    let retry = Callback::new(move |()| start());
+    view! {
+        <div class="toolbar">
+            <select id="journal-unit" aria-label="unit" on:change=move |e| { set_unit.set(event_target_value(&e)); start(); }>
+                {UNITS.iter().map(|u| view! { <option value=*u>{*u}</option> }).collect_view()}
+            </select>
+            <select id="journal-priority" aria-label="priority" on:change=move |e| set_priority.set(event_target_value(&e).parse().unwrap_or(7))>
+                {(0..8u8).rev().map(|p| view! { <option value=p.to_string()>{format!("≤ {}", PRIORITY[p as usize])}</option> }).collect_view()}
+            </select>
+            <input id="journal-search" placeholder="Search" aria-label="search" on:input=move |e| set_search.set(event_target_value(&e))/>
+            <input id="journal-since" placeholder="since (e.g. -1h)" size="14" on:change=move |e| set_since.set(event_target_value(&e))/>
+            <input id="journal-until" placeholder="until" size="14" on:change=move |e| set_until.set(event_target_value(&e))/>
+            <button class="plain" id="journal-apply" on:click=move |_| start()>"Apply"</button>
+            <button class="plain" id="journal-follow" aria-pressed=move || follow.get().to_string()
+                on:click=move |_| set_follow.update(|f| *f = !*f)>{move || if follow.get() { "Pause" } else { "Follow" }}</button>
+            <button class="plain" id="journal-earlier" on:click=earlier>"Load earlier"</button>
+            <button class="plain" id="journal-copy" on:click=copy>"Copy"</button>
+            <button class="plain" id="journal-export" on:click=export>"Export"</button>
+        </div>
+        <div class="summary" id="journal-status">{move || {
+            let n = shown_len();
+            let (all, evicted) = store.with_value(|s| (s.rows.len(), s.evicted));
+            let dropped = if evicted > 0 { format!(" · {evicted} older lines let go (the view keeps {KEEP})") } else { String::new() };
+            format!("{} · {n} of {all} lines shown{dropped}", state.get())
+        }}</div>
+        {move || error.get().map(|e| selected.get().map(|id| view! { <SshError e id retry/> }))}
+        <div class="jlist" id="journal-list" node_ref=list
+            on:scroll=move |_| {
+                if let Some(el) = list.get() {
+                    set_scroll_top.set(el.scroll_top() as f64);
+                    set_height.set(el.client_height() as f64);
+                    // Scrolling up pauses following; back at the bottom resumes it.
+                    let at_bottom = el.scroll_top() + el.client_height() >= el.scroll_height() - 2;
+                    if follow.get_untracked() != at_bottom {
+                        set_follow.set(at_bottom);
+                    }
+                }
+            }>
+            <div class="jspace" style=move || format!("height:{}px", shown_len() as f64 * ROW_H)>
+                {window_rows}
+            </div>
+        </div>
+    }
+}
