@@ -44,6 +44,23 @@ fn console_window_over_ssh() {
             })
             .unwrap();
     }
+    // The gateway manages HA there, and someone hand-edited HAProxy's file.
+    let net = h1.to_string().rsplit_once('.').unwrap().0.to_string();
+    bed.sh(
+        "h1",
+        &format!("vdi-gateway settings set virtual_addr={net}.100 ha_managed=true && systemctl reload vdi-gateway"),
+    );
+    bed.wait("the gateway's haproxy.cfg", Duration::from_secs(20), || {
+        bed.ssh(
+            "h1",
+            "grep -q 'Written by vdi-gateway' /etc/haproxy/haproxy.cfg",
+        )
+        .0 == 0
+    });
+    bed.sh(
+        "h1",
+        "sed -i 's/timeout client .*/timeout client 1m/' /etc/haproxy/haproxy.cfg",
+    );
     let fingerprint = bed
         .sh("h1", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
         .split_whitespace()
@@ -91,15 +108,20 @@ fn console_window_over_ssh() {
         let writer = bed.clone();
         tokio::task::spawn_blocking(move || writer.sh("h1", &cmd)).await.unwrap();
         wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| t.contains(&marker)).await;
+        std::fs::write(shots().join("journal.png"), c.screenshot().await.unwrap()).unwrap();
         // The search highlights it.
         let search = c.find(fantoccini::Locator::Id("journal-search")).await.unwrap();
         search.send_keys("window-fresh").await.unwrap();
         wait_css_text(&c, "#journal-list mark", Duration::from_secs(5), |t| t == "window-fresh").await;
-        std::fs::write(shots().join("journal.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("journal-search.png"), c.screenshot().await.unwrap()).unwrap();
 
         // The configuration preview and the audit log.
         click(&c, "nav-config").await;
         wait_css_text(&c, "#config-check", Duration::from_secs(20), |t| t == "check passed").await;
+        let drift = wait_css_text(&c, "#config-drift", Duration::from_secs(5), |t| !t.is_empty()).await;
+        assert!(drift.starts_with("differs from what the gateway would write"), "{drift}");
+        let diff = wait_css_text(&c, "#config-diff", Duration::from_secs(5), |t| !t.is_empty()).await;
+        assert!(diff.contains("+    timeout client 1m"), "{diff}");
         std::fs::write(shots().join("config.png"), c.screenshot().await.unwrap()).unwrap();
         click(&c, "nav-audit").await;
         wait_css(&c, r#".audit-row[data-action="service"]"#, Duration::from_secs(10)).await;

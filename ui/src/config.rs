@@ -88,7 +88,8 @@ pub fn ConfigView(selected: ReadSignal<Option<i64>>) -> impl IntoView {
             (Some(_), Some(Ok(p))) => view! {
                 <p class="summary" id="config-summary">
                     <code>{p.path.clone()}</code>" · "
-                    {if p.drift { view! { <span class="error" id="config-drift">"differs from what the gateway would write (hand edit or drift)"</span> }.into_any() }
+                    {if !p.managed { view! { <span class="muted" id="config-drift">"not managed by the gateway (ha_managed is false); the diff shows what it would write"</span> }.into_any() }
+                     else if p.drift { view! { <span class="error" id="config-drift">"differs from what the gateway would write (hand edit or drift)"</span> }.into_any() }
                      else { view! { <span id="config-drift">"as the gateway wrote it"</span> }.into_any() }}
                     " · "
                     {if p.check_ok { view! { <span id="config-check">"check passed"</span> }.into_any() }
@@ -97,7 +98,7 @@ pub fn ConfigView(selected: ReadSignal<Option<i64>>) -> impl IntoView {
                 {p.read_error.clone().map(|e| view! { <p class="error">{format!("cannot read the file: {e}")}</p> })}
                 {p.render_error.clone().map(|e| view! { <p class="error">{format!("the gateway cannot render it: {e}")}</p> })}
                 {(!p.check_ok || !p.check_output.trim().is_empty()).then(|| view! { <pre class="check" id="config-check-output">{p.check_output.clone()}</pre> })}
-                {p.drift.then(|| view! { <h3>"Diff: rendered → on the host"</h3><pre class="code" id="config-diff">{diff_lines(&p.diff)}</pre> })}
+                {(!p.diff.is_empty()).then(|| view! { <h3>"Diff: rendered → on the host"</h3><pre class="code" id="config-diff">{diff_lines(&p.diff)}</pre> })}
                 <h3>"On the host"</h3>
                 <pre class="code" id="config-file">{highlight(p.on_host.as_deref().unwrap_or(""))}</pre>
             }.into_any(),

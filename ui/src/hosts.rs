@@ -145,8 +145,26 @@ pub fn ServicesView(
             load();
         });
     };
+    let (host, set_host) = signal(String::new());
+    Effect::new(move |_| {
+        if let Some(id) = selected.get() {
+            spawn_local(async move {
+                if let Some(g) = crate::inventory::entry(id).await {
+                    set_host.set(format!(
+                        "{} · {}@{}:{}{}",
+                        g.name,
+                        g.ssh_user,
+                        g.ssh_host.unwrap_or_else(|| "(no SSH host)".into()),
+                        g.ssh_port,
+                        g.ssh_jump.map(|j| format!(" via {j}")).unwrap_or_default()
+                    ));
+                }
+            });
+        }
+    });
     view! {
         <div class="toolbar">
+            <strong id="services-host">{move || host.get()}</strong>
             <button class="plain" id="services-refresh" on:click=move |_| load()>"Refresh"</button>
         </div>
         {move || match (selected.get(), units.get()) {

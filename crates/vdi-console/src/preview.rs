@@ -41,16 +41,23 @@ fn check_command(which: &str, path: &str) -> String {
     }
 }
 
-/// Where the gateway on the host keeps the file (`vdi-gateway settings show`).
-async fn path_of(s: &Session, setting: &str, default: &str) -> String {
-    let Ok(out) = s.exec("vdi-gateway settings show", LIMIT).await else {
-        return default.to_string();
+/// Where the gateway on the host keeps the file, and whether it manages it
+/// (`ha_managed`), from `vdi-gateway settings show`.
+async fn path_of(s: &Session, setting: &str, default: &str) -> (String, bool) {
+    let doc = match s.exec("vdi-gateway settings show", LIMIT).await {
+        Ok(out) if out.success() => serde_json::from_slice::<serde_json::Value>(&out.stdout).ok(),
+        _ => None,
     };
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
+    let path = doc
+        .as_ref()
         .and_then(|v| v.get(setting).and_then(|p| p.as_str()).map(str::to_string))
         .filter(|p| p.starts_with('/'))
-        .unwrap_or_else(|| default.to_string())
+        .unwrap_or_else(|| default.to_string());
+    let managed = doc
+        .as_ref()
+        .and_then(|v| v.get("ha_managed").and_then(|m| m.as_bool()))
+        .unwrap_or(false);
+    (path, managed)
 }
 
 pub async fn preview(s: &Session, which: &str) -> Result<ConfigPreview, SshError> {
@@ -59,7 +66,7 @@ pub async fn preview(s: &Session, which: &str) -> Result<ConfigPreview, SshError
         .copied()
         .find(|(w, _, _)| *w == which)
         .ok_or_else(|| SshError::Protocol(format!("no such configuration: {which}")))?;
-    let path = path_of(s, setting, default).await;
+    let (path, managed) = path_of(s, setting, default).await;
     let file = s
         .exec(&format!("cat {}", shell_quote(&path)), LIMIT)
         .await?;
@@ -84,7 +91,8 @@ pub async fn preview(s: &Session, which: &str) -> Result<ConfigPreview, SshError
     Ok(ConfigPreview {
         which: which.to_string(),
         path,
-        drift: !d.is_empty(),
+        managed,
+        drift: managed && !d.is_empty(),
         diff: d,
         on_host,
         read_error,

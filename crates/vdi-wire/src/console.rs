@@ -230,6 +230,9 @@ pub struct ConfigPreview {
     /// `haproxy` or `keepalived`.
     pub which: String,
     pub path: String,
+    /// The gateway writes this file (`ha_managed`); otherwise the diff only
+    /// shows what it would write once it manages HA.
+    pub managed: bool,
     /// The file on the host (`None`: absent or unreadable, see `read_error`).
     pub on_host: Option<String>,
     pub read_error: Option<String>,
@@ -238,7 +241,8 @@ pub struct ConfigPreview {
     pub render_error: Option<String>,
     /// Unified diff from the rendered file to the one on the host ("" when equal).
     pub diff: String,
-    /// The file differs from what the gateway would write (hand edits, drift).
+    /// The gateway manages the file and it differs from what it would
+    /// write (hand edits, drift).
     pub drift: bool,
     /// `haproxy -c` / `keepalived -t` on the host.
     pub check_ok: bool,

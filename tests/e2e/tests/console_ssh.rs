@@ -196,6 +196,7 @@ fn console_over_ssh() {
         for which in ["haproxy", "keepalived"] {
             let p = c.config_preview(g1, which).await.unwrap();
             assert!(p.check_ok, "{which}: {}", p.check_output);
+            assert!(p.managed, "{which}: the gateway manages HA here");
             assert!(!p.drift, "{which} drifted already:\n{}", p.diff);
             assert!(p.on_host.is_some() && p.rendered.is_some());
         }
