@@ -60,6 +60,7 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         disconnect,
         demo_tunnel,
         crate::hosts::services,
+        crate::hosts::ssh_reconnects,
         crate::hosts::service_action,
         crate::hosts::rolling_action,
         crate::hosts::trust_host_key,

@@ -33,6 +33,12 @@ pub async fn services(state: State<'_, AppState>, id: i64) -> Res<Vec<UnitStatus
     Ok(state.console.services(id).await?)
 }
 
+/// How many times the SSH connection to gateway `id` was re-established.
+#[tauri::command]
+pub async fn ssh_reconnects(state: State<'_, AppState>, id: i64) -> Res<u32> {
+    Ok(state.console.ssh_reconnects(id).await)
+}
+
 #[tauri::command]
 pub async fn service_action(
     state: State<'_, AppState>,

@@ -203,6 +203,10 @@ pub async fn services(id: i64) -> Result<Vec<UnitStatus>, ConsoleError> {
     call("services", args(&[id_arg(id)])).await
 }
 
+pub async fn ssh_reconnects(id: i64) -> Result<u32, ConsoleError> {
+    call("ssh_reconnects", args(&[id_arg(id)])).await
+}
+
 pub async fn service_action(
     id: i64,
     unit: &str,

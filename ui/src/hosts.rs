@@ -106,10 +106,13 @@ pub fn ServicesView(
     // The unit an action is running on, and the last outcome.
     let (busy, set_busy) = signal(None::<String>);
     let (outcome, set_outcome) = signal(None::<ActionOutcome>);
+    let (reconnects, set_reconnects) = signal(0u32);
     let load = move || {
         if let Some(id) = selected.get_untracked() {
             spawn_local(async move {
                 set_units.set(Some(api::services(id).await));
+                // A dropped connection is re-established on use; say so.
+                set_reconnects.set(api::ssh_reconnects(id).await.unwrap_or(0));
             });
         }
     };
@@ -165,6 +168,9 @@ pub fn ServicesView(
     view! {
         <div class="toolbar">
             <strong id="services-host">{move || host.get()}</strong>
+            {move || (reconnects.get() > 0).then(|| view! {
+                <span class="muted" id="ssh-reconnects">{format!("SSH connection re-established {}×", reconnects.get())}</span>
+            })}
             <button class="plain" id="services-refresh" on:click=move |_| load()>"Refresh"</button>
         </div>
         {move || match (selected.get(), units.get()) {

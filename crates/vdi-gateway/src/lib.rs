@@ -9,6 +9,8 @@ pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod service;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod state;
 pub mod store;
 pub mod tls;

@@ -140,6 +140,77 @@ where
     Ok(())
 }
 
+/// Whether tunnel streams go through splice(2) (the default on Linux);
+/// `VDI_GATEWAY_RELAY=copy` selects the portable copy loop (benchmarks
+/// compare both; also a way out should a kernel misbehave).
+pub fn splice_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        cfg!(target_os = "linux") && std::env::var("VDI_GATEWAY_RELAY").as_deref() != Ok("copy")
+    })
+}
+
+/// [`relay`] for two TCP sockets: through splice(2) on Linux (zero copy, no
+/// user-space buffers, nothing held by an idle stream), else the copy loop.
+pub async fn relay_tcp(
+    client: TcpStream,
+    target: TcpStream,
+    counters: &Counters,
+    sniff: Option<Sniffing>,
+) -> Result<(), RelayError> {
+    #[cfg(target_os = "linux")]
+    if splice_enabled() {
+        let upstream = async {
+            let mut first = Vec::new();
+            let mut skip = 0;
+            if let Some(s) = sniff {
+                match sniff_tcp(&client, &mut first, s).await? {
+                    Verdict::Plain => {}
+                    Verdict::Proxied { len, client: real } => {
+                        *counters.client.lock().unwrap() = real;
+                        tracing::info!(client = %real, via = %s.peer, "client address from PROXY header");
+                        skip = len;
+                    }
+                    Verdict::Refuse(why) => return Err(RelayError::Refused(why)),
+                }
+            }
+            crate::splice::copy(
+                &client,
+                &target,
+                &first[skip..],
+                counters,
+                Direction::ToTarget,
+            )
+            .await?;
+            Ok::<_, RelayError>(())
+        };
+        let downstream = async {
+            crate::splice::copy(&target, &client, &[], counters, Direction::ToClient).await?;
+            Ok::<_, RelayError>(())
+        };
+        tokio::try_join!(upstream, downstream)?;
+        return Ok(());
+    }
+    relay(client, target, counters, sniff).await
+}
+
+/// [`sniff_from`] on a shared socket (the other direction relays meanwhile).
+async fn sniff_tcp(s: &TcpStream, buf: &mut Vec<u8>, how: Sniffing) -> io::Result<Verdict> {
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(v) = proxy::decide(&proxy::sniff(buf), how.peer, how.trusted) {
+            return Ok(v);
+        }
+        s.readable().await?;
+        match s.try_read(&mut chunk) {
+            Ok(0) => return Ok(Verdict::Plain),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn write_counted<W: AsyncWrite + Unpin>(
     w: &mut W,
     bytes: &[u8],

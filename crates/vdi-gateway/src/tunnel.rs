@@ -458,7 +458,7 @@ async fn accept_loop(
                 let body = async {
                     let upstream = relay::connect(target, connect_timeout).await?;
                     let sniff = Some(Sniffing { peer, trusted });
-                    let r = relay::relay(sock, upstream, &stream.counters, sniff).await;
+                    let r = relay::relay_tcp(sock, upstream, &stream.counters, sniff).await;
                     if let Err(RelayError::Refused(_)) = &r {
                         metrics.refused("proxy_header");
                     }

@@ -330,6 +330,29 @@ fn console_over_ssh() {
         let from = s.exec("echo $SSH_CONNECTION", Duration::from_secs(10)).await.unwrap();
         assert_eq!(from.stdout_text().split_whitespace().next(), Some(h1.to_string().as_str()));
 
+        // Rolling: one host after the other, each back before the next.
+        let mut order = vec![];
+        let done = c
+            .rolling_action(&[g1, gj], "haproxy", ServiceAction::Restart, |o| order.push(o.host.clone()))
+            .await
+            .unwrap();
+        assert!(done.iter().all(|o| o.ok), "{done:#?}");
+        assert_eq!(order, [h1.to_string(), h2.to_string()]);
+        // vdi-gateway: also its API must answer before the next host.
+        let done = c.rolling_action(&[g1], "vdi-gateway", ServiceAction::Restart, |_| {}).await.unwrap();
+        assert!(done[0].ok, "{done:#?}");
+        // The first failure stops the run: h2 is not touched.
+        sh(&bed, "h1", "echo 'this_is_no_keyword' >> /etc/haproxy/haproxy.cfg".into()).await;
+        let pid_h2 = c.services(gj).await.unwrap().into_iter().find(|u| u.unit == "haproxy").unwrap().main_pid;
+        let done = c.rolling_action(&[g1, gj], "haproxy", ServiceAction::Restart, |_| {}).await.unwrap();
+        assert_eq!(done.len(), 1, "stopped after the failure: {done:#?}");
+        assert!(!done[0].ok);
+        let still = c.services(gj).await.unwrap().into_iter().find(|u| u.unit == "haproxy").unwrap().main_pid;
+        assert_eq!(still, pid_h2, "h2's HAProxy was not restarted");
+        sh(&bed, "h1", "systemctl reset-failed haproxy; vdi-gateway apply".into()).await;
+        let o = c.service_action(g1, "haproxy", ServiceAction::Start).await.unwrap();
+        assert!(o.ok, "{o:?}");
+
         // A changed host key is refused, plainly, until it is replaced explicitly.
         sh(&bed, "h2", "rm /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && systemctl restart ssh".into()).await;
         c.ssh_disconnect(gj).await;
