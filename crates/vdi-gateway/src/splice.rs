@@ -83,22 +83,53 @@ pub async fn copy(
     counters: &Counters,
     dir: Direction,
 ) -> io::Result<()> {
-    let mut sent = 0;
-    while sent < first.len() {
-        to.writable().await?;
-        match to.try_write(&first[sent..]) {
-            Ok(n) => {
-                sent += n;
-                counters.add(dir, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
+    send_all(to, first, counters, dir).await?;
+    // Small reads go through a per-thread buffer with one recv and one send
+    // (interactive traffic: fewer syscalls than through a pipe); a read that
+    // fills it means bulk, and the following reads are spliced until one
+    // moves less than that again (HAProxy's splice-auto idea).
+    let mut bulk = false;
     loop {
+        from.readable().await?;
+        if !bulk {
+            let read = SMALL.with(|b| {
+                let mut b = b.borrow_mut();
+                match from.try_read(&mut b[..]) {
+                    Ok(0) => Ok(Small::Eof),
+                    Ok(n) => {
+                        // Sent before any await: the buffer is this thread's.
+                        let sent = match to.try_write(&b[..n]) {
+                            Ok(k) => k,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                            Err(e) => return Err(e),
+                        };
+                        Ok(Small::Read {
+                            n,
+                            sent,
+                            rest: b[sent..n].to_vec(),
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match read {
+                Ok(Small::Eof) => {
+                    socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
+                    return Ok(());
+                }
+                Ok(Small::Read { n, sent, rest }) => {
+                    counters.add(dir, sent);
+                    // The other side's buffer is full: the rest waits here.
+                    send_all(to, &rest, counters, dir).await?;
+                    bulk = n == SMALL_SIZE;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         // Fill a pipe from the socket. A pipe from the pool is empty, so
         // EAGAIN can only mean the socket has nothing to read.
-        from.readable().await?;
         let p = Pipe::take()?;
         let moved = match from.try_io(Interest::READABLE, || {
             splice(from.as_raw_fd(), p.write.as_raw_fd(), CHUNK)
@@ -109,6 +140,7 @@ pub async fn copy(
                 return Ok(());
             }
             Ok(n) => n,
+            // Readiness left over from the last drain: wait for more (still bulk).
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 p.give_back();
                 continue;
@@ -116,6 +148,7 @@ pub async fn copy(
             // The pipe may hold bytes now: dropped, not pooled.
             Err(e) => return Err(e),
         };
+        bulk = moved >= SMALL_SIZE;
         // Drain it into the other socket (EAGAIN: its send buffer is full).
         let mut left = moved;
         while left > 0 {
@@ -133,6 +166,44 @@ pub async fn copy(
         }
         p.give_back();
     }
+}
+
+/// Reads up to this much with a plain recv; a full read switches to splice.
+const SMALL_SIZE: usize = 4096;
+
+thread_local! {
+    static SMALL: std::cell::RefCell<Box<[u8; SMALL_SIZE]>> =
+        std::cell::RefCell::new(Box::new([0; SMALL_SIZE]));
+}
+
+enum Small {
+    Eof,
+    /// `n` bytes read, `sent` of them written at once, `rest` still to write.
+    Read {
+        n: usize,
+        sent: usize,
+        rest: Vec<u8>,
+    },
+}
+
+async fn send_all(
+    to: &TcpStream,
+    mut bytes: &[u8],
+    counters: &Counters,
+    dir: Direction,
+) -> io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(n) => {
+                bytes = &bytes[n..];
+                counters.add(dir, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -122,9 +122,11 @@ pub struct StreamInfo {
     /// The real client address (from the PROXY header when HAProxy sent one).
     pub client_addr: String,
     pub via: StreamVia,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub started_at: DateTime<Utc>,
     pub bytes_to_target: u64,
     pub bytes_to_client: u64,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub last_activity: DateTime<Utc>,
 }
 
@@ -141,6 +143,7 @@ pub struct TunnelInfo {
     pub protocol: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_id: Option<String>,
+    #[serde(serialize_with = "crate::ts::serialize")]
     pub created_at: DateTime<Utc>,
     pub state: TunnelState,
     /// When it expires unless a stream comes; absent while streams run.
