@@ -40,6 +40,9 @@ struct Args {
     /// Streams pinging during the latency step.
     #[arg(long, default_value_t = 1000)]
     latency_streams: usize,
+    /// Milliseconds between two pings of one stream in the latency step.
+    #[arg(long, default_value_t = 100)]
+    ping_ms: u64,
     /// Tunnels opened one by one in the setup step.
     #[arg(long, default_value_t = 1000)]
     setups: usize,
@@ -577,15 +580,17 @@ async fn main() -> Result<()> {
     // 2. Latency at `latency_streams` active streams: direct, HAProxy, gateway.
     rep.line(String::new());
     rep.line(format!(
-        "## Round-trip latency, {} active streams, 64-byte ping every 50 ms each",
-        args.latency_streams
+        "## Round-trip latency, {} active streams, a 64-byte ping every {} ms each ({} pings/s)",
+        args.latency_streams,
+        args.ping_ms,
+        args.latency_streams as u64 * 1000 / args.ping_ms
     ));
     rep.line("| path | p50 | p99 | samples |".into());
     rep.line("|---|---|---|---|".into());
     let lat_secs = if args.smoke { 1.0 } else { 5.0 };
     let direct_l = ping_all(
         connect_many(&[echo_addr], args.latency_streams).await?,
-        Duration::from_millis(50),
+        Duration::from_millis(args.ping_ms),
         lat_secs,
     )
     .await;
@@ -595,14 +600,14 @@ async fn main() -> Result<()> {
             args.latency_streams,
         )
         .await?,
-        Duration::from_millis(50),
+        Duration::from_millis(args.ping_ms),
         lat_secs,
     )
     .await;
     let t = gw.open(echo_addr).await?;
     let gw_l = ping_all(
         connect_many(&[t], args.latency_streams).await?,
-        Duration::from_millis(50),
+        Duration::from_millis(args.ping_ms),
         lat_secs,
     )
     .await;
