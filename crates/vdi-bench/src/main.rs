@@ -7,6 +7,8 @@
 //! own processes. Only loopback addresses; every loop is bounded in count
 //! and time. `--smoke` runs the same steps in seconds (for CI).
 
+mod journal;
+
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +48,10 @@ struct Args {
     /// Tunnels opened one by one in the setup step.
     #[arg(long, default_value_t = 1000)]
     setups: usize,
+    /// Lines for the console journal stream step (0 skips it; it needs root
+    /// for the test bed).
+    #[arg(long, default_value_t = 200_000)]
+    journal_lines: u64,
     /// Write the results as Markdown here too.
     #[arg(long, default_value = "target/bench/latest.md")]
     out: PathBuf,
@@ -471,6 +477,7 @@ async fn main() -> Result<()> {
         args.tunnels = args.tunnels.min(10);
         args.latency_streams = args.latency_streams.min(100);
         args.setups = args.setups.min(30);
+        args.journal_lines = 0;
     }
     let fds = raise_fd_limit();
     // The gateway holds two sockets per stream (this process and the echo
@@ -742,6 +749,24 @@ async fn main() -> Result<()> {
     gw.disconnect_all().await?;
 
     drop((hp, hs, hp_echo, gw, gw_copy));
+
+    // 5. The console's journal stream, from a test bed host.
+    rep.line(String::new());
+    rep.line(
+        "## Console journal stream (a bed host's journal → the console's follower over SSH)".into(),
+    );
+    if args.journal_lines == 0 {
+        rep.line("Skipped (smoke run or --journal-lines 0).".into());
+    } else {
+        let n = args.journal_lines;
+        match tokio::task::spawn_blocking(move || journal::run(n)).await? {
+            Ok(f) => rep.line(format!(
+                "{} lines, every one received once and in order: **{:.0} lines/s** end to end (journald itself wrote them at {:.0} lines/s); {} gaps.",
+                f.lines, f.console_lines_per_s, f.journald_lines_per_s, f.gaps
+            )),
+            Err(e) => rep.line(format!("Not measured: {e:#}")),
+        }
+    }
     if let Some(d) = args.out.parent() {
         std::fs::create_dir_all(d)?;
     }
