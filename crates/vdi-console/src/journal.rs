@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use vdi_wire::console::{JournalEntry, JournalEvent};
 
+/// The fields the console shows (journalctl adds the cursor and timestamps):
+/// a fifth of a full entry to send over SSH and to parse.
+const FIELDS: &str = "PRIORITY,MESSAGE,_PID,UNIT,OBJECT_SYSTEMD_UNIT,_SYSTEMD_UNIT";
+
 /// What to read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Query {
@@ -54,7 +58,7 @@ impl Query {
 
     pub fn command(&self, follow: bool) -> String {
         let mut c = format!(
-            "LC_ALL=C journalctl -u {}.service -o json --no-pager",
+            "LC_ALL=C journalctl -u {}.service -o json --output-fields={FIELDS} --no-pager",
             self.unit
         );
         match &self.after_cursor {
@@ -152,7 +156,7 @@ pub async fn read(
     let cmd = match before_cursor {
         // Newest first from the cursor back, then put in order again.
         Some(c) => format!(
-            "LC_ALL=C journalctl -u {}.service -o json --no-pager --reverse --cursor={} --lines={}",
+            "LC_ALL=C journalctl -u {}.service -o json --output-fields={FIELDS} --no-pager --reverse --cursor={} --lines={}",
             q.unit,
             shell_quote(c),
             q.lines + 1
@@ -344,7 +348,9 @@ mod tests {
         };
         assert_eq!(
             q.command(true),
-            "LC_ALL=C journalctl -u haproxy.service -o json --no-pager --lines=200 --since='2026-11-28 10:00:00' --priority=0..4 --follow"
+            format!(
+                "LC_ALL=C journalctl -u haproxy.service -o json --output-fields={FIELDS} --no-pager --lines=200 --since='2026-11-28 10:00:00' --priority=0..4 --follow"
+            )
         );
         let resumed = Query {
             after_cursor: Some("s=a;i='1".into()),
