@@ -502,13 +502,24 @@ pub enum LinkEvent {
 }
 
 /// One connection per host, shared by every view; a dropped one is replaced
-/// on next use (and counted, so the UI can say so).
+/// on next use (and counted, so the UI can say so). Each host has its own
+/// lock: a slow or dead host never holds up the others.
 #[derive(Default)]
 pub struct Pool {
-    sessions: tokio::sync::Mutex<HashMap<i64, (Arc<Session>, u32)>>,
+    hosts: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    session: Option<Arc<Session>>,
+    reconnects: u32,
 }
 
 impl Pool {
+    fn slot(&self, id: i64) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.hosts.lock().unwrap().entry(id).or_default().clone()
+    }
+
     /// The live session of host `id`, connecting (again) when needed.
     pub async fn get<F, Fut>(
         &self,
@@ -519,32 +530,27 @@ impl Pool {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Session, SshError>>,
     {
-        let mut all = self.sessions.lock().await;
-        let reconnects = match all.get(&id) {
-            Some((s, _)) if !s.is_closed() => return Ok((s.clone(), None)),
-            Some((_, n)) => Some(*n + 1),
-            None => None,
-        };
-        let s = Arc::new(connect().await?);
-        all.insert(id, (s.clone(), reconnects.unwrap_or(0)));
-        let event = match reconnects {
+        let slot = self.slot(id);
+        let mut slot = slot.lock().await;
+        let event = match &slot.session {
+            Some(s) if !s.is_closed() => return Ok((s.clone(), None)),
             Some(_) => LinkEvent::Reconnected,
             None => LinkEvent::Connected,
         };
+        let s = Arc::new(connect().await?);
+        if event == LinkEvent::Reconnected {
+            slot.reconnects += 1;
+        }
+        slot.session = Some(s.clone());
         Ok((s, Some(event)))
     }
 
     /// How many times host `id`'s connection was re-established.
     pub async fn reconnects(&self, id: i64) -> u32 {
-        self.sessions
-            .lock()
-            .await
-            .get(&id)
-            .map(|(_, n)| *n)
-            .unwrap_or(0)
+        self.slot(id).lock().await.reconnects
     }
 
     pub async fn drop_host(&self, id: i64) {
-        self.sessions.lock().await.remove(&id);
+        self.hosts.lock().unwrap().remove(&id);
     }
 }
