@@ -61,12 +61,7 @@ fn console_window_over_ssh() {
         "h1",
         "sed -i 's/timeout client .*/timeout client 1m/' /etc/haproxy/haproxy.cfg",
     );
-    let fingerprint = bed
-        .sh("h1", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let fingerprint = bed.host_fingerprint("h1");
     let Some(desktop) = Desktop::start(Some("cwin-client"), &data) else {
         return;
     };
@@ -75,57 +70,116 @@ fn console_window_over_ssh() {
     bed.in_ns("client", move || async move {
         let bed = b;
         let c = desktop.connect().await;
-        wait_css(&c, r#".fleet-row[data-name="h1"] .dot.up"#, Duration::from_secs(30)).await;
+        wait_css(
+            &c,
+            r#".fleet-row[data-name="h1"] .dot.up"#,
+            Duration::from_secs(30),
+        )
+        .await;
         click_css(&c, r#".fleet-row[data-name="h1"] td"#).await;
 
         // First SSH contact: the key is shown and trusted by the admin.
         click(&c, "nav-services").await;
-        let fp = wait_css_text(&c, "#host-key-fingerprint", Duration::from_secs(20), |t| !t.is_empty()).await;
+        let fp = wait_css_text(&c, "#host-key-fingerprint", Duration::from_secs(20), |t| {
+            !t.is_empty()
+        })
+        .await;
         assert_eq!(fp, fingerprint);
         std::fs::write(shots().join("host-key.png"), c.screenshot().await.unwrap()).unwrap();
         click(&c, "trust-host-key").await;
         c.accept_alert().await.expect("a confirmation");
-        wait_css(&c, r#".unit-row[data-unit="haproxy"][data-state="active"]"#, Duration::from_secs(20)).await;
+        wait_css(
+            &c,
+            r#".unit-row[data-unit="haproxy"][data-state="active"]"#,
+            Duration::from_secs(20),
+        )
+        .await;
         std::fs::write(shots().join("services.png"), c.screenshot().await.unwrap()).unwrap();
 
         // Restart HAProxy and see it come back.
         let pid_before = bed.sh("h1", "systemctl show -p MainPID --value haproxy");
         click_css(&c, r#"button[data-unit="haproxy"][data-action="restart"]"#).await;
         c.accept_alert().await.expect("a confirmation");
-        wait_css_text(&c, "#notice", Duration::from_secs(60), |t| t.starts_with("haproxy: active (running) after")).await;
-        wait_css(&c, r#".unit-row[data-unit="haproxy"][data-state="active"]"#, Duration::from_secs(10)).await;
+        wait_css_text(&c, "#notice", Duration::from_secs(60), |t| {
+            t.starts_with("haproxy: active (running) after")
+        })
+        .await;
+        wait_css(
+            &c,
+            r#".unit-row[data-unit="haproxy"][data-state="active"]"#,
+            Duration::from_secs(10),
+        )
+        .await;
         let pid_after = bed.sh("h1", "systemctl show -p MainPID --value haproxy");
         assert_ne!(pid_before, pid_after, "a new HAProxy process");
 
         // Follow HAProxy's journal and see a fresh line appear.
         click(&c, "nav-journal").await;
         choose(&c, "journal-unit", "haproxy").await;
-        wait_css_text(&c, "#journal-status", Duration::from_secs(20), |t| t.starts_with("following")).await;
+        wait_css_text(&c, "#journal-status", Duration::from_secs(20), |t| {
+            t.starts_with("following")
+        })
+        .await;
         let marker = format!("vdi-window-fresh-line-{}", std::process::id());
-        let cmd = format!(
-            "printf 'MESSAGE=%s\\nPRIORITY=4\\nOBJECT_PID=%s\\n' {marker} \"$(systemctl show -p MainPID --value haproxy)\" | logger --journald"
-        );
+        let cmd = Bed::journal_line_cmd("haproxy", &marker, 4);
         let writer = bed.clone();
-        tokio::task::spawn_blocking(move || writer.sh("h1", &cmd)).await.unwrap();
-        wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| t.contains(&marker)).await;
+        tokio::task::spawn_blocking(move || writer.sh("h1", &cmd))
+            .await
+            .unwrap();
+        wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| {
+            t.contains(&marker)
+        })
+        .await;
         std::fs::write(shots().join("journal.png"), c.screenshot().await.unwrap()).unwrap();
         // The search highlights it.
-        let search = c.find(fantoccini::Locator::Id("journal-search")).await.unwrap();
+        let search = c
+            .find(fantoccini::Locator::Id("journal-search"))
+            .await
+            .unwrap();
         search.send_keys("window-fresh").await.unwrap();
-        wait_css_text(&c, "#journal-list mark", Duration::from_secs(5), |t| t == "window-fresh").await;
-        std::fs::write(shots().join("journal-search.png"), c.screenshot().await.unwrap()).unwrap();
+        wait_css_text(&c, "#journal-list mark", Duration::from_secs(5), |t| {
+            t == "window-fresh"
+        })
+        .await;
+        std::fs::write(
+            shots().join("journal-search.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
 
         // The configuration preview and the audit log.
         click(&c, "nav-config").await;
-        wait_css_text(&c, "#config-check", Duration::from_secs(20), |t| t == "check passed").await;
-        let drift = wait_css_text(&c, "#config-drift", Duration::from_secs(5), |t| !t.is_empty()).await;
-        assert!(drift.starts_with("differs from what the gateway would write"), "{drift}");
-        let diff = wait_css_text(&c, "#config-diff", Duration::from_secs(5), |t| !t.is_empty()).await;
+        wait_css_text(&c, "#config-check", Duration::from_secs(20), |t| {
+            t == "check passed"
+        })
+        .await;
+        let drift = wait_css_text(&c, "#config-drift", Duration::from_secs(5), |t| {
+            !t.is_empty()
+        })
+        .await;
+        assert!(
+            drift.starts_with("differs from what the gateway would write"),
+            "{drift}"
+        );
+        let diff = wait_css_text(&c, "#config-diff", Duration::from_secs(5), |t| {
+            !t.is_empty()
+        })
+        .await;
         assert!(diff.contains("+    timeout client 1m"), "{diff}");
         std::fs::write(shots().join("config.png"), c.screenshot().await.unwrap()).unwrap();
         click(&c, "nav-audit").await;
-        wait_css(&c, r#".audit-row[data-action="service"]"#, Duration::from_secs(10)).await;
-        wait_css(&c, r#".audit-row[data-action="trust_host_key"]"#, Duration::from_secs(10)).await;
+        wait_css(
+            &c,
+            r#".audit-row[data-action="service"]"#,
+            Duration::from_secs(10),
+        )
+        .await;
+        wait_css(
+            &c,
+            r#".audit-row[data-action="trust_host_key"]"#,
+            Duration::from_secs(10),
+        )
+        .await;
         std::fs::write(shots().join("audit.png"), c.screenshot().await.unwrap()).unwrap();
         c.close().await.unwrap();
     })

@@ -9,7 +9,6 @@ use tauri::ipc::Channel;
 use tokio_util::sync::CancellationToken;
 use vdi_console::audit::{AuditFilter, AuditRecord};
 use vdi_console::journal::Query;
-use vdi_console::services::known_unit;
 use vdi_wire::console::{
     ActionOutcome, ConfigPreview, ConsoleError, DeployProgress, DeployReport, JournalEntry,
     JournalEvent, ServiceAction, UnitStatus,
@@ -18,15 +17,6 @@ use vdi_wire::console::{
 /// The running journal watch (one at a time, like the other watches).
 #[derive(Default)]
 pub struct JournalWatch(Mutex<CancellationToken>);
-
-fn unit(name: &str) -> Res<&'static str> {
-    known_unit(name).ok_or_else(|| ConsoleError {
-        code: "invalid_input".into(),
-        message: format!("{name:?} is not a unit the console manages"),
-        fields: vec![],
-        detail: None,
-    })
-}
 
 #[tauri::command]
 pub async fn services(state: State<'_, AppState>, id: i64) -> Res<Vec<UnitStatus>> {
@@ -94,19 +84,15 @@ pub fn watch_journal(
     channel: Channel<JournalEvent>,
 ) -> Res<()> {
     let q = Query {
-        unit: self::unit(&unit)?,
+        unit: vdi_console::unit(&unit)?,
         lines: lines.min(100_000),
         priority,
         since: since.filter(|s| !s.trim().is_empty()),
         until: until.filter(|s| !s.trim().is_empty()),
         after_cursor: None,
     };
-    q.validate().map_err(|m| ConsoleError {
-        code: "invalid_input".into(),
-        message: m,
-        fields: vec![],
-        detail: None,
-    })?;
+    q.validate()
+        .map_err(|m| vdi_console::Error::invalid("journal", m))?;
     let token = CancellationToken::new();
     std::mem::replace(&mut *watch.0.lock().unwrap(), token.clone()).cancel();
     let console = state.console.clone();
@@ -135,7 +121,7 @@ pub async fn journal_earlier(
     lines: u32,
 ) -> Res<Vec<JournalEntry>> {
     let q = Query {
-        unit: self::unit(&unit)?,
+        unit: vdi_console::unit(&unit)?,
         lines: lines.min(10_000),
         ..Default::default()
     };

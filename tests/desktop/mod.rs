@@ -74,6 +74,10 @@ pub async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element
 /// through xdotool too), so a button there would never be pressed.
 pub async fn click(c: &fantoccini::Client, id: &str) {
     let e = c.find(Locator::Id(id)).await.unwrap();
+    click_centred(c, e).await;
+}
+
+async fn click_centred(c: &fantoccini::Client, e: fantoccini::elements::Element) {
     c.execute(
         "arguments[0].scrollIntoView({block: 'center'});",
         vec![serde_json::to_value(&e).unwrap()],
@@ -206,13 +210,7 @@ pub async fn wait_css(
 /// Clicks the first element matching `css`, scrolled to the middle first (see [`click`]).
 pub async fn click_css(c: &fantoccini::Client, css: &str) {
     let e = wait_css(c, css, Duration::from_secs(10)).await;
-    c.execute(
-        "arguments[0].scrollIntoView({block: 'center'});",
-        vec![serde_json::to_value(&e).unwrap()],
-    )
-    .await
-    .unwrap();
-    e.click().await.unwrap();
+    click_centred(c, e).await;
 }
 
 /// Polls the text of the element matching `css` until `done` holds (bounded by `limit`).

@@ -18,6 +18,7 @@ pub mod services;
 pub mod ssh;
 
 pub use error::{Error, Result};
+pub use remote::unit;
 
 use client::GatewayClient;
 use inventory::Inventory;

@@ -18,7 +18,8 @@ use vdi_wire::console::{
 /// How long one service action may take (start timeouts of our units are shorter).
 const ACTION_LIMIT: Duration = Duration::from_secs(120);
 
-fn unit(name: &str) -> Result<&'static str> {
+/// One of the units the console manages, or a clear error.
+pub fn unit(name: &str) -> Result<&'static str> {
     services::known_unit(name).ok_or_else(|| {
         Error::invalid(
             "unit",

@@ -136,6 +136,22 @@ impl Bed {
         out
     }
 
+    /// The SHA256 fingerprint of `host`'s ed25519 key, as ssh-keygen prints it.
+    pub fn host_fingerprint(&self, host: &str) -> String {
+        let line = self.sh(host, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
+        line.split_whitespace().nth(1).unwrap().to_string()
+    }
+
+    /// The command that writes MESSAGE at PRIORITY into `unit`'s journal on a
+    /// host: attached to the unit's main process (OBJECT_PID, as root), so
+    /// `journalctl -u UNIT` shows it. (A short-lived logger moved into the
+    /// unit's cgroup races journald's attribution.)
+    pub fn journal_line_cmd(unit: &str, message: &str, priority: u8) -> String {
+        format!(
+            "printf 'MESSAGE=%s\\nPRIORITY={priority}\\nOBJECT_PID=%s\\n' {message} \"$(systemctl show -p MainPID --value {unit})\" | logger --journald"
+        )
+    }
+
     /// Polls `cond` every 50 ms until it holds (bounded by `limit`); returns the time it took.
     pub fn wait(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
         let t = Instant::now();

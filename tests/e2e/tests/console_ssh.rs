@@ -35,12 +35,6 @@ fn draft(name: &str, host: &str, key: &Path) -> GatewayDraft {
     }
 }
 
-/// The SHA256 fingerprint of a host's ed25519 key, as ssh-keygen prints it.
-fn host_fingerprint(bed: &Bed, host: &str) -> String {
-    let line = bed.sh(host, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
-    line.split_whitespace().nth(1).unwrap().to_string()
-}
-
 fn expect_err(
     r: Result<impl std::fmt::Debug, Error>,
     code: &str,
@@ -57,7 +51,7 @@ async fn trust_first_use(c: &Console, id: i64, bed: &Bed, host: &str) {
     let d = e.detail.expect("the key to confirm");
     assert_eq!(
         d["fingerprint"],
-        host_fingerprint(bed, host),
+        bed.host_fingerprint(host),
         "{}",
         e.message
     );
@@ -143,7 +137,7 @@ fn console_over_ssh() {
         "h1",
         "echo 'root:pw-for-test' | chpasswd && printf 'PermitRootLogin yes\\nPasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-password.conf && systemctl reload ssh",
     );
-    let fp_h2_before = host_fingerprint(&bed, "h2");
+    let fp_h2_before = bed.host_fingerprint("h2");
     let key = bed.key();
     let data = home.join("console");
 
@@ -230,13 +224,8 @@ fn console_over_ssh() {
                 c.follow_journal(g1, q, stop, move |e| tx.send(e).is_ok()).await
             })
         };
-        // Writes MESSAGE at PRIORITY (3 err, 4 warning, 6 info) attached to
-        // haproxy's main process: as root, journald then files it under the
-        // unit (OBJECT_SYSTEMD_UNIT), which `journalctl -u haproxy` shows. (A
-        // short-lived logger moved into the unit's cgroup races journald.)
-        let write = |msg: String, prio: u8| {
-            sh(&bed, "h1", format!("printf 'MESSAGE=%s\\nPRIORITY={prio}\\nOBJECT_PID=%s\\n' {msg} \"$(systemctl show -p MainPID --value haproxy)\" | logger --journald"))
-        };
+        // Writes MESSAGE at PRIORITY (3 err, 4 warning, 6 info) into haproxy's journal.
+        let write = |msg: String, prio: u8| sh(&bed, "h1", Bed::journal_line_cmd("haproxy", &msg, prio));
         async fn until(rx: &mut mpsc::UnboundedReceiver<JournalEvent>, limit: Duration, mut f: impl FnMut(&JournalEvent) -> bool) -> Vec<JournalEvent> {
             let mut seen = vec![];
             let t = Instant::now();
@@ -464,7 +453,7 @@ fn console_deploys_upgrades_and_rolls_back() {
         let g = c.add(&draft("h1", &h1.to_string(), &key)).unwrap().id;
         // As the CLI does: trust by the fingerprint read on the host itself,
         // in a process that was never shown the key (it connects to see it).
-        c.trust_host_key(g, &h1.to_string(), 22, &host_fingerprint(&bed, "h1"))
+        c.trust_host_key(g, &h1.to_string(), 22, &bed.host_fingerprint("h1"))
             .await
             .unwrap();
 
