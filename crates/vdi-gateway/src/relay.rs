@@ -6,7 +6,7 @@ use crate::metrics::Metrics;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,7 +19,11 @@ pub const BUF_SIZE: usize = 16 * 1024;
 /// Live figures of one relayed stream, read by `get_connections`.
 #[derive(Debug)]
 pub struct Counters {
-    pub client: Mutex<SocketAddr>,
+    /// The TCP peer (HAProxy, or the client itself).
+    peer: SocketAddr,
+    /// The client a PROXY header named (set once, read lock-free by
+    /// `get_connections` for every stream).
+    proxied: OnceLock<SocketAddr>,
     pub to_target: AtomicU64,
     pub to_client: AtomicU64,
     /// Unix time in milliseconds.
@@ -30,7 +34,8 @@ pub struct Counters {
 impl Counters {
     pub fn new(client: SocketAddr, metrics: Arc<Metrics>) -> Self {
         Self {
-            client: Mutex::new(client),
+            peer: client,
+            proxied: OnceLock::new(),
             to_target: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
             last_activity: AtomicI64::new(now_millis()),
@@ -38,8 +43,14 @@ impl Counters {
         }
     }
 
+    /// The real client: from the PROXY header when one came, else the peer.
     pub fn client(&self) -> SocketAddr {
-        *self.client.lock().unwrap()
+        self.proxied.get().copied().unwrap_or(self.peer)
+    }
+
+    fn set_client(&self, real: SocketAddr) {
+        // A stream carries one PROXY header at most.
+        let _ = self.proxied.set(real);
     }
 
     pub fn add(&self, dir: Direction, n: usize) {
@@ -122,7 +133,7 @@ where
                     write_counted(&mut tw, &first, counters, Direction::ToTarget).await?
                 }
                 Verdict::Proxied { len, client } => {
-                    *counters.client.lock().unwrap() = client;
+                    counters.set_client(client);
                     tracing::info!(%client, via = %s.peer, "client address from PROXY header");
                     write_counted(&mut tw, &first[len..], counters, Direction::ToTarget).await?;
                 }
@@ -167,7 +178,7 @@ pub async fn relay_tcp(
                 match sniff_tcp(&client, &mut first, s).await? {
                     Verdict::Plain => {}
                     Verdict::Proxied { len, client: real } => {
-                        *counters.client.lock().unwrap() = real;
+                        counters.set_client(real);
                         tracing::info!(client = %real, via = %s.peer, "client address from PROXY header");
                         skip = len;
                     }

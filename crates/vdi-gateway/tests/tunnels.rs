@@ -569,3 +569,95 @@ async fn an_unreachable_desktop_ends_the_stream_only() {
     );
     g.stop().await;
 }
+
+/// `get_connections` writes its answer straight from the registry; it must be
+/// exactly the typed `Connections` (what the OpenAPI document promises and
+/// the console parses): every field, a waiting tunnel with protocol and
+/// vm_id, an active one with plain and PROXY-header streams, live counters.
+#[tokio::test]
+async fn get_connections_is_the_typed_document() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (status, waiting) = g
+        .post(
+            "/v3/open_connection/",
+            "cli_key",
+            &g.cli_key.clone(),
+            json!({"target_host": "127.0.0.1", "target_port": desk.addr.port(), "protocol": "spice", "vm_id": "vm-7"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{waiting}");
+    let (_, active) = g.open(desk.addr, None).await;
+    assert_ne!(waiting["port"], active["port"]);
+    let addr = tunnel_addr(&g, &active);
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"hello").await.unwrap();
+    let mut proxied = TcpStream::connect(addr).await.unwrap();
+    let header = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        ("198.51.100.250:65535".parse::<SocketAddr>().unwrap(), addr),
+    )
+    .build()
+    .unwrap();
+    proxied.write_all(&header).await.unwrap();
+    proxied.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 5];
+    plain.read_exact(&mut buf).await.unwrap();
+    proxied.read_exact(&mut buf[..2]).await.unwrap();
+    let served = g
+        .wait_for("both streams counted", |c| {
+            c["tunnels"].as_array().is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t["streams"].as_array().map_or(0, |s| s.len()) == 2)
+            })
+        })
+        .await;
+    let idle = Duration::from_secs(vdi_core::settings::tunnel_idle_secs(&g.gw.current()));
+    let typed = vdi_wire::Connections {
+        tunnels: g.gw.tunnels.all().iter().map(|t| t.info(idle)).collect(),
+    };
+    let mut typed = serde_json::to_value(&typed).unwrap();
+    let mut served = served;
+    // `expires_at` is "now + what is left", read a moment apart: the same
+    // to within a second, the rest exactly.
+    let mut expiries = Vec::new();
+    for doc in [&mut typed, &mut served] {
+        for t in doc["tunnels"].as_array_mut().unwrap() {
+            if let Some(e) = t.as_object_mut().unwrap().remove("expires_at") {
+                expiries.push(
+                    e.as_str()
+                        .unwrap()
+                        .parse::<chrono::DateTime<chrono::Utc>>()
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    assert_eq!(
+        expiries.len(),
+        2,
+        "the waiting tunnel has an expiry in both"
+    );
+    assert!((expiries[0] - expiries[1]).num_milliseconds().abs() < 1000);
+    assert_eq!(served, typed);
+    let streams = &served["tunnels"][1]["streams"];
+    assert_eq!(streams[1]["client_addr"], "198.51.100.250:65535");
+    assert_eq!(served["tunnels"][0]["vm_id"], "vm-7");
+    assert_eq!(served["tunnels"][0]["protocol"], "spice");
+    assert_eq!(streams[0]["bytes_to_target"], 5);
+    // The server says how long it took (for the broker and the benchmarks).
+    let r = g
+        .http
+        .get(g.url("/v3/get_connections/"))
+        .header("api_key", &g.api_key)
+        .send()
+        .await
+        .unwrap();
+    let timing = r.headers()["server-timing"].to_str().unwrap();
+    assert!(timing.starts_with("app;dur="), "{timing}");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    // And it parses as the typed document.
+    let _: vdi_wire::Connections = serde_json::from_value(served).unwrap();
+    g.stop().await;
+}

@@ -35,6 +35,8 @@ pub mod ts {
             out[at] = b'0' + (v / 10 % 10) as u8;
             out[at + 1] = b'0' + (v % 10) as u8;
         }
+        // Once: each accessor of a `DateTime` converts to local time again.
+        let t = t.naive_utc();
         let year = t.year().clamp(0, 9999) as u32;
         two(out, 0, year / 100);
         two(out, 2, year % 100);

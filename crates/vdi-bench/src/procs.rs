@@ -1,0 +1,351 @@
+//! The processes under test, each on its own: HAProxy and `vdi-gateway`
+//! (configured through its own CLI, as an admin would), plus what the report
+//! reads of them (RSS, CPU time).
+
+use anyhow::{Context, Result, bail};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Kills the child on drop.
+pub struct Proc(pub Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Raises the open-files limit as far as this process may; returns it.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // Safety: plain libc calls on a local struct.
+    unsafe {
+        // As a privileged root the hard limit itself can go up (to
+        // fs.nr_open); else the soft limit goes up to the hard one. HAProxy
+        // and the gateway inherit it.
+        let want = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+    }
+    r.rlim_cur
+}
+
+/// Runs the command's process (all its threads) on these CPUs only.
+pub fn pin(cmd: &mut Command, cpus: Option<&[usize]>) {
+    let Some(cpus) = cpus else { return };
+    let cpus = cpus.to_vec();
+    // Safety: between fork and exec only async-signal-safe calls
+    // (sched_setaffinity on a set built before the fork).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in &cpus {
+        unsafe { libc::CPU_SET(*c, &mut set) };
+    }
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Pins the calling process's threads (the load side) to these CPUs.
+pub fn pin_self(cpus: &[usize]) -> Result<()> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in cpus {
+        unsafe { libc::CPU_SET(*c, &mut set) };
+    }
+    // Every thread of this process: /proc/self/task lists them.
+    for t in std::fs::read_dir("/proc/self/task")? {
+        let tid: libc::pid_t = t?.file_name().to_string_lossy().parse()?;
+        // Safety: a valid set for a thread of this process.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) }
+            != 0
+        {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub async fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
+    let t = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("{what} does not listen on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// HAProxy `mode tcp` (optionally `option splice-auto`) on `bind`, to `target`.
+pub fn haproxy(
+    dir: &Path,
+    bind: SocketAddr,
+    target: SocketAddr,
+    splice: bool,
+    cpus: Option<&[usize]>,
+) -> Result<Proc> {
+    let port = bind.port();
+    let cfg = dir.join(format!("haproxy-{port}.cfg"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    maxconn 4000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\nfrontend f\n    bind {bind}\n{}    default_backend b\n\nbackend b\n    server s {target}\n",
+            if splice {
+                "    option splice-auto\n"
+            } else {
+                ""
+            }
+        ),
+    )?;
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(
+            dir.join(format!("haproxy-{port}.log")),
+        )?);
+    pin(&mut cmd, cpus);
+    let child = cmd.spawn().context("haproxy (apt install haproxy)")?;
+    Ok(Proc(child))
+}
+
+/// One `vdi-gateway serve` process and what a client needs to drive it.
+pub struct Gateway {
+    pub proc: Proc,
+    pub ip: IpAddr,
+    pub api: String,
+    pub api_key: String,
+    pub cli_key: String,
+    pub http: reqwest::Client,
+}
+
+/// Where and how to run one gateway.
+pub struct GatewaySpec<'a> {
+    pub bin: &'a Path,
+    pub dir: &'a Path,
+    pub name: &'a str,
+    /// `splice` or `copy` (`VDI_GATEWAY_RELAY`).
+    pub relay: &'a str,
+    pub ip: IpAddr,
+    pub range: (u16, u16),
+    pub api_port: u16,
+    pub cpus: Option<&'a [usize]>,
+}
+
+pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
+    let (bin, g) = (spec.bin, spec.ip);
+    let db = spec.dir.join(format!("gw-{}.db", spec.name));
+    let _ = std::fs::remove_file(&db);
+    let run = |a: &[&str]| -> Result<String> {
+        let out = Command::new(bin)
+            .arg("--db")
+            .arg(&db)
+            .args(a)
+            .output()
+            .with_context(|| format!("{}", bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "vdi-gateway {a:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&["init"])?;
+    run(&[
+        "settings",
+        "set",
+        &format!("internal_addrs={g}"),
+        &format!("public_addr={g}"),
+        &format!("virtual_addr={g}"),
+        &format!("disp_addrs={g}"),
+        &format!("api_port={}", spec.api_port),
+        &format!("balancer_api_port={}", spec.api_port + 1),
+        &format!("port_range_start={}", spec.range.0),
+        &format!("port_range_stop={}", spec.range.1),
+        "allowed_targets=127.0.61.0/24",
+        "max_streams_per_tunnel=100000",
+        "tunnel_idle_secs=3600",
+        "tunnel_ttl_secs=3600",
+        "ha_managed=false",
+    ])?;
+    let doc: serde_json::Value = serde_json::from_str(&run(&["settings", "show", "--reveal"])?)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--db")
+        .arg(&db)
+        .arg("serve")
+        .env("VDI_GATEWAY_RELAY", spec.relay)
+        .env("VDI_GATEWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    pin(&mut cmd, spec.cpus);
+    let gw = Gateway {
+        proc: Proc(cmd.spawn()?),
+        ip: g,
+        api: format!("http://{g}:{}", spec.api_port),
+        api_key: doc["api_key"].as_str().unwrap_or_default().into(),
+        cli_key: doc["cli_key"].as_str().unwrap_or_default().into(),
+        http: reqwest::Client::new(),
+    };
+    wait_listening(SocketAddr::new(g, spec.api_port), "the gateway's API").await?;
+    Ok(gw)
+}
+
+impl Gateway {
+    /// `open_connection` to `target`: the tunnel's address.
+    pub async fn open(&self, target: SocketAddr) -> Result<SocketAddr> {
+        let r: serde_json::Value = self
+            .http
+            .post(format!("{}/v3/open_connection/", self.api))
+            .header("cli_key", &self.cli_key)
+            .json(&serde_json::json!({"target_host": target.ip().to_string(), "target_port": target.port()}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let port = r["port"].as_u64().context("a port")? as u16;
+        Ok(SocketAddr::new(self.ip, port))
+    }
+
+    pub async fn disconnect_all(&self) -> Result<()> {
+        self.http
+            .post(format!("{}/v3/disconnect/", self.api))
+            .header("api_key", &self.api_key)
+            .json(&serde_json::json!({"all": true}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// `get_connections`: the whole exchange's time, its `Server-Timing`
+    /// header, and the body.
+    pub async fn get_connections(&self) -> Result<(Duration, String, Vec<u8>)> {
+        let t = Instant::now();
+        let resp = self
+            .http
+            .get(format!("{}/v3/get_connections/", self.api))
+            .header("api_key", &self.api_key)
+            .send()
+            .await?
+            .error_for_status()?;
+        let server = resp
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp.bytes().await?;
+        let took = t.elapsed();
+        Ok((took, server, body.to_vec()))
+    }
+
+    /// Streams the gateway reports open.
+    pub async fn streams_open(&self) -> Result<usize> {
+        let (_, _, body) = self.get_connections().await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        Ok(v["tunnels"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| t["streams"].as_array().map_or(0, |s| s.len()))
+                    .sum()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Waits (bounded) until the gateway has accepted and connected `n` streams.
+    pub async fn wait_streams(&self, n: usize) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let open = self.streams_open().await?;
+            if open >= n {
+                return Ok(());
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!("the gateway holds {open} of {n} streams after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+}
+
+/// The duration (milliseconds) of metric `name` in a `Server-Timing` header:
+/// `app;dur=12.5, collect;dur=3` → `app` 12.5.
+pub fn server_timing_ms(h: &str, name: &str) -> Option<f64> {
+    h.split(',').find_map(|m| {
+        let mut parts = m.split(';').map(str::trim);
+        (parts.next()? == name)
+            .then(|| parts.find_map(|p| p.strip_prefix("dur="))?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Resident memory (KiB) of a process.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system, clock ticks) of a process.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+pub fn gateway_bin(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("vdi-gateway")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_timing() {
+        use super::server_timing_ms as st;
+        assert_eq!(st("app;dur=12.5", "app"), Some(12.5));
+        assert_eq!(st("app;desc=\"x\";dur=3", "app"), Some(3.0));
+        assert_eq!(st("app;dur=9, collect;dur=3.5", "collect"), Some(3.5));
+        assert_eq!(st("apps;dur=9", "app"), None);
+        assert_eq!(st("app", "app"), None);
+    }
+}
