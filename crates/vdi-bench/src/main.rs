@@ -115,7 +115,7 @@ struct Ctx {
     sink_addr: SocketAddr,
     echo_addr: SocketAddr,
     next_gateway: std::cell::Cell<u8>,
-    summary: std::cell::RefCell<Vec<[String; 3]>>,
+    summary: std::cell::RefCell<Vec<[String; 4]>>,
 }
 
 impl Ctx {
@@ -159,7 +159,7 @@ impl Ctx {
     fn summary(&self, figure: &str, measured: String, target: &str) {
         self.summary
             .borrow_mut()
-            .push([figure.into(), measured, target.into()]);
+            .push([figure.into(), measured, target.into(), String::new()]);
     }
 }
 
@@ -281,6 +281,8 @@ async fn main() -> Result<()> {
     };
     for step in steps {
         rep.line(String::new());
+        let rows = ctx.summary.borrow().len();
+        let before = procs::cpu_and_steal();
         match step {
             Step::Throughput => step_throughput(&ctx, &mut rep).await,
             Step::Latency => step_latency(&ctx, &mut rep).await,
@@ -290,14 +292,23 @@ async fn main() -> Result<()> {
             Step::Journal => step_journal(&ctx, &mut rep).await,
         }
         .with_context(|| format!("step {step:?}"))?;
+        // A shared host's neighbours take CPU time away: said beside every
+        // figure, as timed figures mean little when this is high.
+        let stolen = format!("{:.1} %", procs::steal_pct(before, procs::cpu_and_steal()));
+        rep.line(format!(
+            "\n_CPU time stolen by the host during this step: {stolen}._"
+        ));
+        for row in ctx.summary.borrow_mut()[rows..].iter_mut() {
+            row[3] = stolen.clone();
+        }
     }
 
     rep.line(String::new());
     rep.line("## Summary");
-    rep.line("| figure | measured | target |");
-    rep.line("|---|---|---|");
-    for [f, m, t] in ctx.summary.borrow().iter() {
-        rep.line(format!("| {f} | {m} | {t} |"));
+    rep.line("| figure | measured | target | CPU stolen by the host |");
+    rep.line("|---|---|---|---|");
+    for [f, m, t, st] in ctx.summary.borrow().iter() {
+        rep.line(format!("| {f} | {m} | {t} | {st} |"));
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;
@@ -404,10 +415,13 @@ async fn step_latency(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let secs = if a.smoke { 1.0 } else { 5.0 };
     let every = Duration::from_millis(a.ping_ms);
     let mut rounds: Vec<Vec<Latency>> = vec![Vec::new(); paths.len()];
+    let mut steal: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..ctx.rounds() {
         for (i, (_, addr)) in paths.iter().enumerate() {
             let conns = connect_many(&[*addr], a.latency_streams).await?;
+            let before = procs::cpu_and_steal();
             rounds[i].push(ping_all(conns, every, secs).await);
+            steal[i].push(procs::steal_pct(before, procs::cpu_and_steal()));
         }
     }
     rep.line(format!(
@@ -417,8 +431,8 @@ async fn step_latency(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         a.latency_streams as u64 * 1000 / a.ping_ms.max(1),
         ctx.rounds()
     ));
-    rep.line("| path | p50 | p99 | p99 of each round | samples per round |");
-    rep.line("|---|---|---|---|---|");
+    rep.line("| path | p50 | p99 | p99 of each round | CPU stolen by the host in each round | samples per round |");
+    rep.line("|---|---|---|---|---|---|");
     let us = |x: f64| format!("{x:.0} µs");
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
@@ -428,10 +442,11 @@ async fn step_latency(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         p50.push(median(&a50));
         p99.push(median(&a99));
         rep.line(format!(
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} |",
             us(p50[i]),
             us(p99[i]),
             list(&a99, us),
+            list(&steal[i], |x| format!("{x:.1} %")),
             r.first().map_or(0, |l| l.samples)
         ));
     }

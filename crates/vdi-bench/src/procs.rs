@@ -329,6 +329,32 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The machine's CPU time so far and the part of it the hypervisor gave to
+/// others (steal), in clock ticks, from `/proc/stat`.
+pub fn cpu_and_steal() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    (f.iter().take(8).sum(), f.get(7).copied().unwrap_or(0))
+}
+
+/// Percent of the CPU time between two `cpu_and_steal` readings that the
+/// hypervisor took away (a busy neighbour on a shared host).
+pub fn steal_pct(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let total = b.0.saturating_sub(a.0);
+    if total == 0 {
+        return 0.0;
+    }
+    b.1.saturating_sub(a.1) as f64 * 100.0 / total as f64
+}
+
 pub fn gateway_bin(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| {
         std::env::current_exe()
