@@ -130,12 +130,11 @@ fn watch_fleet(
     channel: Channel<FleetUpdate>,
     interval: u64,
 ) -> Res<()> {
-    let token = AppState::rewatch(&state.fleet_watch);
     let console = state.console.clone();
-    let every = Duration::from_millis(interval.clamp(250, 60_000));
-    tauri::async_runtime::spawn(async move {
-        loop {
-            let update = match console.overview().await {
+    spawn_watch(&state.fleet_watch, channel, interval, move || {
+        let console = console.clone();
+        async move {
+            match console.overview().await {
                 Ok((rows, summary)) => FleetUpdate { rows, summary },
                 Err(e) => {
                     tracing::warn!(error = %e, "fleet overview failed");
@@ -144,7 +143,30 @@ fn watch_fleet(
                         summary: FleetSummary::default(),
                     }
                 }
-            };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Sends `next()` on `channel` every `interval` ms (250 ms to 60 s) until
+/// the page drops the channel or a newer watch of the same kind (`slot`)
+/// replaces this one.
+fn spawn_watch<T, F, Fut>(
+    slot: &Mutex<CancellationToken>,
+    channel: Channel<T>,
+    interval: u64,
+    mut next: F,
+) where
+    T: tauri::ipc::IpcResponse + Send + 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let token = AppState::rewatch(slot);
+    let every = Duration::from_millis(interval.clamp(250, 60_000));
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let update = next().await;
             if channel.send(update).is_err() {
                 return;
             }
@@ -154,7 +176,6 @@ fn watch_fleet(
             }
         }
     });
-    Ok(())
 }
 
 #[tauri::command]
@@ -179,19 +200,12 @@ fn watch_connections(
     channel: Channel<ConnectionsUpdate>,
     interval: u64,
 ) -> Res<()> {
-    let token = AppState::rewatch(&state.connections_watch);
     let console = state.console.clone();
-    let every = Duration::from_millis(interval.clamp(250, 60_000));
-    tauri::async_runtime::spawn(async move {
-        loop {
+    spawn_watch(&state.connections_watch, channel, interval, move || {
+        let console = console.clone();
+        async move {
             let result = console.connections(id).await.map_err(ConsoleError::from);
-            if channel.send(ConnectionsUpdate { id, result }).is_err() {
-                return;
-            }
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
+            ConnectionsUpdate { id, result }
         }
     });
     Ok(())

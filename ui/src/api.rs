@@ -151,7 +151,7 @@ pub async fn watch_fleet(
     interval_ms: u32,
     on: impl Fn(FleetUpdate) + 'static,
 ) -> Result<(), ConsoleError> {
-    let channel = subscribe(on);
+    let channel = subscribe("fleet".into(), on);
     call(
         "watch_fleet",
         args(&[
@@ -168,7 +168,7 @@ pub async fn watch_connections(
     interval_ms: u32,
     on: impl Fn(ConnectionsUpdate) + 'static,
 ) -> Result<(), ConsoleError> {
-    let channel = subscribe(on);
+    let channel = subscribe("connections".into(), on);
     call(
         "watch_connections",
         args(&[
@@ -180,16 +180,43 @@ pub async fn watch_connections(
     .await
 }
 
-fn subscribe<T: DeserializeOwned + 'static>(on: impl Fn(T) + 'static) -> Channel {
+/// A channel and the callback it calls. Dropped when a newer subscription
+/// of the same kind replaces it: the channel's handler becomes a no-op (a
+/// message still on its way is ignored) and the callback is freed.
+struct Subscription {
+    channel: Channel,
+    _callback: Closure<dyn Fn(JsValue)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.channel
+            .set_onmessage(&js_sys::Function::new_no_args(""));
+    }
+}
+
+thread_local! {
+    static SUBSCRIPTIONS: std::cell::RefCell<std::collections::HashMap<String, Subscription>> =
+        Default::default();
+}
+
+/// A channel whose messages go to `on`, replacing the previous subscription
+/// of `kind` (the backend has ended that watch too).
+fn subscribe<T: DeserializeOwned + 'static>(kind: String, on: impl Fn(T) + 'static) -> Channel {
     let channel = Channel::new();
-    let cb = Closure::<dyn Fn(JsValue)>::new(move |v: JsValue| {
+    let callback = Closure::<dyn Fn(JsValue)>::new(move |v: JsValue| {
         if let Ok(t) = serde_wasm_bindgen::from_value::<T>(v) {
             on(t);
         }
     });
-    channel.set_onmessage(cb.as_ref().unchecked_ref());
-    // The channel lives as long as the page; so does its callback.
-    cb.forget();
+    channel.set_onmessage(callback.as_ref().unchecked_ref());
+    let kept = Subscription {
+        channel: JsValue::from(&channel).unchecked_into(),
+        _callback: callback,
+    };
+    // The old one is dropped after the new one is in place.
+    let old = SUBSCRIPTIONS.with(|s| s.borrow_mut().insert(kind, kept));
+    drop(old);
     channel
 }
 
@@ -230,7 +257,7 @@ pub async fn rolling_action(
     action: ServiceAction,
     on: impl Fn(ActionOutcome) + 'static,
 ) -> Result<Vec<ActionOutcome>, ConsoleError> {
-    let channel = subscribe(on);
+    let channel = subscribe("rolling".into(), on);
     call(
         "rolling_action",
         args(&[
@@ -277,7 +304,7 @@ pub async fn watch_journal(
     ask: &JournalAsk,
     on: impl Fn(JournalEvent) + 'static,
 ) -> Result<(), ConsoleError> {
-    let channel = subscribe(on);
+    let channel = subscribe("journal".into(), on);
     call(
         "watch_journal",
         args(&[
@@ -328,7 +355,7 @@ pub async fn deploy(
     force: bool,
     on: impl Fn(DeployProgress) + 'static,
 ) -> Result<DeployReport, ConsoleError> {
-    let channel = subscribe(on);
+    let channel = subscribe(format!("deploy:{id}"), on);
     call(
         "deploy",
         args(&[

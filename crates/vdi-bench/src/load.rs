@@ -82,25 +82,36 @@ pub async fn throughput(
     Ok((b1 - b0) as f64 / (t1 - t0).as_secs_f64())
 }
 
-/// One pinging stream: a 64-byte message every `every`, round-trip times
-/// collected until `deadline`.
-async fn pinger(mut s: TcpStream, every: Duration, deadline: Instant) -> Vec<u32> {
-    let _ = s.set_nodelay(true);
-    let msg = [0x42u8; 64];
+/// One round trip of a 64-byte message.
+async fn ping(s: &mut TcpStream) -> std::io::Result<()> {
     let mut back = [0u8; 64];
+    s.write_all(&[0x42u8; 64]).await?;
+    s.read_exact(&mut back).await?;
+    Ok(())
+}
+
+/// One pinging stream: a ping every `every`, round-trip times collected
+/// until `deadline`; `Err` with those it had if the stream failed.
+async fn pinger(
+    mut s: TcpStream,
+    every: Duration,
+    deadline: Instant,
+) -> Result<Vec<u32>, Vec<u32>> {
     let mut rtts = Vec::new();
     // Spread the streams' phases so they do not all fire at once.
     tokio::time::sleep(every.mul_f64(rand_fraction())).await;
     let mut tick = tokio::time::interval(every);
+    // A late round trip does not bunch the next pings up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
         tick.tick().await;
         let t = Instant::now();
-        if s.write_all(&msg).await.is_err() || s.read_exact(&mut back).await.is_err() {
-            break;
+        if ping(&mut s).await.is_err() {
+            return Err(rtts);
         }
         rtts.push(t.elapsed().as_micros() as u32);
     }
-    rtts
+    Ok(rtts)
 }
 
 fn rand_fraction() -> f64 {
@@ -122,23 +133,54 @@ pub struct Latency {
     pub p50: f64,
     pub p99: f64,
     pub samples: usize,
+    /// Streams that failed (at the warm-up or while pinging).
+    pub failed: usize,
 }
 
+/// Pings on every stream for `secs`, after one round trip on each that is
+/// not counted (the relay has accepted and connected every stream: setup
+/// is measured on its own), then reports the round trips.
 pub async fn ping_all(conns: Vec<TcpStream>, every: Duration, secs: f64) -> Latency {
+    let n = conns.len();
+    let warm: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                s.set_nodelay(true)?;
+                tokio::time::timeout(Duration::from_secs(30), ping(&mut s)).await??;
+                Ok::<_, anyhow::Error>(s)
+            })
+        })
+        .collect();
+    let mut ready = Vec::with_capacity(n);
+    for t in warm {
+        if let Ok(Ok(s)) = t.await {
+            ready.push(s);
+        }
+    }
+    let mut failed = n - ready.len();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = conns
+    let tasks: Vec<_> = ready
         .into_iter()
         .map(|s| tokio::spawn(pinger(s, every, deadline)))
         .collect();
     let mut all = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap_or_default());
+        match t.await {
+            Ok(Ok(rtts)) => all.extend(rtts),
+            Ok(Err(rtts)) => {
+                failed += 1;
+                all.extend(rtts);
+            }
+            Err(_) => failed += 1,
+        }
     }
     all.sort_unstable();
     Latency {
         p50: pct(&all, 0.5),
         p99: pct(&all, 0.99),
         samples: all.len(),
+        failed,
     }
 }
 

@@ -195,6 +195,10 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
         .arg("serve")
         .env("VDI_GATEWAY_RELAY", spec.relay)
         .env("VDI_GATEWAY_LOG", "warn")
+        .env(
+            "VDI_GATEWAY_WORKERS",
+            std::env::var("VDI_GATEWAY_WORKERS").unwrap_or_default(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     pin(&mut cmd, spec.cpus);

@@ -84,10 +84,13 @@ impl Console {
     /// The shared SSH session of gateway `id` (connecting or reconnecting).
     pub async fn ssh(&self, id: i64) -> Result<Arc<Session>> {
         let g = self.get(id)?;
-        let (target, creds) = self.ssh_target(&g)?;
+        // Resolved (~/.ssh/config, the keyring) only when the pool has no
+        // live session: a view refreshing every few seconds costs nothing.
         let (s, event) = self
             .ssh_pool
-            .get(id, || {
+            .get(id, || async {
+                let (target, creds) = self.ssh_target(&g)?;
+                tracing::debug!(gateway = id, target = %target, "ssh connecting");
                 Session::connect(
                     &target,
                     &creds,
@@ -95,10 +98,13 @@ impl Console {
                     self.pending_keys.clone(),
                     &self.ssh_options,
                 )
+                .await
+                .map_err(Error::from)
             })
             .await?;
         if let Some(e) = event {
-            tracing::info!(gateway = id, target = %target, event = ?e, "ssh");
+            let host = g.ssh_host.as_deref().unwrap_or_default();
+            tracing::info!(gateway = id, host, event = ?e, "ssh");
         }
         Ok(s)
     }

@@ -227,10 +227,17 @@ fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
 
 fn serve(db: PathBuf) -> ExitCode {
     crate::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Like HAProxy's nbthread: one worker per CPU the daemon may run on
+    // unless told otherwise.
+    if let Some(n) = std::env::var("VDI_GATEWAY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
     {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };

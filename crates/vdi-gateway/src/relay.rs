@@ -207,17 +207,31 @@ pub async fn relay_tcp(
 
 /// [`sniff_from`] on a shared socket (the other direction relays meanwhile).
 async fn sniff_tcp(s: &TcpStream, buf: &mut Vec<u8>, how: Sniffing) -> io::Result<Verdict> {
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Some(v) = proxy::decide(&proxy::sniff(buf), how.peer, how.trusted) {
-            return Ok(v);
-        }
-        s.readable().await?;
-        match s.try_read(&mut chunk) {
-            Ok(0) => return Ok(Verdict::Plain),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+    sniff_from(&mut SharedRead(s), buf, how).await
+}
+
+/// Reads a `TcpStream` the splice relay shares between its two directions
+/// (tokio reads a `&TcpStream` only through readiness and `try_read`).
+struct SharedRead<'a>(&'a TcpStream);
+
+impl AsyncRead for SharedRead<'_> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            // On WouldBlock `try_read` clears the readiness: the next poll
+            // registers the waker.
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return std::task::Poll::Ready(Err(e)),
+            }
         }
     }
 }

@@ -521,14 +521,15 @@ impl Pool {
     }
 
     /// The live session of host `id`, connecting (again) when needed.
-    pub async fn get<F, Fut>(
+    /// `connect` runs only then (it may resolve the target and read secrets).
+    pub async fn get<F, Fut, E>(
         &self,
         id: i64,
         connect: F,
-    ) -> Result<(Arc<Session>, Option<LinkEvent>), SshError>
+    ) -> Result<(Arc<Session>, Option<LinkEvent>), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Session, SshError>>,
+        Fut: Future<Output = Result<Session, E>>,
     {
         let slot = self.slot(id);
         let mut slot = slot.lock().await;
