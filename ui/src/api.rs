@@ -190,14 +190,15 @@ struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.channel
-            .set_onmessage(&js_sys::Function::new_no_args(""));
+        // A shared Rust no-op: the page's CSP forbids `new Function`.
+        NOOP.with(|f| self.channel.set_onmessage(f.as_ref().unchecked_ref()));
     }
 }
 
 thread_local! {
     static SUBSCRIPTIONS: std::cell::RefCell<std::collections::HashMap<String, Subscription>> =
         Default::default();
+    static NOOP: Closure<dyn Fn(JsValue)> = Closure::new(|_: JsValue| {});
 }
 
 /// A channel whose messages go to `on`, replacing the previous subscription

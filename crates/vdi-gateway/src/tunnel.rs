@@ -398,8 +398,9 @@ impl Serialize for TunnelView<'_> {
             "expires_at",
             deadline.map(|d| Ts(to_utc(d))).as_ref(),
         )?;
-        // Held while this tunnel's streams are written: microseconds.
-        let streams = t.streams.lock().unwrap();
+        // The lock is held only to take the list: new streams of this tunnel
+        // are not held up while a large answer is written.
+        let streams: Vec<Arc<Stream>> = t.streams.lock().unwrap().values().cloned().collect();
         m.serialize_field("streams", &StreamsView(&streams))?;
         m.end()
     }
@@ -416,11 +417,11 @@ fn optional<M: SerializeStruct, T: Serialize>(
     }
 }
 
-struct StreamsView<'a>(&'a BTreeMap<u64, Arc<Stream>>);
+struct StreamsView<'a>(&'a [Arc<Stream>]);
 
 impl Serialize for StreamsView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.values().map(|st| StreamView(st)))
+        s.collect_seq(self.0.iter().map(|st| StreamView(st)))
     }
 }
 
