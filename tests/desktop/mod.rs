@@ -149,6 +149,16 @@ impl Desktop {
                 .unwrap(),
             "Xvfb",
         );
+        // Ready when its socket exists (the app would fail to open a window).
+        let x_socket = format!("/tmp/.X11-unix/X{}", &display[1..]);
+        let t = Instant::now();
+        while !std::path::Path::new(&x_socket).exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "Xvfb did not start ({x_socket})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let port = 4444 + (std::process::id() % 1000) as u16 * 2;
         let mut cmd = match netns {
             Some(ns) => {
@@ -182,6 +192,9 @@ impl Desktop {
     /// tauri-driver runs in).
     pub async fn connect(&self) -> fantoccini::Client {
         wait_port(self.port, "tauri-driver");
+        // tauri-driver starts WebKitWebDriver and serves at once, without
+        // waiting for it: a session asked for too early fails to connect.
+        wait_port(self.port + 1, "WebKitWebDriver (started by tauri-driver)");
         let caps = json!({"browserName": "wry", "tauri:options": {"application": APP}});
         ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps.as_object().unwrap().clone())

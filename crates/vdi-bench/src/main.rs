@@ -534,6 +534,11 @@ async fn step_concurrency(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         .streams
         .div_ceil(per_gateway(ctx.fds, a.tunnels).max(1))
         .max(1);
+    anyhow::ensure!(
+        a.tunnels >= procs,
+        "{} streams need {procs} gateway processes here (descriptor limit): give them at least {procs} tunnels",
+        a.streams
+    );
     let mut gws = Vec::new();
     for _ in 0..procs {
         gws.push(ctx.gateway("splice").await?);
