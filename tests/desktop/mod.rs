@@ -12,22 +12,55 @@ use std::time::{Duration, Instant};
 
 pub const APP: &str = env!("CARGO_BIN_EXE_vdi-console-app");
 
+/// A child started in its own process group (`spawn_group`); dropping it
+/// stops the whole group: tauri-driver, the WebKitWebDriver it starts, the
+/// app and WebKit's helpers, none left holding the test's output.
 pub struct Killed(pub Child, pub &'static str);
 impl Drop for Killed {
     fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: tauri-driver then stops WebKitWebDriver too.
-        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let group = -(self.0.id() as i32);
+        // SIGTERM first: tauri-driver stops WebKitWebDriver, which closes the app.
+        unsafe { libc_kill(group, 15) };
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.0.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("{} did not stop; killing it", self.1);
-        let _ = self.0.kill();
+        if t.elapsed() >= Duration::from_secs(5) {
+            eprintln!("{} did not stop; killing it", self.1);
+        }
+        // Whatever of the group is left, then until it is gone (bounded).
+        unsafe { libc_kill(group, 9) };
         let _ = self.0.wait();
+        let t = Instant::now();
+        while group_alive(-group) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+}
+
+/// Whether a process of group `pgid` still runs (zombies hold no files and
+/// are not ours to reap, so they do not count).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid pgrp …: fields after the last ')'.
+        let mut f = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace();
+        let state = f.next().unwrap_or("Z");
+        let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
+        state != "Z" && pgrp == Some(pgid)
+    })
+}
+
+/// Spawns `cmd` as the leader of a new process group, for [`Killed`].
+pub fn spawn_group(cmd: &mut Command, what: &'static str) -> Killed {
+    use std::os::unix::process::CommandExt;
+    Killed(cmd.process_group(0).spawn().unwrap(), what)
 }
 
 unsafe extern "C" {
@@ -134,7 +167,7 @@ impl Desktop {
             return None;
         }
         let display = format!(":{}", 90 + std::process::id() % 100);
-        let xvfb = Killed(
+        let xvfb = spawn_group(
             Command::new("Xvfb")
                 .args([
                     display.as_str(),
@@ -144,9 +177,7 @@ impl Desktop {
                     "-nolisten",
                     "tcp",
                 ])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+                .stderr(Stdio::null()),
             "Xvfb",
         );
         // Ready when its socket exists (the app would fail to open a window).
@@ -168,7 +199,7 @@ impl Desktop {
             }
             None => Command::new("tauri-driver"),
         };
-        let driver = Killed(
+        let driver = spawn_group(
             cmd.args([
                 "--port",
                 &port.to_string(),
@@ -176,9 +207,7 @@ impl Desktop {
                 &(port + 1).to_string(),
             ])
             .env("DISPLAY", &display)
-            .env("VDI_CONSOLE_DATA", data)
-            .spawn()
-            .unwrap(),
+            .env("VDI_CONSOLE_DATA", data),
             "tauri-driver",
         );
         Some(Desktop {
