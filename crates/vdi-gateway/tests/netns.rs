@@ -70,16 +70,6 @@ async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
     s.connect(to).await.unwrap()
 }
 
-fn v2_header(client: &str, to: SocketAddr) -> Vec<u8> {
-    ppp::v2::Builder::with_addresses(
-        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-        ppp::v2::Protocol::Stream,
-        (client.parse::<SocketAddr>().unwrap(), to),
-    )
-    .build()
-    .unwrap()
-}
-
 #[test]
 fn proxy_header_is_accepted_from_trusted_peers_only() {
     in_namespace(|| async {

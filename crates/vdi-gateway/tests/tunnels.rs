@@ -503,13 +503,7 @@ async fn trusted_proxy_header_gives_the_real_client() {
     let addr = tunnel_addr(&g, &opened);
     // Loopback is a trusted peer (HAProxy on this node).
     let mut sock = TcpStream::connect(addr).await.unwrap();
-    let header = ppp::v2::Builder::with_addresses(
-        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-        ppp::v2::Protocol::Stream,
-        ("203.0.113.7:51000".parse::<SocketAddr>().unwrap(), addr),
-    )
-    .build()
-    .unwrap();
+    let header = v2_header("203.0.113.7:51000", addr);
     sock.write_all(&header).await.unwrap();
     sock.write_all(b"payload").await.unwrap();
     let mut buf = [0u8; 7];
@@ -593,13 +587,7 @@ async fn get_connections_is_the_typed_document() {
     let mut plain = TcpStream::connect(addr).await.unwrap();
     plain.write_all(b"hello").await.unwrap();
     let mut proxied = TcpStream::connect(addr).await.unwrap();
-    let header = ppp::v2::Builder::with_addresses(
-        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-        ppp::v2::Protocol::Stream,
-        ("198.51.100.250:65535".parse::<SocketAddr>().unwrap(), addr),
-    )
-    .build()
-    .unwrap();
+    let header = v2_header("198.51.100.250:65535", addr);
     proxied.write_all(&header).await.unwrap();
     proxied.write_all(b"hi").await.unwrap();
     let mut buf = [0u8; 5];

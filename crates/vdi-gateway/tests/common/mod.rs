@@ -217,6 +217,17 @@ impl TestGateway {
     }
 }
 
+/// A PROXY protocol v2 header naming `client` (what HAProxy's `send-proxy-v2` sends).
+pub fn v2_header(client: &str, to: SocketAddr) -> Vec<u8> {
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (client.parse::<SocketAddr>().unwrap(), to),
+    )
+    .build()
+    .unwrap()
+}
+
 /// The desktop stand-in: echoes every byte back, and on EOF closes its side
 /// (so half-close is visible). Counts connections it has seen.
 pub struct Echo {
