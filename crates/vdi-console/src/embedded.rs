@@ -5,10 +5,9 @@
 //! real to show.
 
 use crate::error::{Error, Result};
-use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +19,7 @@ pub struct Embedded {
     pub api_key: String,
     pub cli_key: String,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    handle: vdi_gateway::Handle,
     demo: Mutex<Option<SocketAddr>>,
 }
 
@@ -29,56 +28,27 @@ impl Embedded {
     pub async fn start(dir: &Path) -> Result<Self> {
         let ip = IpAddr::from(EMBEDDED_ADDR);
         let db = dir.join("embedded/settings.db");
-        let (store, created) =
-            vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings)
-                .map_err(|e| Error::Embedded(e.to_string()))?;
-        if created {
-            let patch = json!({
-                "internal_addrs": [ip.to_string()],
-                "public_addr": ip.to_string(),
-                "virtual_addr": ip.to_string(),
-                "disp_addrs": [ip.to_string()],
-                "allowed_targets": ["127.0.77.0/24"],
-                "ha_managed": false,
-            });
-            store
-                .update(patch.as_object().unwrap())
-                .map_err(|e| Error::Embedded(e.to_string()))?;
-        }
-        let settings = store.load().map_err(|e| Error::Embedded(e.to_string()))?;
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<(), String>>();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        let (ready_tx, token) = (tx.clone(), shutdown.clone());
-        let task = tokio::spawn(async move {
-            let r = vdi_gateway::run(store, token, move |_| {
-                if let Some(tx) = ready_tx.lock().unwrap().take() {
-                    let _ = tx.send(Ok(()));
-                }
-            })
-            .await;
-            if let Err(e) = r
-                && let Some(tx) = tx.lock().unwrap().take()
-            {
-                let _ = tx.send(Err(e.to_string()));
-            }
-        });
-        match rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Embedded(e)),
-            Err(_) => {
-                return Err(Error::Embedded(
-                    "the gateway core stopped during start".into(),
-                ));
-            }
-        }
-        let scheme = if settings.ssl { "https" } else { "http" };
+        // Everything on its own loopback address; demo desktops on 127.0.77.0/24.
+        let (store, _) = vdi_gateway::Store::open_or_create(&db, move || {
+            let mut s = vdi_gateway::first_start_settings();
+            s.internal_addrs = vec![ip];
+            s.public_addr = ip;
+            s.virtual_addr = ip;
+            s.disp_addrs = vec![ip];
+            s.allowed_targets = Some(vec!["127.0.77.0/24".into()]);
+            s.ha_managed = Some(false);
+            s
+        })
+        .map_err(|e| Error::Embedded(e.to_string()))?;
+        let handle = vdi_gateway::start(store, vdi_gateway::Options::embedded())
+            .await
+            .map_err(|e| Error::Embedded(e.to_string()))?;
         Ok(Self {
-            api_url: format!("{scheme}://{}", SocketAddr::new(ip, settings.api_port)),
-            api_key: settings.api_key.expose().to_string(),
-            cli_key: settings.cli_key.expose().to_string(),
-            shutdown,
-            task,
+            api_url: handle.api_url(),
+            api_key: handle.api_key(),
+            cli_key: handle.cli_key(),
+            shutdown: handle.shutdown_token(),
+            handle,
             demo: Mutex::new(None),
         })
     }
@@ -115,7 +85,6 @@ impl Embedded {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
+        self.handle.stop().await;
     }
 }

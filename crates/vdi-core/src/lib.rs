@@ -6,6 +6,7 @@ pub mod allow;
 pub mod auth;
 pub mod ha;
 pub mod lifecycle;
+pub mod open;
 pub mod ports;
 pub mod proxy;
 pub mod settings;

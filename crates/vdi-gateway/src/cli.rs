@@ -133,7 +133,7 @@ fn rendered(db: &PathBuf) -> Result<(vdi_wire::Settings, crate::ha::Rendered), S
     let settings = Store::open(db)
         .and_then(|s| s.load())
         .map_err(|e| e.to_string())?;
-    let local = crate::state::local_addrs(&settings.internal_addrs)?;
+    let local = crate::gateway::local_addrs(&settings.internal_addrs)?;
     let r = crate::ha::render(&settings, &local).map_err(|e| e.to_string())?;
     Ok((settings, r))
 }
@@ -259,18 +259,18 @@ async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
             db.display()
         );
     }
-    let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    crate::run(store, shutdown, move |gw| {
-        let s = gw.current();
-        let scheme = if s.ssl { "https" } else { "http" };
-        for addr in gw.api_addrs() {
-            tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        tokio::spawn(handle_signals(gw.clone(), signals));
-    })
-    .await?;
+    let gw = crate::start(store, crate::Options::daemon()).await?;
+    let scheme = if gw.gateway().current().ssl {
+        "https"
+    } else {
+        "http"
+    };
+    for addr in gw.gateway().api_addrs() {
+        tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tokio::spawn(handle_signals(gw.gateway().clone(), gw.shutdown_token()));
+    gw.stopped().await;
     tracing::info!("stopped");
     Ok(())
 }

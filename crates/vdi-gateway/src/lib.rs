@@ -1,25 +1,41 @@
-//! The Space Gateway daemon (`vdi-gateway`): settings store, API v3, tunnels,
-//! service tunnel. See `docs/ARCHITECTURE.md` for the map.
+//! The Space Gateway (`vdi-gateway`): settings store, API v3, tunnels,
+//! service tunnel. See `docs/ARCHITECTURE.md` for the map and the layers.
+//!
+//! Features: `daemon` (default) is the host's daemon: the command line,
+//! systemd notifications, and the HA apply path that writes HAProxy's and
+//! Keepalived's files and runs their reload commands. Without it (the
+//! console's embedded gateway) that path does not exist and `ha_managed`
+//! is refused. `testing` adds [`testing`], the harness the tests share.
 
-pub mod api;
+// Layers, ground floor up; no module imports from a layer above its own.
+mod api;
+#[cfg(feature = "daemon")]
 pub mod cli;
-pub mod ha;
-pub mod logging;
-pub mod metrics;
-pub mod relay;
-pub mod server;
-pub mod service;
+mod conn;
+mod gateway;
+mod ha;
+#[cfg(feature = "daemon")]
+mod logging;
+mod metrics;
+mod relay;
+mod server;
+mod service;
 #[cfg(target_os = "linux")]
-pub mod splice;
-pub mod state;
-pub mod store;
-pub mod tls;
-pub mod tunnel;
-pub mod units;
+mod splice;
+mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod tls;
+mod tunnel;
+mod units;
 
-pub use state::{Gateway, Shared};
-pub use store::Store;
+pub use api::openapi;
+pub use gateway::{ChangeError, Closing, Gateway, NotFound, OpenError, Options, Shared};
+pub use store::{
+    DEFAULT_DB_PATH, Store, StoreError, first_start_settings, host_settings, random_key,
+};
 
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -29,36 +45,82 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
-    Start(#[from] state::ChangeError),
+    Start(#[from] ChangeError),
 }
 
-/// Runs a gateway until `shutdown` is cancelled: binds every listener, calls
-/// `ready` (the daemon sends READY=1 there), then waits; on shutdown, closes
-/// every listener, tunnel and stream and waits for them (bounded).
-pub async fn run(
-    store: Store,
-    shutdown: CancellationToken,
-    ready: impl FnOnce(&Shared),
-) -> Result<(), ServeError> {
+/// A running gateway, from [`start`].
+pub struct Handle {
+    gw: Shared,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a gateway on the settings in `store`: binds every listener and
+/// returns once they accept. It runs until [`Handle::stop`] or its
+/// [`Handle::shutdown_token`] is cancelled; then every listener, tunnel and
+/// stream is closed and waited for (at most [`SHUTDOWN_GRACE`]).
+pub async fn start(store: Store, options: Options) -> Result<Handle, ServeError> {
     let settings = store.load()?;
-    let gw = Gateway::new(store, settings, shutdown.clone());
+    let shutdown = CancellationToken::new();
+    let (gw, bound) = Gateway::new(store, settings, options, shutdown.clone());
     gw.start().await?;
-    ready(&gw);
-    shutdown.cancelled().await;
-    tracing::info!("shutting down: closing listeners, tunnels and streams");
-    gw.tasks.close();
-    let all_closed = async {
-        let closing: Vec<_> = gw.tunnels.all();
-        futures_util::future::join_all(closing.iter().map(|t| t.close())).await;
-        gw.tasks.wait().await;
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed)
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway");
+    let server = tokio::spawn(server::serve(gw.clone(), bound));
+    let g = gw.clone();
+    let done = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: closing listeners, tunnels and streams");
+        if !g.close_all(SHUTDOWN_GRACE).await {
+            tracing::warn!(
+                "some connections did not close within {SHUTDOWN_GRACE:?}; exiting anyway"
+            );
+        }
+        let _ = server.await;
+    });
+    Ok(Handle { gw, done })
+}
+
+impl Handle {
+    pub fn gateway(&self) -> &Shared {
+        &self.gw
     }
-    Ok(())
+
+    /// Cancelling it stops the gateway (the daemon's signal handler does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.gw.shutdown.clone()
+    }
+
+    /// The first address the API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.gw.api_addrs()[0]
+    }
+
+    /// `http://` or `https://` and the API's first address.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.gw.current().ssl {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr())
+    }
+
+    pub fn api_key(&self) -> String {
+        self.gw.current().api_key.expose().to_string()
+    }
+
+    pub fn cli_key(&self) -> String {
+        self.gw.current().cli_key.expose().to_string()
+    }
+
+    /// Waits until the gateway has stopped (after its shutdown token fired).
+    pub async fn stopped(self) {
+        let _ = self.done.await;
+    }
+
+    /// Stops the gateway and waits until every socket is closed.
+    pub async fn stop(self) {
+        self.gw.shutdown.cancel();
+        self.stopped().await;
+    }
 }

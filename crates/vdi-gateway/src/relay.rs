@@ -85,13 +85,16 @@ pub struct Sniffing {
 pub enum RelayError {
     #[error("refused: {0}")]
     Refused(String),
+    /// Ended from outside (`disconnect`, shutdown): the reason logged.
+    #[error("{0}")]
+    Stopped(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
 
 /// Reads the first bytes until the PROXY verdict is known. `buf` receives the
 /// bytes read. End of stream before a verdict counts as no header.
-pub async fn sniff_from<R: AsyncRead + Unpin>(
+async fn sniff_from<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     s: Sniffing,
@@ -106,6 +109,86 @@ pub async fn sniff_from<R: AsyncRead + Unpin>(
             return Ok(Verdict::Plain);
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// What a connection's first bytes said: the client a trusted PROXY header
+/// named (if any) and the bytes after the header.
+pub struct Sniffed {
+    pub client: Option<SocketAddr>,
+    pub rest: Vec<u8>,
+}
+
+/// Reads a connection's first bytes until the PROXY verdict is known; a
+/// header from an untrusted peer or a malformed one is refused, counted and
+/// logged here. The one decision for the API, the service tunnel and tunnel
+/// streams.
+pub async fn sniff_client<R: AsyncRead + Unpin>(
+    r: &mut R,
+    s: Sniffing,
+    metrics: &Metrics,
+) -> Result<Sniffed, RelayError> {
+    let mut first = Vec::new();
+    match sniff_from(r, &mut first, s).await? {
+        Verdict::Plain => Ok(Sniffed {
+            client: None,
+            rest: first,
+        }),
+        Verdict::Proxied { len, client } => {
+            first.drain(..len);
+            Ok(Sniffed {
+                client: Some(client),
+                rest: first,
+            })
+        }
+        Verdict::Refuse(why) => {
+            metrics.refused("proxy_header");
+            tracing::warn!(peer = %s.peer, reason = %why, "connection refused");
+            Err(RelayError::Refused(why))
+        }
+    }
+}
+
+/// [`sniff_client`] at the start of a relayed stream: the real client goes
+/// into its counters; returns the bytes to pass on.
+async fn sniff_stream<R: AsyncRead + Unpin>(
+    r: &mut R,
+    s: Sniffing,
+    counters: &Counters,
+) -> Result<Vec<u8>, RelayError> {
+    let sniffed = sniff_client(r, s, &counters.metrics).await?;
+    if let Some(client) = sniffed.client {
+        counters.set_client(client);
+        tracing::info!(%client, via = %s.peer, "client address from PROXY header");
+    }
+    Ok(sniffed.rest)
+}
+
+/// Runs a relay to its end (or until `stop`, said as `stopped`), then logs
+/// the end with the stream's figures: one account for tunnel streams and the
+/// service tunnel.
+pub async fn run_accounted(
+    what: &'static str,
+    counters: &Counters,
+    target: SocketAddr,
+    stop: &tokio_util::sync::CancellationToken,
+    stopped: &'static str,
+    body: impl Future<Output = Result<(), RelayError>>,
+) {
+    let started = std::time::Instant::now();
+    let outcome = tokio::select! {
+        r = body => r,
+        _ = stop.cancelled() => Err(RelayError::Stopped(stopped)),
+    };
+    let to_target = counters.to_target.load(Ordering::Relaxed);
+    let to_client = counters.to_client.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    let client = counters.client();
+    match outcome {
+        Ok(()) => tracing::info!(%client, %target, to_target, to_client, secs, "{what} end"),
+        Err(e) => {
+            tracing::info!(%client, %target, to_target, to_client, secs, reason = %e, "{what} end")
+        }
     }
 }
 
@@ -127,18 +210,8 @@ where
     let (mut tr, mut tw) = tokio::io::split(target);
     let upstream = async {
         if let Some(s) = sniff {
-            let mut first = Vec::new();
-            match sniff_from(&mut cr, &mut first, s).await? {
-                Verdict::Plain => {
-                    write_counted(&mut tw, &first, counters, Direction::ToTarget).await?
-                }
-                Verdict::Proxied { len, client } => {
-                    counters.set_client(client);
-                    tracing::info!(%client, via = %s.peer, "client address from PROXY header");
-                    write_counted(&mut tw, &first[len..], counters, Direction::ToTarget).await?;
-                }
-                Verdict::Refuse(why) => return Err(RelayError::Refused(why)),
-            }
+            let first = sniff_stream(&mut cr, s, counters).await?;
+            write_counted(&mut tw, &first, counters, Direction::ToTarget).await?;
         }
         copy_counted(&mut cr, &mut tw, counters, Direction::ToTarget).await?;
         Ok::<_, RelayError>(())
@@ -172,27 +245,11 @@ pub async fn relay_tcp(
     #[cfg(target_os = "linux")]
     if splice_enabled() {
         let upstream = async {
-            let mut first = Vec::new();
-            let mut skip = 0;
-            if let Some(s) = sniff {
-                match sniff_tcp(&client, &mut first, s).await? {
-                    Verdict::Plain => {}
-                    Verdict::Proxied { len, client: real } => {
-                        counters.set_client(real);
-                        tracing::info!(client = %real, via = %s.peer, "client address from PROXY header");
-                        skip = len;
-                    }
-                    Verdict::Refuse(why) => return Err(RelayError::Refused(why)),
-                }
-            }
-            crate::splice::copy(
-                &client,
-                &target,
-                &first[skip..],
-                counters,
-                Direction::ToTarget,
-            )
-            .await?;
+            let first = match sniff {
+                Some(s) => sniff_stream(&mut SharedRead(&client), s, counters).await?,
+                None => Vec::new(),
+            };
+            crate::splice::copy(&client, &target, &first, counters, Direction::ToTarget).await?;
             Ok::<_, RelayError>(())
         };
         let downstream = async {
@@ -203,11 +260,6 @@ pub async fn relay_tcp(
         return Ok(());
     }
     relay(client, target, counters, sniff).await
-}
-
-/// [`sniff_from`] on a shared socket (the other direction relays meanwhile).
-async fn sniff_tcp(s: &TcpStream, buf: &mut Vec<u8>, how: Sniffing) -> io::Result<Verdict> {
-    sniff_from(&mut SharedRead(s), buf, how).await
 }
 
 /// Reads a `TcpStream` the splice relay shares between its two directions

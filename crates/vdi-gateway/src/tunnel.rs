@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +23,7 @@ use vdi_core::lifecycle::{self, Lifecycle};
 use vdi_core::ports::PortPool;
 use vdi_core::proxy;
 use vdi_core::settings as rules;
+use vdi_wire::OpenConnection;
 use vdi_wire::{Settings, StreamInfo, StreamVia, TunnelInfo, TunnelState};
 
 pub struct Registry {
@@ -36,20 +37,31 @@ struct Inner {
     tunnels: HashMap<String, Arc<Tunnel>>,
 }
 
-/// What `open_connection` asks for, after the target was resolved and allowed.
+/// What `open_connection` asked for, the address its target resolved to (and
+/// was allowed), and who asked.
 #[derive(Debug, Clone)]
 pub struct OpenRequest {
-    pub target_host: String,
-    pub target_port: u16,
+    pub open: OpenConnection,
     pub target_addr: SocketAddr,
-    pub protocol: Option<String>,
-    pub vm_id: Option<String>,
+    /// The real client of the `open_connection` request.
+    pub opened_by: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("no free port: all {size} ports of {start}-{stop} are in use or unavailable")]
-    NoFreePort { start: u16, stop: u16, size: usize },
+#[error("no free port: all {size} ports of {start}-{stop} are in use or unavailable")]
+pub struct NoFreePort {
+    start: u16,
+    stop: u16,
+    size: usize,
+}
+
+/// Why a stream is not admitted to a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("tunnel is closing")]
+    Closing,
+    #[error("tunnel carries {0} streams already (max_streams_per_tunnel)")]
+    Full(u32),
 }
 
 pub struct Tunnel {
@@ -132,15 +144,12 @@ impl Registry {
     }
 
     /// The open tunnel for the same vm and target, if any, reserved anew.
-    pub fn reuse(&self, req: &OpenRequest, ttl: Duration) -> Option<Arc<Tunnel>> {
+    pub fn reuse(&self, req: &OpenConnection, ttl: Duration) -> Option<Arc<Tunnel>> {
         let inner = self.inner.lock().unwrap();
-        let t = inner.tunnels.values().find(|t| {
-            !t.token.is_cancelled()
-                && t.req.vm_id == req.vm_id
-                && t.req.target_host == req.target_host
-                && t.req.target_port == req.target_port
-                && t.req.protocol == req.protocol
-        })?;
+        let t = inner
+            .tunnels
+            .values()
+            .find(|t| !t.token.is_cancelled() && vdi_core::open::reuses(&t.req.open, req))?;
         t.reserve(ttl);
         Some(t.clone())
     }
@@ -152,7 +161,7 @@ impl Registry {
         local_addrs: &[IpAddr],
         settings: watch::Receiver<Arc<Settings>>,
         parent: &CancellationToken,
-    ) -> Result<Arc<Tunnel>, OpenError> {
+    ) -> Result<Arc<Tunnel>, NoFreePort> {
         let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&settings.borrow()));
         let mut inner = self.inner.lock().unwrap();
         let candidates: Vec<u16> = inner.pool.candidates().collect();
@@ -161,7 +170,7 @@ impl Registry {
             .find_map(|port| bind_all(local_addrs, port).ok().map(|ls| (port, ls)));
         let Some((port, listeners)) = bound else {
             let range = inner.pool.range();
-            return Err(OpenError::NoFreePort {
+            return Err(NoFreePort {
                 start: *range.start(),
                 stop: *range.end(),
                 size: range.count(),
@@ -190,9 +199,10 @@ impl Registry {
         tracing::info!(
             parent: &span,
             target = %tunnel.req.target_addr,
-            target_host = %tunnel.req.target_host,
-            vm_id = tunnel.req.vm_id.as_deref().unwrap_or("-"),
-            protocol = tunnel.req.protocol.as_deref().unwrap_or("-"),
+            target_host = %tunnel.req.open.target_host,
+            vm_id = tunnel.req.open.vm_id.as_deref().unwrap_or("-"),
+            protocol = tunnel.req.open.protocol.as_deref().unwrap_or("-"),
+            opened_by = %tunnel.req.opened_by,
             "tunnel open"
         );
         for listener in listeners {
@@ -222,20 +232,28 @@ impl Registry {
         })
     }
 
-    /// Registers a new stream of `t`, unless the tunnel is closing or full.
-    pub fn add_stream(
+    /// Admits a new stream to `t` (TCP or WebSocket: the one admission
+    /// path), unless the tunnel is closing or full; a refusal is counted and
+    /// logged here.
+    pub fn admit(
         &self,
         t: &Arc<Tunnel>,
         client: SocketAddr,
         via: StreamVia,
-        max: u32,
-    ) -> Result<Arc<Stream>, &'static str> {
+        settings: &Settings,
+    ) -> Result<Arc<Stream>, Refused> {
+        let refused = |why: Refused| {
+            self.metrics.refused("stream_limit");
+            tracing::warn!(%client, ?via, reason = %why, "stream refused");
+            why
+        };
+        let max = rules::max_streams_per_tunnel(settings);
         let mut streams = t.streams.lock().unwrap();
         if t.token.is_cancelled() {
-            return Err("tunnel is closing");
+            return Err(refused(Refused::Closing));
         }
         if streams.len() >= max as usize {
-            return Err("tunnel has max_streams_per_tunnel streams already");
+            return Err(refused(Refused::Full(max)));
         }
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let s = Arc::new(Stream {
@@ -322,11 +340,11 @@ impl Tunnel {
         TunnelInfo {
             id: self.id.clone(),
             port: self.port,
-            target_host: self.req.target_host.clone(),
-            target_port: self.req.target_port,
+            target_host: self.req.open.target_host.clone(),
+            target_port: self.req.open.target_port,
             target_addr: self.req.target_addr.to_string(),
-            protocol: self.req.protocol.clone(),
-            vm_id: self.req.vm_id.clone(),
+            protocol: self.req.open.protocol.clone(),
+            vm_id: self.req.open.vm_id.clone(),
             created_at: self.created_at,
             state,
             expires_at: deadline.map(to_utc),
@@ -345,24 +363,21 @@ impl Tunnel {
     where
         F: Future<Output = Result<(), RelayError>>,
     {
-        let outcome = tokio::select! {
-            r = body => r.map_err(|e| e.to_string()),
-            _ = s.token.cancelled() => Err("disconnected".to_string()),
-        };
-        let secs = (Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0;
-        let (to_target, to_client) = (
-            s.counters.to_target.load(Ordering::Relaxed),
-            s.counters.to_client.load(Ordering::Relaxed),
-        );
-        let client = s.counters.client();
-        match outcome {
-            Ok(()) => {
-                tracing::info!(stream = %stream_id(s.id), %client, target = %self.req.target_addr, to_target, to_client, secs, "stream end")
-            }
-            Err(why) => {
-                tracing::info!(stream = %stream_id(s.id), %client, target = %self.req.target_addr, to_target, to_client, secs, reason = %why, "stream end")
-            }
-        }
+        let target = self.req.target_addr;
+        relay::run_accounted(
+            "stream",
+            &s.counters,
+            target,
+            &s.token,
+            "disconnected",
+            body,
+        )
+        .await;
+        self.forget_stream(&s);
+    }
+
+    /// Unregisters a stream that ended (or never started).
+    pub fn forget_stream(&self, s: &Stream) {
         self.streams.lock().unwrap().remove(&s.id);
         self.life.lock().unwrap().last_stream_end = Some(Instant::now());
         s.done.cancel();
@@ -386,11 +401,11 @@ impl Serialize for TunnelView<'_> {
         let mut m = s.serialize_struct("TunnelInfo", 11)?;
         m.serialize_field("id", &t.id)?;
         m.serialize_field("port", &t.port)?;
-        m.serialize_field("target_host", &t.req.target_host)?;
-        m.serialize_field("target_port", &t.req.target_port)?;
+        m.serialize_field("target_host", &t.req.open.target_host)?;
+        m.serialize_field("target_port", &t.req.open.target_port)?;
         m.serialize_field("target_addr", &Shown(&t.req.target_addr))?;
-        optional(&mut m, "protocol", t.req.protocol.as_ref())?;
-        optional(&mut m, "vm_id", t.req.vm_id.as_ref())?;
+        optional(&mut m, "protocol", t.req.open.protocol.as_ref())?;
+        optional(&mut m, "vm_id", t.req.open.vm_id.as_ref())?;
         m.serialize_field("created_at", &Ts(t.created_at))?;
         m.serialize_field("state", &state)?;
         optional(
@@ -581,32 +596,21 @@ async fn accept_loop(
         };
         let s = settings.borrow().clone();
         let trusted = proxy::is_trusted(peer.ip(), &s.internal_addrs);
-        let max = rules::max_streams_per_tunnel(&s);
         let connect_timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
-        let stream = match reg.add_stream(&t, peer, StreamVia::Tcp, max) {
-            Ok(stream) => stream,
-            Err(why) => {
-                reg.metrics.refused("stream_limit");
-                tracing::warn!(%peer, reason = why, "stream refused");
-                continue;
-            }
+        let Ok(stream) = reg.admit(&t, peer, StreamVia::Tcp, &s) else {
+            continue;
         };
         relay::tune(&sock);
         let span = tracing::info_span!("stream", id = %stream_id(stream.id));
         let t2 = t.clone();
         let target = t.req.target_addr;
-        let metrics = reg.metrics.clone();
         t.tasks.spawn(
             async move {
                 tracing::info!(%peer, %target, "stream start");
                 let body = async {
                     let upstream = relay::connect(target, connect_timeout).await?;
                     let sniff = Some(Sniffing { peer, trusted });
-                    let r = relay::relay_tcp(sock, upstream, &stream.counters, sniff).await;
-                    if let Err(RelayError::Refused(_)) = &r {
-                        metrics.refused("proxy_header");
-                    }
-                    r
+                    relay::relay_tcp(sock, upstream, &stream.counters, sniff).await
                 };
                 t2.run_stream(stream.clone(), body).await;
             }
@@ -649,11 +653,6 @@ async fn lifecycle_task(
     t.closed.cancel();
     let secs = (Utc::now() - t.created_at).num_milliseconds() as f64 / 1000.0;
     tracing::info!(reason, target = %t.req.target_addr, secs, "tunnel closed");
-}
-
-/// Connects a stand-alone stream (WebSocket) and relays it as a stream of `t`.
-pub async fn connect_target(t: &Tunnel, timeout: Duration) -> std::io::Result<TcpStream> {
-    relay::connect(t.req.target_addr, timeout).await
 }
 
 #[cfg(test)]

@@ -381,3 +381,26 @@ async fn disconnect_needs_exactly_one_selector() {
     assert_eq!((s, b), (200, json!({"tunnels": [], "streams": []})));
     g.stop().await;
 }
+
+/// Nothing keeps a stopped gateway alive (the router is the server's, not the
+/// gateway's): in-process users (tests, the console) free it.
+#[tokio::test]
+async fn a_stopped_gateway_is_freed() {
+    let g = vdi_gateway::testing::LocalGateway::start(json!({}))
+        .await
+        .unwrap();
+    let weak = std::sync::Arc::downgrade(g.handle.gateway());
+    // Serve a request first, so a connection and the router have been used.
+    let url = format!("{}/v3/health/", g.handle.api_url());
+    let key = g.handle.api_key();
+    let r = reqwest::Client::new()
+        .get(url)
+        .header("api_key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(r);
+    g.stop().await;
+    assert!(weak.upgrade().is_none(), "the gateway outlived its stop");
+}

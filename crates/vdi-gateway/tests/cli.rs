@@ -32,7 +32,7 @@ fn cli(db: &Path, args: &[&str]) -> (i32, String, String) {
 fn prepared_db(dir: &TempDir, ip: IpAddr) -> std::path::PathBuf {
     let db = dir.0.join("settings.db");
     let (store, _) =
-        vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
+        vdi_gateway::Store::open_or_create(&db, vdi_gateway::first_start_settings).unwrap();
     store
         .update(
             json!({"internal_addrs": [ip.to_string()], "public_addr": ip.to_string(), "virtual_addr": ip.to_string(),

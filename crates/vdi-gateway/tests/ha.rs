@@ -243,7 +243,7 @@ fn render_and_apply_from_the_command_line() {
     let ip = unique_loopback();
     let db = paths.dir.0.join("settings.db");
     let (store, _) =
-        vdi_gateway::Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
+        vdi_gateway::Store::open_or_create(&db, vdi_gateway::first_start_settings).unwrap();
     let mut patch = paths.settings("true");
     patch["internal_addrs"] = json!([ip.to_string()]);
     store.update(patch.as_object().unwrap()).unwrap();

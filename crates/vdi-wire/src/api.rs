@@ -28,7 +28,7 @@ pub struct UnitStates {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`, or `disabled` while `is_enabled` is false.
-    pub status: String,
+    pub status: HealthStatus,
     pub version: String,
     pub uptime_secs: u64,
     pub is_enabled: bool,
@@ -44,13 +44,53 @@ pub struct Health {
     pub holds_vip: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    /// `is_enabled` is false: no new tunnels, running streams go on.
+    Disabled,
+}
+
+/// Where the HAProxy and Keepalived configurations stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum HaStatus {
+    /// In force as rendered for the settings in force.
+    Ok,
+    /// The last apply failed; the previous files stay in force.
+    Error,
+    /// `ha_managed` is false: the gateway does not touch them.
+    Unmanaged,
+    /// Not applied yet.
+    #[default]
+    Pending,
+}
+
+impl HaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaStatus::Ok => "ok",
+            HaStatus::Error => "error",
+            HaStatus::Unmanaged => "unmanaged",
+            HaStatus::Pending => "pending",
+        }
+    }
+}
+
+impl std::fmt::Display for HaStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether the HAProxy and Keepalived configurations are in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HaState {
-    /// `ok`, `error` (the last apply failed; the previous files stay in force),
-    /// `unmanaged` (`ha_managed` is false) or `pending` (not applied yet).
-    pub status: String,
+    pub status: HaStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

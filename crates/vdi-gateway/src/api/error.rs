@@ -89,9 +89,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::state::ChangeError> for ApiError {
-    fn from(e: crate::state::ChangeError) -> Self {
-        use crate::state::ChangeError;
+impl From<crate::gateway::OpenError> for ApiError {
+    fn from(e: crate::gateway::OpenError) -> Self {
+        use crate::gateway::OpenError::*;
+        let msg = e.to_string();
+        match e {
+            Disabled => ApiError::Disabled(msg),
+            BadRequest(_) => ApiError::BadRequest(msg),
+            Unresolvable(_) => ApiError::Unresolvable(msg),
+            NotAllowed(_) => ApiError::TargetNotAllowed(msg),
+            NoFreePort(_) => ApiError::NoFreePort(msg),
+        }
+    }
+}
+
+impl From<crate::gateway::NotFound> for ApiError {
+    fn from(e: crate::gateway::NotFound) -> Self {
+        ApiError::NotFound(e.to_string())
+    }
+}
+
+impl From<crate::gateway::ChangeError> for ApiError {
+    fn from(e: crate::gateway::ChangeError) -> Self {
+        use crate::gateway::ChangeError;
         use crate::store::StoreError;
         match e {
             ChangeError::Invalid(s) => ApiError::InvalidSettings(s.field_errors()),

@@ -1,14 +1,15 @@
 //! HTTP API v3: `fn router(gateway) -> Router`, its OpenAPI document and docs page.
-//! Only this module (with `vdi-wire`'s types) knows the JSON shapes.
+//! Only this module (with `vdi-wire`'s types) knows the JSON shapes. Handlers
+//! translate between HTTP and the gateway's domain calls; they decide nothing.
 
 mod error;
 mod ws;
 
 pub use error::ApiError;
 
+use crate::gateway::{Closing, Shared};
 use crate::metrics::{ReasonLabel, RequestLabels};
-use crate::state::Shared;
-use crate::tunnel::{OpenError, OpenRequest, Tunnel, TunnelView};
+use crate::tunnel::{Tunnel, TunnelView};
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -17,16 +18,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::{router::OpenApiRouter, routes};
+#[cfg(feature = "daemon")]
 use utoipa_swagger_ui::SwaggerUi;
-use vdi_core::allow::AllowList;
 use vdi_core::auth::{self, Decision, Role};
-use vdi_core::settings as rules;
 use vdi_wire::*;
 
 /// The real client of a request (from a trusted PROXY header, else the peer).
@@ -97,8 +97,15 @@ fn routes_and_doc() -> (Router<Shared>, utoipa::openapi::OpenApi) {
 
 pub fn router(gw: Shared) -> Router {
     let (api, doc) = routes_and_doc();
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .route_layer(middleware::from_fn_with_state(gw.clone(), count_request))
+    #[cfg(feature = "daemon")]
+    let api = api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc));
+    // The embedded gateway serves the document without the docs page.
+    #[cfg(not(feature = "daemon"))]
+    let api = api.route(
+        "/openapi.json",
+        axum::routing::get(move || std::future::ready(Json(doc.clone()))),
+    );
+    api.route_layer(middleware::from_fn_with_state(gw.clone(), count_request))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed for this endpoint; see /docs".into())
@@ -211,35 +218,12 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-fn idle(gw: &Shared) -> Duration {
-    Duration::from_secs(rules::tunnel_idle_secs(&gw.current()))
-}
-
 /// Health of this node.
 #[utoipa::path(get, path = "/v3/health/", tag = "dispatcher",
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, body = Health), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn health(State(gw): State<Shared>) -> Json<Health> {
-    let s = gw.current();
-    let (tunnels, streams, ports_in_use, ports_free) = gw.tunnels.counts();
-    Json(Health {
-        status: if s.is_enabled { "ok" } else { "disabled" }.into(),
-        version: PRODUCT_VERSION.into(),
-        uptime_secs: gw.started.elapsed().as_secs(),
-        is_enabled: s.is_enabled,
-        tunnels: tunnels as u64,
-        streams: streams as u64,
-        ports_in_use: ports_in_use as u64,
-        ports_free: ports_free as u64,
-        units: gw.units.get().await,
-        ha: gw.ha_state(),
-        holds_vip: vdi_core::settings::ha_managed(&s) && holds(s.virtual_addr),
-    })
-}
-
-/// Whether `ip` is assigned to one of this host's interfaces.
-fn holds(ip: IpAddr) -> bool {
-    if_addrs::get_if_addrs().is_ok_and(|all| all.iter().any(|i| i.ip() == ip))
+    Json(gw.health().await)
 }
 
 /// The settings document in force.
@@ -286,7 +270,7 @@ async fn change_settings(
 async fn get_connections(State(gw): State<Shared>) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
     let tunnels = gw.tunnels.all();
-    let idle = idle(&gw);
+    let idle = gw.idle();
     // Milliseconds of CPU with 10 000 streams: off the runtime's workers, so
     // the relays they drive are not held up while the broker polls.
     let json = tokio::task::spawn_blocking(move || {
@@ -358,41 +342,29 @@ impl serde::Serialize for ConnectionsView<'_> {
     responses((status = 200, body = Disconnected), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Disconnected>, ApiError> {
-    let req: Disconnect = parse_body(&body)?;
-    let mut done = Disconnected::default();
-    match (req.tunnel_id, req.stream_id, req.all) {
-        (Some(id), None, None) => {
-            let t = gw
-                .tunnels
-                .get(&id)
-                .ok_or_else(|| ApiError::NotFound(format!("no tunnel {id}")))?;
-            done.streams = t.close().await;
-            done.tunnels.push(id);
-        }
-        (None, Some(id), None) => {
-            let (t, s) = gw
-                .tunnels
-                .find_stream(&id)
-                .ok_or_else(|| ApiError::NotFound(format!("no stream {id}")))?;
-            t.close_stream(&s).await;
-            done.streams.push(id);
-        }
-        (None, None, Some(true)) => {
-            let all = gw.tunnels.all();
-            let closed = futures_util::future::join_all(all.iter().map(|t| t.close())).await;
-            for (t, streams) in all.iter().zip(closed) {
-                done.tunnels.push(t.id.clone());
-                done.streams.extend(streams);
-            }
-        }
+    let what = match parse_body(&body)? {
+        Disconnect {
+            tunnel_id: Some(id),
+            stream_id: None,
+            all: None,
+        } => Closing::Tunnel(id),
+        Disconnect {
+            tunnel_id: None,
+            stream_id: Some(id),
+            all: None,
+        } => Closing::Stream(id),
+        Disconnect {
+            tunnel_id: None,
+            stream_id: None,
+            all: Some(true),
+        } => Closing::All,
         _ => {
             return Err(ApiError::BadRequest(
                 "give exactly one of tunnel_id, stream_id or \"all\": true".into(),
             ));
         }
-    }
-    tracing::info!(tunnels = ?done.tunnels, streams = ?done.streams, "disconnected through the API");
-    Ok(Json(done))
+    };
+    Ok(Json(gw.disconnect(what).await?))
 }
 
 /// Opens (or reuses) a tunnel to a desktop and answers where to connect.
@@ -405,104 +377,16 @@ async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Discon
         (status = 503, body = ErrorBody, description = "Gateway disabled, or no free port")))]
 async fn open_connection(
     State(gw): State<Shared>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     body: Bytes,
 ) -> Result<Json<ConnectionOpened>, ApiError> {
-    let req: OpenConnection = parse_body(&body)?;
-    let s = gw.current();
-    if !s.is_enabled {
-        return Err(ApiError::Disabled(
-            "the gateway is disabled (is_enabled = false); running streams go on".into(),
-        ));
-    }
-    check_open_request(&req)?;
-    let target_addr = resolve_allowed(&gw, &req).await?;
-    let open = OpenRequest {
-        target_host: req.target_host,
-        target_port: req.target_port,
-        target_addr,
-        protocol: req.protocol,
-        vm_id: req.vm_id,
-    };
-    let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&s));
-    let tunnel = match gw.tunnels.reuse(&open, ttl) {
-        Some(t) => t,
-        None => gw
-            .tunnels
-            .open(
-                open,
-                &gw.local_addrs(),
-                gw.settings.subscribe(),
-                &gw.shutdown,
-            )
-            .map_err(|e| match e {
-                OpenError::NoFreePort { .. } => ApiError::NoFreePort(e.to_string()),
-            })?,
-    };
+    let tunnel = gw.open_tunnel(parse_body(&body)?, client).await?;
     Ok(Json(ConnectionOpened {
         id: tunnel.id.clone(),
-        address: s.public_addr.to_string(),
+        address: gw.current().public_addr.to_string(),
         port: tunnel.port,
-        expires_at: tunnel.expires_at(idle(&gw)),
+        expires_at: tunnel.expires_at(gw.idle()),
     }))
-}
-
-fn check_open_request(req: &OpenConnection) -> Result<(), ApiError> {
-    let host = &req.target_host;
-    if host.is_empty()
-        || host.len() > 253
-        || host.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::BadRequest(
-            "target_host must be an IP address or a DNS name".into(),
-        ));
-    }
-    if req.target_port == 0 {
-        return Err(ApiError::BadRequest("target_port must be 1-65535".into()));
-    }
-    for (name, v) in [("protocol", &req.protocol), ("vm_id", &req.vm_id)] {
-        if v.as_ref().is_some_and(|v| v.len() > 128) {
-            return Err(ApiError::BadRequest(format!(
-                "{name} is longer than 128 characters"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Resolves the target once (the tunnel keeps this address: no DNS rebinding)
-/// and checks every address it resolves to against the allow-list.
-async fn resolve_allowed(gw: &Shared, req: &OpenConnection) -> Result<SocketAddr, ApiError> {
-    let s = gw.current();
-    let addrs: Vec<SocketAddr> = match req.target_host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, req.target_port)],
-        Err(_) => {
-            let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
-            let lookup = tokio::net::lookup_host((req.target_host.as_str(), req.target_port));
-            match tokio::time::timeout(timeout, lookup).await {
-                Ok(Ok(it)) => it.collect(),
-                _ => Vec::new(),
-            }
-        }
-    };
-    let Some(first) = addrs.first().copied() else {
-        return Err(ApiError::Unresolvable(format!(
-            "cannot resolve target_host {:?}",
-            req.target_host
-        )));
-    };
-    let mut own = s.internal_addrs.clone();
-    own.extend([s.public_addr, s.virtual_addr]);
-    let allow = AllowList::new(&rules::allowed_targets(&s), &own);
-    for a in &addrs {
-        if let Err(refusal) = allow.check(a.ip()) {
-            gw.metrics.refused("allow_list");
-            tracing::warn!(target_host = %req.target_host, error = %refusal, "tunnel refused");
-            return Err(ApiError::TargetNotAllowed(format!(
-                "target refused: {refusal}"
-            )));
-        }
-    }
-    Ok(first)
 }
 
 /// Prometheus metrics in text format.
@@ -510,17 +394,12 @@ async fn resolve_allowed(gw: &Shared, req: &OpenConnection) -> Result<SocketAddr
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn metrics(State(gw): State<Shared>) -> impl IntoResponse {
-    let (tunnels, streams, in_use, free) = gw.tunnels.counts();
-    gw.metrics.tunnels.set(tunnels as i64);
-    gw.metrics.streams.set(streams as i64);
-    gw.metrics.ports_in_use.set(in_use as i64);
-    gw.metrics.ports_free.set(free as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gw.metrics.encode(),
+        gw.metrics_text(),
     )
 }
 

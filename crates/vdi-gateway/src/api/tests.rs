@@ -63,3 +63,272 @@ fn openapi_document_is_stable() {
     paths.sort();
     insta::assert_json_snapshot!(paths);
 }
+
+/// The router in-process, over a gateway that binds nothing (the domain
+/// below it is real: a SQLite store, the registry): `oneshot` per request.
+mod in_process {
+    use super::*;
+    use crate::gateway::{Gateway, Options};
+    use crate::store::Store;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    struct Fixture {
+        router: Router,
+        api_key: String,
+        cli_key: String,
+        _dir: crate::testing::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = crate::testing::TempDir::new();
+        let (store, _) =
+            Store::open_or_create(dir.0.join("settings.db"), crate::first_start_settings).unwrap();
+        // A change binds the listeners it needs: on an address of its own.
+        let ip = crate::testing::unique_loopback();
+        store.update(&crate::testing::base_patch(ip)).unwrap();
+        let settings = store.load().unwrap();
+        let (api_key, cli_key) = (
+            settings.api_key.expose().to_string(),
+            settings.cli_key.expose().to_string(),
+        );
+        let (gw, _bound) = Gateway::new(
+            store,
+            settings,
+            Options::embedded(),
+            CancellationToken::new(),
+        );
+        Fixture {
+            router: router(gw),
+            api_key,
+            cli_key,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        f: &Fixture,
+        method: Method,
+        path: &str,
+        key: Option<(&str, &str)>,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some((header, key)) = key {
+            req = req.header(header, key);
+        }
+        let mut req = req.body(Body::from(body.to_string())).unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("127.0.0.1:40000".parse().unwrap()));
+        let resp = f.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The one error shape: a stable code and a sentence.
+    fn assert_error(body: &Value, code: &str) {
+        assert_eq!(body["code"], code, "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_endpoint_takes_only_its_own_key() {
+        let f = fixture();
+        let dispatcher = [
+            (Method::GET, "/v3/health/"),
+            (Method::GET, "/v3/get_settings/"),
+            (Method::POST, "/v3/change_settings/"),
+            (Method::GET, "/v3/get_connections/"),
+            (Method::POST, "/v3/disconnect/"),
+            (Method::GET, "/metrics"),
+        ];
+        let client = [
+            (Method::POST, "/v3/open_connection/"),
+            (Method::GET, "/v3/connect/?id=x"),
+        ];
+        let routes = dispatcher
+            .iter()
+            .map(|r| (r, "api_key", &f.api_key, "cli_key", &f.cli_key))
+            .chain(
+                client
+                    .iter()
+                    .map(|r| (r, "cli_key", &f.cli_key, "api_key", &f.api_key)),
+            );
+        for ((method, path), own, own_key, other, other_key) in routes {
+            let (s, b) = call(&f, method.clone(), path, None, "{}").await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} without a key: {b}"
+            );
+            assert_error(&b, "unauthorized");
+            let (s, b) = call(
+                &f,
+                method.clone(),
+                path,
+                Some((own, "AAAAAAAAAAAAAAAAAAAAAAAA")),
+                "{}",
+            )
+            .await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} wrong key: {b}"
+            );
+            assert_error(&b, "unauthorized");
+            let (s, b) = call(&f, method.clone(), path, Some((other, other_key)), "{}").await;
+            assert_eq!(
+                s,
+                StatusCode::FORBIDDEN,
+                "{method} {path} other role's key: {b}"
+            );
+            assert_error(&b, "forbidden");
+            let bearer = format!("Bearer {own_key}");
+            let (s, b) = call(
+                &f,
+                method.clone(),
+                path,
+                Some(("authorization", &bearer)),
+                "{}",
+            )
+            .await;
+            assert!(
+                s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                "{method} {path} with its own key: {s} {b}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_answer_the_one_json_shape() {
+        let f = fixture();
+        let api = Some(("api_key", f.api_key.as_str()));
+        let cli = Some(("cli_key", f.cli_key.as_str()));
+        let cases = [
+            (
+                Method::GET,
+                "/v3/nothing-here/",
+                None,
+                "",
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                Method::DELETE,
+                "/v3/health/",
+                api,
+                "",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                Method::POST,
+                "/v3/change_settings/",
+                api,
+                "{not json",
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Method::POST,
+                "/v3/change_settings/",
+                api,
+                "[1]",
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Method::POST,
+                "/v3/change_settings/",
+                api,
+                r#"{"api_port": 0}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_settings",
+            ),
+            (
+                Method::POST,
+                "/v3/disconnect/",
+                api,
+                "{}",
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Method::POST,
+                "/v3/disconnect/",
+                api,
+                r#"{"tunnel_id": "nope"}"#,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                Method::POST,
+                "/v3/disconnect/",
+                api,
+                r#"{"stream_id": "s999"}"#,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                Method::POST,
+                "/v3/open_connection/",
+                cli,
+                r#"{"target_host": "", "target_port": 5900}"#,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                Method::POST,
+                "/v3/open_connection/",
+                cli,
+                r#"{"target_host": "8.8.8.8", "target_port": 5900}"#,
+                StatusCode::FORBIDDEN,
+                "target_not_allowed",
+            ),
+            (
+                Method::POST,
+                "/v3/change_settings/",
+                api,
+                r#"{"ha_managed": true}"#,
+                StatusCode::CONFLICT,
+                "cannot_apply",
+            ),
+        ];
+        for (method, path, key, body, status, code) in cases {
+            let (s, b) = call(&f, method.clone(), path, key, body).await;
+            assert_eq!(s, status, "{method} {path} {body}: {b}");
+            assert_error(&b, code);
+        }
+        // A disabled gateway opens nothing and says so.
+        let (s, _) = call(
+            &f,
+            Method::POST,
+            "/v3/change_settings/",
+            api,
+            r#"{"is_enabled": false}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, b) = call(
+            &f,
+            Method::POST,
+            "/v3/open_connection/",
+            cli,
+            r#"{"target_host": "127.0.0.1", "target_port": 5900}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_error(&b, "gateway_disabled");
+    }
+}

@@ -3,8 +3,8 @@
 //! clients that can only reach HTTP(S) ports.
 
 use super::{ApiError, ClientAddr, ConnectQuery};
+use crate::gateway::Shared;
 use crate::relay::{self, Counters, Direction, RelayError};
-use crate::state::Shared;
 use axum::Extension;
 use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
@@ -44,27 +44,23 @@ pub async fn connect(
         .map(|c| c.0.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let s = gw.current();
-    let max = rules::max_streams_per_tunnel(&s);
     let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
-    if tunnel.stream_count() >= max as usize {
-        return Err(ApiError::StreamLimit(format!(
-            "tunnel {} carries {max} streams already",
-            q.id
-        )));
-    }
+    // Admitted before the upgrade (the one admission path, as for TCP), so a
+    // full tunnel answers 503 instead of a WebSocket that closes at once.
+    let stream = gw
+        .tunnels
+        .admit(&tunnel, client, StreamVia::Websocket, &s)
+        .map_err(|why| ApiError::StreamLimit(format!("tunnel {}: {why}", q.id)))?;
+    let admitted = Admitted {
+        tunnel: tunnel.clone(),
+        stream: Some(stream),
+    };
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let stream = match gw.tunnels.add_stream(&tunnel, client, StreamVia::Websocket, max) {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::warn!(%client, reason = why, "websocket stream refused");
-                return;
-            }
-        };
+        let mut admitted = admitted;
+        let stream = admitted.stream.take().expect("taken once");
         let target = tunnel.req.target_addr;
         let span = tracing::info_span!("stream", id = %crate::tunnel::stream_id(stream.id), via = "websocket");
-        let _enter = span.enter();
-        tracing::info!(%client, %target, "stream start");
-        drop(_enter);
+        span.in_scope(|| tracing::info!(%client, %target, "stream start"));
         let body = async {
             let upstream = relay::connect(target, timeout).await?;
             relay_ws(socket, upstream, &stream.counters).await
@@ -72,6 +68,21 @@ pub async fn connect(
         let run = tunnel.run_stream(stream.clone(), body);
         tunnel.tasks().track_future(tracing::Instrument::instrument(run, span)).await;
     }))
+}
+
+/// A stream admitted before the upgrade; if the upgrade never completes, it
+/// leaves the tunnel again.
+struct Admitted {
+    tunnel: std::sync::Arc<crate::tunnel::Tunnel>,
+    stream: Option<std::sync::Arc<crate::tunnel::Stream>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            self.tunnel.forget_stream(&s);
+        }
+    }
 }
 
 async fn relay_ws(

@@ -2,53 +2,28 @@
 //! is local on Linux, so every gateway in every test process gets its own IP and
 //! can use the product's fixed ports), and honest stand-ins for the desktop and
 //! the dispatcher.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use vdi_gateway::{Shared, Store};
+use vdi_gateway::Store;
+use vdi_gateway::testing::LocalGateway;
 
-/// A loopback address no other test (thread or process) uses.
-pub fn unique_loopback() -> IpAddr {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = std::process::id() * 64 + NEXT.fetch_add(1, Ordering::Relaxed) % 64;
-    let n = n % (1 << 24);
-    let n = if n < 256 { n + 256 } else { n };
-    IpAddr::from([127, (n >> 16) as u8, (n >> 8) as u8, n as u8])
-}
-
-pub struct TempDir(pub PathBuf);
-impl TempDir {
-    pub fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("vdi-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use vdi_gateway::testing::{TempDir, unique_loopback};
 
 pub struct TestGateway {
     pub ip: IpAddr,
     pub base: String,
     pub api_key: String,
     pub cli_key: String,
-    pub gw: Shared,
     pub db: PathBuf,
-    pub shutdown: CancellationToken,
-    pub done: tokio::task::JoinHandle<()>,
     pub http: reqwest::Client,
-    _dir: TempDir,
+    local: LocalGateway,
 }
 
 /// Starts a gateway on a fresh loopback address with `patch` applied to the
@@ -58,49 +33,27 @@ pub async fn start(patch: Value) -> TestGateway {
 }
 
 pub async fn start_on(ip: IpAddr, patch: Value) -> TestGateway {
-    let dir = TempDir::new();
-    let db = dir.0.join("settings.db");
-    let (store, _) = Store::open_or_create(&db, vdi_gateway::store::first_start_settings).unwrap();
-    let mut base_patch = json!({
-        "internal_addrs": [ip.to_string()],
-        "public_addr": ip.to_string(),
-        "virtual_addr": ip.to_string(),
-        "port_range_start": 21000,
-        "port_range_stop": 21009,
-        "allowed_targets": ["127.0.0.1/32"],
-    });
-    for (k, v) in patch.as_object().unwrap() {
-        base_patch[k] = v.clone();
-    }
-    store.update(base_patch.as_object().unwrap()).unwrap();
-    let s = store.load().unwrap();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let token = shutdown.clone();
-    let done = tokio::spawn(async move {
-        vdi_gateway::run(store, token, move |gw| {
-            let _ = tx.send(gw.clone());
-        })
+    let local = LocalGateway::start_on(ip, patch, vdi_gateway::Options::daemon())
         .await
-        .expect("gateway runs");
-    });
-    let gw = rx.await.expect("gateway became ready");
-    let scheme = if s.ssl { "https" } else { "http" };
+        .expect("gateway starts");
+    let h = &local.handle;
     TestGateway {
         ip,
-        base: format!("{scheme}://{}", SocketAddr::new(ip, s.api_port)),
-        api_key: s.api_key.expose().to_string(),
-        cli_key: s.cli_key.expose().to_string(),
-        gw,
-        db,
-        shutdown,
-        done,
+        base: h.api_url(),
+        api_key: h.api_key(),
+        cli_key: h.cli_key(),
+        db: local.db.clone(),
         http: reqwest::Client::new(),
-        _dir: dir,
+        local,
     }
 }
 
 impl TestGateway {
+    /// The gateway itself, for what only the process sees.
+    pub fn gw(&self) -> &vdi_gateway::Shared {
+        self.local.handle.gateway()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -212,8 +165,7 @@ impl TestGateway {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.done.await.unwrap();
+        self.local.stop().await;
     }
 }
 

@@ -1,23 +1,32 @@
-//! The running gateway: settings in force, tunnels, listeners, TLS, and how a
-//! settings change is applied (prepare everything that can fail, then persist,
-//! then switch: never half-applied).
+//! The running gateway, below any transport: settings in force, tunnels,
+//! listeners, TLS, the HA state, and the domain calls the API only translates
+//! (open a tunnel, disconnect, health, change the settings). A change prepares
+//! everything that can fail, persists, then switches: never half-applied.
+//!
+//! The gateway binds listening sockets but does not serve them: each new one
+//! goes to the server (`Gateway::new`'s receiver) with a token that closes it.
 
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::tunnel::Registry;
-use crate::{ha, server, tls, units};
+use crate::tunnel::{NoFreePort, OpenRequest, Registry, Tunnel};
+use crate::{ha, tls, units};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Instant;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use vdi_core::allow::AllowList;
 use vdi_core::settings::{self as rules, Change, SettingsError};
-use vdi_wire::{HaState, SERVICE_TUNNEL_PORT, Settings};
+use vdi_wire::{
+    Connections, Disconnected, HaState, HaStatus, Health, HealthStatus, OpenConnection,
+    PRODUCT_VERSION, SERVICE_TUNNEL_PORT, Settings,
+};
 
 pub type Shared = Arc<Gateway>;
 
@@ -28,23 +37,57 @@ pub enum Kind {
     ServiceTunnel,
 }
 
+/// A socket the gateway bound for the server to accept on until `token` is
+/// cancelled (a settings change closed it, or shutdown).
+pub struct Bound {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub listener: TcpListener,
+    pub token: CancellationToken,
+}
+
+/// How this gateway runs: as the host's daemon, or inside another program.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Whether it may write HAProxy's and Keepalived's files and run their
+    /// reload commands. Off, `ha_managed: true` is refused.
+    pub manage_ha: bool,
+}
+
+impl Options {
+    /// The daemon of a gateway host.
+    pub fn daemon() -> Self {
+        Self {
+            manage_ha: cfg!(feature = "daemon"),
+        }
+    }
+
+    /// A gateway inside another program (the console's own): never touches
+    /// the host's HAProxy or Keepalived.
+    pub fn embedded() -> Self {
+        Self { manage_ha: false }
+    }
+}
+
 pub struct Gateway {
-    pub settings: watch::Sender<Arc<Settings>>,
-    pub store: Store,
-    pub tunnels: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub started: Instant,
-    pub shutdown: CancellationToken,
-    pub tasks: TaskTracker,
-    pub units: units::UnitCache,
+    /// Private: every change goes through [`Gateway::change`] or
+    /// [`Gateway::reload`].
+    settings: watch::Sender<Arc<Settings>>,
+    store: Store,
+    pub(crate) tunnels: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    started: Instant,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    units: units::UnitCache,
+    options: Options,
     local_addrs: RwLock<Vec<IpAddr>>,
     tls: RwLock<Option<TlsAcceptor>>,
     db_dir: PathBuf,
     change_lock: tokio::sync::Mutex<()>,
     listeners: Mutex<BTreeMap<(Kind, SocketAddr), CancellationToken>>,
+    bound: mpsc::UnboundedSender<Bound>,
     ha: Mutex<(HaState, Option<ha::Rendered>)>,
-    pub(crate) router: OnceLock<axum::Router>,
-    pub(crate) service_rr: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +100,53 @@ pub enum ChangeError {
     Store(#[from] StoreError),
 }
 
+/// Why `open_connection` opens nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the gateway is disabled (is_enabled = false); running streams go on")]
+    Disabled,
+    #[error(transparent)]
+    BadRequest(#[from] vdi_core::open::BadRequest),
+    #[error("cannot resolve target_host {0:?}")]
+    Unresolvable(String),
+    #[error("target refused: {0}")]
+    NotAllowed(String),
+    #[error(transparent)]
+    NoFreePort(#[from] NoFreePort),
+}
+
+/// What `disconnect` closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    Tunnel(String),
+    Stream(String),
+    All,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotFound {
+    #[error("no tunnel {0}")]
+    Tunnel(String),
+    #[error("no stream {0}")]
+    Stream(String),
+}
+
 /// Everything a new settings document needs, acquired before it is persisted.
 pub struct Prepared {
     local_addrs: Vec<IpAddr>,
     tls: Option<TlsAcceptor>,
-    new_listeners: Vec<(Kind, SocketAddr, tokio::net::TcpListener)>,
+    new_listeners: Vec<(Kind, SocketAddr, TcpListener)>,
 }
 
 impl Gateway {
-    pub fn new(store: Store, settings: Settings, shutdown: CancellationToken) -> Shared {
+    /// A gateway with `settings` in force (nothing bound yet: [`Gateway::start`]),
+    /// and the receiver of the listening sockets it binds, for the server.
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        options: Options,
+        shutdown: CancellationToken,
+    ) -> (Shared, mpsc::UnboundedReceiver<Bound>) {
         let metrics = Arc::new(Metrics::default());
         let range = settings.port_range_start..=settings.port_range_stop;
         let db_dir = store
@@ -73,6 +154,7 @@ impl Gateway {
             .parent()
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| PathBuf::from("."));
+        let (bound, listeners) = mpsc::unbounded_channel();
         let gw = Arc::new(Gateway {
             settings: watch::Sender::new(Arc::new(settings)),
             store,
@@ -82,27 +164,34 @@ impl Gateway {
             shutdown,
             tasks: TaskTracker::new(),
             units: units::UnitCache::default(),
+            options,
             local_addrs: RwLock::new(Vec::new()),
             tls: RwLock::new(None),
             db_dir,
             change_lock: tokio::sync::Mutex::new(()),
             listeners: Mutex::new(BTreeMap::new()),
-            ha: Mutex::new((
-                HaState {
-                    status: "pending".into(),
-                    ..Default::default()
-                },
-                None,
-            )),
-            router: OnceLock::new(),
-            service_rr: Default::default(),
+            bound,
+            ha: Mutex::new((HaState::default(), None)),
         });
-        let _ = gw.router.set(crate::api::router(gw.clone()));
-        gw
+        (gw, listeners)
     }
 
     pub fn current(&self) -> Arc<Settings> {
         self.settings.borrow().clone()
+    }
+
+    /// The settings in force, as they change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Settings>> {
+        self.settings.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How long a tunnel without streams stays open.
+    pub(crate) fn idle(&self) -> Duration {
+        Duration::from_secs(rules::tunnel_idle_secs(&self.current()))
     }
 
     pub fn local_addrs(&self) -> Vec<IpAddr> {
@@ -127,7 +216,7 @@ impl Gateway {
     /// Binds the listeners of the settings in force and applies the HAProxy and
     /// Keepalived configurations. Called once at start; an HA failure does not
     /// stop the gateway (tunnels work without it), it shows in health.
-    pub async fn start(self: &Arc<Self>) -> Result<(), ChangeError> {
+    pub async fn start(&self) -> Result<(), ChangeError> {
         let settings = self.current();
         let prepared = self.prepare(&settings)?;
         let local = prepared.local_addrs.clone();
@@ -139,10 +228,7 @@ impl Gateway {
     }
 
     /// Applies a partial update: validate, prepare, persist, configure HA, switch.
-    pub async fn change(
-        self: &Arc<Self>,
-        patch: &Map<String, Value>,
-    ) -> Result<Change, ChangeError> {
+    pub async fn change(&self, patch: &Map<String, Value>) -> Result<Change, ChangeError> {
         let _serial = self.change_lock.lock().await;
         let text = self.store.load_text()?;
         let current = rules::parse_document_text(&text).map_err(|source| StoreError::Invalid {
@@ -174,7 +260,7 @@ impl Gateway {
     }
 
     /// Re-reads the database (SIGHUP, after `vdi-gateway settings set`).
-    pub async fn reload(self: &Arc<Self>) -> Result<(), ChangeError> {
+    pub async fn reload(&self) -> Result<(), ChangeError> {
         let _serial = self.change_lock.lock().await;
         let settings = self.store.load()?;
         let prepared = self.prepare(&settings)?;
@@ -223,7 +309,7 @@ impl Gateway {
                 tracing::info!(reloaded = ?applied.reloaded, node = %r.node, interface = %r.interface,
                     "HAProxy/Keepalived configuration applied");
                 state.0 = HaState {
-                    status: "ok".into(),
+                    status: HaStatus::Ok,
                     message: None,
                     applied_at: Some(chrono::Utc::now()),
                     node: Some(r.node.to_string()),
@@ -234,7 +320,7 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(error = %e,
                     "HAProxy/Keepalived configuration refused; the previous one stays in force");
-                state.0.status = "error".into();
+                state.0.status = HaStatus::Error;
                 state.0.message = Some(e.to_string());
             }
         }
@@ -244,7 +330,7 @@ impl Gateway {
     async fn apply_ha(&self, s: &Settings, local: &[IpAddr]) -> Result<(), ChangeError> {
         if !rules::ha_managed(s) {
             self.ha.lock().unwrap().0 = HaState {
-                status: "unmanaged".into(),
+                status: HaStatus::Unmanaged,
                 ..Default::default()
             };
             return Ok(());
@@ -259,13 +345,19 @@ impl Gateway {
         };
         if let Err(e) = &outcome {
             let mut state = self.ha.lock().unwrap();
-            state.0.status = "error".into();
+            state.0.status = HaStatus::Error;
             state.0.message = Some(e.to_string());
         }
         outcome
     }
 
     fn prepare(&self, s: &Settings) -> Result<Prepared, ChangeError> {
+        if rules::ha_managed(s) && !self.options.manage_ha {
+            return Err(ChangeError::Apply(
+                "this gateway does not manage HAProxy and Keepalived (ha_managed must be false)"
+                    .into(),
+            ));
+        }
         let local_addrs = local_addrs(&s.internal_addrs).map_err(ChangeError::Apply)?;
         let tls = if s.ssl {
             Some(tls::acceptor(s, &self.db_dir).map_err(|e| ChangeError::Apply(e.to_string()))?)
@@ -289,7 +381,7 @@ impl Gateway {
         })
     }
 
-    fn commit(self: &Arc<Self>, s: Settings, p: Prepared) {
+    fn commit(&self, s: Settings, p: Prepared) {
         let wanted: Vec<_> = wanted_listeners(&s, &p.local_addrs);
         self.tunnels
             .set_range(s.port_range_start..=s.port_range_stop);
@@ -305,13 +397,165 @@ impl Gateway {
             }
             keep
         });
-        for (kind, addr, l) in p.new_listeners {
+        for (kind, addr, listener) in p.new_listeners {
             let token = self.shutdown.child_token();
             listeners.insert((kind, addr), token.clone());
             tracing::info!(?kind, %addr, "listening");
-            let gw = self.clone();
-            self.tasks.spawn(server::accept_loop(gw, kind, l, token));
+            // The server may be gone only at shutdown; the socket closes then.
+            let _ = self.bound.send(Bound {
+                kind,
+                addr,
+                listener,
+                token,
+            });
         }
+    }
+
+    /// Opens a tunnel for `req` (or reuses the open one for the same vm,
+    /// target and protocol), on behalf of `client`. The target is resolved
+    /// once and every address it resolves to must pass the allow-list; the
+    /// tunnel keeps that address (no DNS rebinding later).
+    pub async fn open_tunnel(
+        &self,
+        req: OpenConnection,
+        client: SocketAddr,
+    ) -> Result<Arc<Tunnel>, OpenError> {
+        let s = self.current();
+        if !s.is_enabled {
+            return Err(OpenError::Disabled);
+        }
+        vdi_core::open::check(&req)?;
+        let target_addr = self.resolve_allowed(&s, &req).await?;
+        let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&s));
+        if let Some(t) = self.tunnels.reuse(&req, ttl) {
+            return Ok(t);
+        }
+        let open = OpenRequest {
+            open: req,
+            target_addr,
+            opened_by: client,
+        };
+        Ok(self
+            .tunnels
+            .open(open, &self.local_addrs(), self.subscribe(), &self.shutdown)?)
+    }
+
+    async fn resolve_allowed(
+        &self,
+        s: &Settings,
+        req: &OpenConnection,
+    ) -> Result<SocketAddr, OpenError> {
+        let addrs: Vec<SocketAddr> = match req.target_host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, req.target_port)],
+            Err(_) => {
+                let timeout = Duration::from_secs(rules::connect_timeout_secs(s));
+                let lookup = tokio::net::lookup_host((req.target_host.as_str(), req.target_port));
+                match tokio::time::timeout(timeout, lookup).await {
+                    Ok(Ok(it)) => it.collect(),
+                    _ => Vec::new(),
+                }
+            }
+        };
+        let Some(first) = addrs.first().copied() else {
+            return Err(OpenError::Unresolvable(req.target_host.clone()));
+        };
+        let mut own = s.internal_addrs.clone();
+        own.extend([s.public_addr, s.virtual_addr]);
+        let allow = AllowList::new(&rules::allowed_targets(s), &own);
+        for a in &addrs {
+            if let Err(refusal) = allow.check(a.ip()) {
+                self.metrics.refused("allow_list");
+                tracing::warn!(target_host = %req.target_host, error = %refusal, "tunnel refused");
+                return Err(OpenError::NotAllowed(refusal.to_string()));
+            }
+        }
+        Ok(first)
+    }
+
+    /// Closes a tunnel (with its streams), one stream, or everything, and
+    /// waits until the sockets are closed.
+    pub async fn disconnect(&self, what: Closing) -> Result<Disconnected, NotFound> {
+        let mut done = Disconnected::default();
+        match what {
+            Closing::Tunnel(id) => {
+                let t = self.tunnels.get(&id).ok_or(NotFound::Tunnel(id.clone()))?;
+                done.streams = t.close().await;
+                done.tunnels.push(id);
+            }
+            Closing::Stream(id) => {
+                let (t, s) = self
+                    .tunnels
+                    .find_stream(&id)
+                    .ok_or(NotFound::Stream(id.clone()))?;
+                t.close_stream(&s).await;
+                done.streams.push(id);
+            }
+            Closing::All => {
+                let all = self.tunnels.all();
+                let closed = futures_util::future::join_all(all.iter().map(|t| t.close())).await;
+                for (t, streams) in all.iter().zip(closed) {
+                    done.tunnels.push(t.id.clone());
+                    done.streams.extend(streams);
+                }
+            }
+        }
+        tracing::info!(tunnels = ?done.tunnels, streams = ?done.streams, "disconnected");
+        Ok(done)
+    }
+
+    /// Health of this node.
+    pub async fn health(&self) -> Health {
+        let s = self.current();
+        let (tunnels, streams, ports_in_use, ports_free) = self.tunnels.counts();
+        Health {
+            status: if s.is_enabled {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Disabled
+            },
+            version: PRODUCT_VERSION.into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            is_enabled: s.is_enabled,
+            tunnels: tunnels as u64,
+            streams: streams as u64,
+            ports_in_use: ports_in_use as u64,
+            ports_free: ports_free as u64,
+            units: self.units.get().await,
+            ha: self.ha_state(),
+            holds_vip: rules::ha_managed(&s) && holds(s.virtual_addr),
+        }
+    }
+
+    /// Every tunnel with its streams, typed. The API writes the same document
+    /// straight from the registry instead (`api::ConnectionsView`).
+    pub fn connections(&self) -> Connections {
+        let idle = self.idle();
+        Connections {
+            tunnels: self.tunnels.all().iter().map(|t| t.info(idle)).collect(),
+        }
+    }
+
+    /// Brings the gauges of `/metrics` up to date and encodes every family.
+    pub fn metrics_text(&self) -> String {
+        let (tunnels, streams, in_use, free) = self.tunnels.counts();
+        self.metrics.tunnels.set(tunnels as i64);
+        self.metrics.streams.set(streams as i64);
+        self.metrics.ports_in_use.set(in_use as i64);
+        self.metrics.ports_free.set(free as i64);
+        self.metrics.encode()
+    }
+
+    /// Closes every listener, tunnel and stream and waits for them, at most
+    /// `grace`; false when something was still open then.
+    pub(crate) async fn close_all(&self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let all_closed = async {
+            let closing = self.tunnels.all();
+            futures_util::future::join_all(closing.iter().map(|t| t.close())).await;
+            self.tasks.wait().await;
+        };
+        tokio::time::timeout(grace, all_closed).await.is_ok()
     }
 }
 
@@ -359,4 +603,9 @@ pub fn local_addrs(internal: &[IpAddr]) -> Result<Vec<IpAddr>, String> {
         ));
     }
     Ok(local)
+}
+
+/// Whether `ip` is assigned to one of this host's interfaces.
+fn holds(ip: IpAddr) -> bool {
+    if_addrs::get_if_addrs().is_ok_and(|all| all.iter().any(|i| i.ip() == ip))
 }

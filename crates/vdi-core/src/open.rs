@@ -1,0 +1,94 @@
+//! The rules of `open_connection` that need no I/O: which requests are
+//! well-formed, and when an open tunnel serves a new request.
+
+use vdi_wire::OpenConnection;
+
+/// Longest `protocol` and `vm_id` accepted (they are only shown and logged).
+pub const MAX_LABEL_LEN: usize = 128;
+
+/// Why a request is malformed, said to the caller as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+/// Checks the shape of a request before anything is resolved or bound.
+pub fn check(req: &OpenConnection) -> Result<(), BadRequest> {
+    let host = &req.target_host;
+    if host.is_empty()
+        || host.len() > 253
+        || host.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(BadRequest(
+            "target_host must be an IP address or a DNS name".into(),
+        ));
+    }
+    if req.target_port == 0 {
+        return Err(BadRequest("target_port must be 1-65535".into()));
+    }
+    for (name, v) in [("protocol", &req.protocol), ("vm_id", &req.vm_id)] {
+        if v.as_ref().is_some_and(|v| v.len() > MAX_LABEL_LEN) {
+            return Err(BadRequest(format!(
+                "{name} is longer than {MAX_LABEL_LEN} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an open tunnel opened for `open` serves `req` too (*our design*:
+/// the same vm, target and protocol reuse the tunnel and extend it).
+pub fn reuses(open: &OpenConnection, req: &OpenConnection) -> bool {
+    open.vm_id == req.vm_id
+        && open.target_host == req.target_host
+        && open.target_port == req.target_port
+        && open.protocol == req.protocol
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: &str, port: u16) -> OpenConnection {
+        OpenConnection {
+            target_host: host.into(),
+            target_port: port,
+            protocol: Some("spice".into()),
+            vm_id: Some("vm-1".into()),
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_the_reason() {
+        assert!(check(&req("10.0.0.1", 5900)).is_ok());
+        assert!(check(&req("desk.example", 1)).is_ok());
+        for (r, why) in [
+            (req("", 5900), "target_host"),
+            (req("a b", 5900), "target_host"),
+            (req("a\nb", 5900), "target_host"),
+            (req(&"a".repeat(254), 5900), "target_host"),
+            (req("10.0.0.1", 0), "target_port"),
+        ] {
+            let e = check(&r).unwrap_err();
+            assert!(e.0.contains(why), "{e}");
+        }
+        let mut long = req("10.0.0.1", 5900);
+        long.vm_id = Some("v".repeat(MAX_LABEL_LEN + 1));
+        assert!(check(&long).unwrap_err().0.contains("vm_id"));
+        long.vm_id = Some("v".repeat(MAX_LABEL_LEN));
+        assert!(check(&long).is_ok());
+    }
+
+    #[test]
+    fn reuse_needs_the_same_vm_target_and_protocol() {
+        let a = req("10.0.0.1", 5900);
+        assert!(reuses(&a, &a.clone()));
+        let mut b = a.clone();
+        b.protocol = Some("rdp".into());
+        assert!(!reuses(&a, &b));
+        let mut c = a.clone();
+        c.vm_id = None;
+        assert!(!reuses(&a, &c));
+        assert!(!reuses(&a, &req("10.0.0.1", 5901)));
+        assert!(!reuses(&a, &req("10.0.0.2", 5900)));
+    }
+}
