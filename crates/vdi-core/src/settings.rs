@@ -181,109 +181,8 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
         map: &map,
         errors: &mut errors,
     };
-    let parsed = (
-        f.required("is_enabled", bool_of),
-        f.required("internal_addrs", ip_list_of),
-        f.required("ssl", bool_of),
-        f.required("disp_addrs", ip_list_of),
-        f.required("disp_port", port_of),
-        f.required("public_addr", ip_of),
-        f.required("virtual_addr", ip_of),
-        f.required("api_port", port_of),
-        f.required("balancer_api_port", port_of),
-        f.required("port_range_start", port_of),
-        f.required("port_range_stop", port_of),
-        f.required("api_key", key_of),
-        f.required("cli_key", key_of),
-    );
-    let extras = (
-        f.optional("allowed_targets", cidr_list_of),
-        f.optional("tunnel_ttl_secs", duration_of),
-        f.optional("tunnel_idle_secs", duration_of),
-        f.optional("max_streams_per_tunnel", max_streams_of),
-        f.optional("connect_timeout_secs", timeout_of),
-        f.optional("tls_cert_path", path_of),
-        f.optional("tls_key_path", path_of),
-    );
-    let ha = (
-        f.optional("ha_managed", bool_of),
-        f.optional("vrrp_router_id", router_id_of),
-        f.optional("vrrp_advert_int", advert_int_of),
-        f.optional("vrrp_interface", interface_of),
-        f.optional("haproxy_cfg_path", path_of),
-        f.optional("keepalived_conf_path", path_of),
-        f.optional("haproxy_reload_cmd", command_of),
-        f.optional("keepalived_reload_cmd", command_of),
-        f.optional("haproxy_admin_socket", path_of),
-    );
-    let settings = match (parsed, extras, ha) {
-        (
-            (
-                Some(is_enabled),
-                Some(internal_addrs),
-                Some(ssl),
-                Some(disp_addrs),
-                Some(disp_port),
-                Some(public_addr),
-                Some(virtual_addr),
-                Some(api_port),
-                Some(balancer_api_port),
-                Some(port_range_start),
-                Some(port_range_stop),
-                Some(api_key),
-                Some(cli_key),
-            ),
-            (
-                Some(allowed_targets),
-                Some(tunnel_ttl_secs),
-                Some(tunnel_idle_secs),
-                Some(max_streams_per_tunnel),
-                Some(connect_timeout_secs),
-                Some(tls_cert_path),
-                Some(tls_key_path),
-            ),
-            (
-                Some(ha_managed),
-                Some(vrrp_router_id),
-                Some(vrrp_advert_int),
-                Some(vrrp_interface),
-                Some(haproxy_cfg_path),
-                Some(keepalived_conf_path),
-                Some(haproxy_reload_cmd),
-                Some(keepalived_reload_cmd),
-                Some(haproxy_admin_socket),
-            ),
-        ) if errors.is_empty() => Settings {
-            is_enabled,
-            internal_addrs,
-            ssl,
-            disp_addrs,
-            disp_port,
-            public_addr,
-            virtual_addr,
-            api_port,
-            balancer_api_port,
-            port_range_start,
-            port_range_stop,
-            api_key,
-            cli_key,
-            allowed_targets,
-            tunnel_ttl_secs,
-            tunnel_idle_secs,
-            max_streams_per_tunnel,
-            connect_timeout_secs,
-            tls_cert_path,
-            tls_key_path,
-            ha_managed,
-            vrrp_router_id,
-            vrrp_advert_int,
-            vrrp_interface,
-            haproxy_cfg_path,
-            keepalived_conf_path,
-            haproxy_reload_cmd,
-            keepalived_reload_cmd,
-            haproxy_admin_socket,
-        },
+    let settings = match parse_fields(&mut f) {
+        Some(s) if errors.is_empty() => s,
         _ => return Err(SettingsError::Invalid(errors)),
     };
     let cross = validate(&settings);
@@ -293,6 +192,23 @@ pub fn parse_document(value: Value) -> Result<Settings, SettingsError> {
         Err(SettingsError::Invalid(cross))
     }
 }
+
+/// `parse_fields`: each field through its rule (every problem recorded), then
+/// the struct, generated from `vdi_wire::settings_fields!`.
+macro_rules! parse_fields {
+    (required: [$(($r:ident, $rc:ident)),* $(,)?], optional: [$(($o:ident, $oc:ident)),* $(,)?] $(,)?) => {
+        fn parse_fields(f: &mut Fields) -> Option<Settings> {
+            $(let $r = f.required(stringify!($r), $rc);)*
+            $(let $o = f.optional(stringify!($o), $oc);)*
+            Some(Settings {
+                $($r: $r?,)*
+                $($o: $o?,)*
+            })
+        }
+    };
+}
+
+vdi_wire::settings_fields!(parse_fields);
 
 struct Fields<'a> {
     map: &'a Map<String, Value>,

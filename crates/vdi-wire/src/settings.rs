@@ -18,6 +18,18 @@ impl Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
@@ -109,38 +121,62 @@ pub struct Settings {
     pub haproxy_admin_socket: Option<String>,
 }
 
-/// Names of the settings fields, in document order.
-pub const SETTINGS_FIELDS: &[&str] = &[
-    "is_enabled",
-    "internal_addrs",
-    "ssl",
-    "disp_addrs",
-    "disp_port",
-    "public_addr",
-    "virtual_addr",
-    "api_port",
-    "balancer_api_port",
-    "port_range_start",
-    "port_range_stop",
-    "api_key",
-    "cli_key",
-    "allowed_targets",
-    "tunnel_ttl_secs",
-    "tunnel_idle_secs",
-    "max_streams_per_tunnel",
-    "connect_timeout_secs",
-    "tls_cert_path",
-    "tls_key_path",
-    "ha_managed",
-    "vrrp_router_id",
-    "vrrp_advert_int",
-    "vrrp_interface",
-    "haproxy_cfg_path",
-    "keepalived_conf_path",
-    "haproxy_reload_cmd",
-    "keepalived_reload_cmd",
-    "haproxy_admin_socket",
-];
+/// Every settings field once, in document order, with the name of the rule
+/// `vdi-core` parses it with: the one list the field names
+/// ([`SETTINGS_FIELDS`]) and the parser are generated from. The compiler
+/// holds it equal to [`Settings`]: the parser builds the struct from it.
+///
+/// `settings_fields!(then)` calls `then! { required: [(field, rule), …],
+/// optional: [(field, rule), …] }`.
+#[macro_export]
+macro_rules! settings_fields {
+    ($then:ident) => {
+        $then! {
+            required: [
+                (is_enabled, bool_of),
+                (internal_addrs, ip_list_of),
+                (ssl, bool_of),
+                (disp_addrs, ip_list_of),
+                (disp_port, port_of),
+                (public_addr, ip_of),
+                (virtual_addr, ip_of),
+                (api_port, port_of),
+                (balancer_api_port, port_of),
+                (port_range_start, port_of),
+                (port_range_stop, port_of),
+                (api_key, key_of),
+                (cli_key, key_of),
+            ],
+            optional: [
+                (allowed_targets, cidr_list_of),
+                (tunnel_ttl_secs, duration_of),
+                (tunnel_idle_secs, duration_of),
+                (max_streams_per_tunnel, max_streams_of),
+                (connect_timeout_secs, timeout_of),
+                (tls_cert_path, path_of),
+                (tls_key_path, path_of),
+                (ha_managed, bool_of),
+                (vrrp_router_id, router_id_of),
+                (vrrp_advert_int, advert_int_of),
+                (vrrp_interface, interface_of),
+                (haproxy_cfg_path, path_of),
+                (keepalived_conf_path, path_of),
+                (haproxy_reload_cmd, command_of),
+                (keepalived_reload_cmd, command_of),
+                (haproxy_admin_socket, path_of),
+            ],
+        }
+    };
+}
+
+macro_rules! field_names {
+    (required: [$(($r:ident, $rc:ident)),* $(,)?], optional: [$(($o:ident, $oc:ident)),* $(,)?] $(,)?) => {
+        /// Names of the settings fields, in document order.
+        pub const SETTINGS_FIELDS: &[&str] = &[$(stringify!($r),)* $(stringify!($o),)*];
+    };
+}
+
+settings_fields!(field_names);
 
 /// Fields that hold secrets: masked wherever settings are shown to people.
 pub const SECRET_FIELDS: &[&str] = &["api_key", "cli_key"];

@@ -297,3 +297,17 @@ fn assignments_from_the_command_line() {
     assert!(parse_assignment("nofield=1").is_err());
     assert!(parse_assignment("api_port").is_err());
 }
+
+/// docs/settings.md documents every field, once, in document order: the
+/// field list is generated, the prose cannot be, so a test holds them equal.
+#[test]
+fn the_settings_doc_lists_every_field_in_order() {
+    let doc = include_str!("../../../../docs/settings.md");
+    let documented: Vec<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(documented, vdi_wire::SETTINGS_FIELDS);
+}
