@@ -1,6 +1,5 @@
 //! Prometheus metrics, served at `GET /metrics` (api_key required).
 
-use crate::relay::Direction;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,6 +11,13 @@ pub struct RequestLabels {
     pub route: String,
     pub method: String,
     pub status: u16,
+}
+
+/// Which way relayed bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToTarget,
+    ToClient,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -2,6 +2,7 @@
 //! bounded buffers (one per direction: a slow reader stalls its writer, which is
 //! the back-pressure), live byte counters, and PROXY header sniffing.
 
+pub use crate::metrics::Direction;
 use crate::metrics::Metrics;
 use std::io;
 use std::net::SocketAddr;
@@ -66,12 +67,6 @@ impl Counters {
 
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    ToTarget,
-    ToClient,
 }
 
 /// How to treat a PROXY header at the start of the client's bytes.
