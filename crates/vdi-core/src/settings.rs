@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 use vdi_wire::{
-    FieldError, HAPROXY_PEERS_PORT, HAPROXY_STATS_PORT, SERVICE_PUBLIC_PORT, SERVICE_TUNNEL_PORT,
+    ClientBinding, FieldError, HAPROXY_PEERS_PORT, HAPROXY_STATS_PORT, SERVICE_PUBLIC_PORT, SERVICE_TUNNEL_PORT,
     SETTINGS_FIELDS, Secret, Settings,
 };
 
@@ -42,6 +42,9 @@ pub fn local_defaults(api_key: String, cli_key: String) -> Settings {
         tunnel_idle_secs: None,
         max_streams_per_tunnel: None,
         connect_timeout_secs: None,
+        tunnel_client_binding: None,
+        max_tunnels_per_client: None,
+        max_streams_per_client: None,
         tls_cert_path: None,
         tls_key_path: None,
         // A local run must not rewrite the host's HAProxy and Keepalived.
@@ -75,6 +78,20 @@ pub fn tunnel_idle_secs(s: &Settings) -> u64 {
 pub fn max_streams_per_tunnel(s: &Settings) -> u32 {
     s.max_streams_per_tunnel
         .unwrap_or(DEFAULT_MAX_STREAMS_PER_TUNNEL)
+}
+pub const DEFAULT_MAX_TUNNELS_PER_CLIENT: u32 = 16;
+pub const DEFAULT_MAX_STREAMS_PER_CLIENT: u32 = 256;
+/// Whether a tunnel serves only the address that opened it.
+pub fn client_binding(s: &Settings) -> bool {
+    s.tunnel_client_binding.unwrap_or(ClientBinding::Address) == ClientBinding::Address
+}
+pub fn max_tunnels_per_client(s: &Settings) -> u32 {
+    s.max_tunnels_per_client
+        .unwrap_or(DEFAULT_MAX_TUNNELS_PER_CLIENT)
+}
+pub fn max_streams_per_client(s: &Settings) -> u32 {
+    s.max_streams_per_client
+        .unwrap_or(DEFAULT_MAX_STREAMS_PER_CLIENT)
 }
 pub fn connect_timeout_secs(s: &Settings) -> u64 {
     s.connect_timeout_secs
@@ -283,6 +300,18 @@ fn timeout_of(v: &Value) -> Result<u64, String> {
 
 fn max_streams_of(v: &Value) -> Result<u32, String> {
     uint_of(v, 1, 100_000).map(|n| n as u32)
+}
+
+fn per_client_of(v: &Value) -> Result<u32, String> {
+    uint_of(v, 1, 100_000).map(|n| n as u32)
+}
+
+fn binding_of(v: &Value) -> Result<ClientBinding, String> {
+    match str_of(v)? {
+        "address" => Ok(ClientBinding::Address),
+        "off" => Ok(ClientBinding::Off),
+        other => Err(format!("{other:?} is not one of \"address\", \"off\"")),
+    }
 }
 
 fn str_of(v: &Value) -> Result<&str, String> {

@@ -21,7 +21,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Whether PROXY headers from `peer` are believed.
 pub fn sniffing(gw: &Gateway, peer: SocketAddr) -> Sniffing {
     let trusted = vdi_core::proxy::is_trusted(peer.ip(), &gw.current().internal_addrs);
-    Sniffing { peer, trusted }
+    Sniffing {
+        peer,
+        trusted,
+        bound_to: None,
+    }
 }
 
 /// Reads a PROXY header if there is one and decides on it. Returns the real

@@ -8,7 +8,7 @@
 
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::tunnel::{NoFreePort, OpenRequest, Registry, Tunnel};
+use crate::tunnel::{NoTunnel, OpenRequest, Registry, Tunnel};
 use crate::{ha, tls, units};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -112,7 +112,7 @@ pub enum OpenError {
     #[error("target refused: {0}")]
     NotAllowed(String),
     #[error(transparent)]
-    NoFreePort(#[from] NoFreePort),
+    NoTunnel(#[from] NoTunnel),
 }
 
 /// What `disconnect` closes.
@@ -427,7 +427,8 @@ impl Gateway {
         vdi_core::open::check(&req)?;
         let target_addr = self.resolve_allowed(&s, &req).await?;
         let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&s));
-        if let Some(t) = self.tunnels.reuse(&req, ttl) {
+        let opener = rules::client_binding(&s).then_some(client.ip());
+        if let Some(t) = self.tunnels.reuse(&req, opener, ttl) {
             return Ok(t);
         }
         let open = OpenRequest {

@@ -5,7 +5,7 @@
 pub use crate::metrics::Direction;
 use crate::metrics::Metrics;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -74,6 +74,15 @@ pub fn now_millis() -> i64 {
 pub struct Sniffing {
     pub peer: SocketAddr,
     pub trusted: bool,
+    /// The only client a header may name (a bound tunnel's opener).
+    pub bound_to: Option<IpAddr>,
+}
+
+/// How a relay starts: deciding on a PROXY header on the way, or with the
+/// client already known and the bytes read while learning it.
+pub enum Start {
+    Sniff(Sniffing),
+    Known(Vec<u8>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +162,13 @@ async fn sniff_stream<R: AsyncRead + Unpin>(
 ) -> Result<Vec<u8>, RelayError> {
     let sniffed = sniff_client(r, s, &counters.metrics).await?;
     if let Some(client) = sniffed.client {
+        if s.bound_to.is_some_and(|ip| ip != client.ip()) {
+            counters.metrics.refused("client_mismatch");
+            tracing::warn!(%client, via = %s.peer, "PROXY header names another client than the tunnel's; closed");
+            return Err(RelayError::Refused(
+                "the tunnel serves only the client that opened it".into(),
+            ));
+        }
         counters.set_client(client);
         tracing::info!(%client, via = %s.peer, "client address from PROXY header");
     }
@@ -195,7 +211,7 @@ pub async fn relay<C, T>(
     client: C,
     target: T,
     counters: &Counters,
-    sniff: Option<Sniffing>,
+    start: Start,
 ) -> Result<(), RelayError>
 where
     C: AsyncRead + AsyncWrite,
@@ -204,10 +220,11 @@ where
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut tr, mut tw) = tokio::io::split(target);
     let upstream = async {
-        if let Some(s) = sniff {
-            let first = sniff_stream(&mut cr, s, counters).await?;
-            write_counted(&mut tw, &first, counters, Direction::ToTarget).await?;
-        }
+        let first = match start {
+            Start::Sniff(s) => sniff_stream(&mut cr, s, counters).await?,
+            Start::Known(first) => first,
+        };
+        write_counted(&mut tw, &first, counters, Direction::ToTarget).await?;
         copy_counted(&mut cr, &mut tw, counters, Direction::ToTarget).await?;
         Ok::<_, RelayError>(())
     };
@@ -235,14 +252,14 @@ pub async fn relay_tcp(
     client: TcpStream,
     target: TcpStream,
     counters: &Counters,
-    sniff: Option<Sniffing>,
+    start: Start,
 ) -> Result<(), RelayError> {
     #[cfg(target_os = "linux")]
     if splice_enabled() {
         let upstream = async {
-            let first = match sniff {
-                Some(s) => sniff_stream(&mut SharedRead(&client), s, counters).await?,
-                None => Vec::new(),
+            let first = match start {
+                Start::Sniff(s) => sniff_stream(&mut SharedRead(&client), s, counters).await?,
+                Start::Known(first) => first,
             };
             crate::splice::copy(&client, &target, &first, counters, Direction::ToTarget).await?;
             Ok::<_, RelayError>(())
@@ -254,12 +271,12 @@ pub async fn relay_tcp(
         tokio::try_join!(upstream, downstream)?;
         return Ok(());
     }
-    relay(client, target, counters, sniff).await
+    relay(client, target, counters, start).await
 }
 
 /// Reads a `TcpStream` the splice relay shares between its two directions
 /// (tokio reads a `&TcpStream` only through readiness and `try_read`).
-struct SharedRead<'a>(&'a TcpStream);
+pub struct SharedRead<'a>(pub &'a TcpStream);
 
 impl AsyncRead for SharedRead<'_> {
     fn poll_read(

@@ -35,8 +35,8 @@ impl ServiceTunnel {
         if gw.tls().is_none() {
             // Plain TCP: relay at once and sniff the PROXY header on the way, so a
             // protocol where the server speaks first works too.
-            let sniff = Some(conn::sniffing(gw, peer));
-            return self.to_dispatcher(Box::new(sock), peer, sniff).await;
+            let start = relay::Start::Sniff(conn::sniffing(gw, peer));
+            return self.to_dispatcher(Box::new(sock), peer, start).await;
         }
         // TLS: the client speaks first anyway, so read the PROXY header up front.
         let Some((client, io)) = conn::preamble(gw, sock, peer).await else {
@@ -44,7 +44,7 @@ impl ServiceTunnel {
         };
         let this = self.clone();
         conn::maybe_tls(gw, io, client, move |io| {
-            this.to_dispatcher(io, client, None)
+            this.to_dispatcher(io, client, relay::Start::Known(Vec::new()))
         })
         .await;
     }
@@ -53,16 +53,16 @@ impl ServiceTunnel {
         self: Arc<Self>,
         io: Box<dyn Io>,
         client: SocketAddr,
-        sniff: Option<relay::Sniffing>,
+        start: relay::Start,
     ) {
         let gw = &self.gw;
         let s = gw.current();
         let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
         let n = s.disp_addrs.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut upstream = None;
         for i in 0..n {
-            let addr = SocketAddr::new(s.disp_addrs[(start + i) % n], s.disp_port);
+            let addr = SocketAddr::new(s.disp_addrs[(first + i) % n], s.disp_port);
             match relay::connect(addr, timeout).await {
                 Ok(up) => {
                     upstream = Some((addr, up));
@@ -81,7 +81,7 @@ impl ServiceTunnel {
         self.count("relayed");
         let counters = Counters::new(client, Arc::clone(&gw.metrics));
         tracing::info!(%client, %dispatcher, "service tunnel start");
-        let body = relay::relay(io, up, &counters, sniff);
+        let body = relay::relay(io, up, &counters, start);
         relay::run_accounted(
             "service tunnel",
             &counters,

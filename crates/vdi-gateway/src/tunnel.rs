@@ -6,7 +6,7 @@
 //! gateway's, so shutdown reaches every stream.
 
 use crate::metrics::Metrics;
-use crate::relay::{self, Counters, RelayError, Sniffing};
+use crate::relay::{self, Counters, RelayError, Sniffing, Start};
 use chrono::{DateTime, Utc};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +28,7 @@ use vdi_wire::{Settings, StreamInfo, StreamVia, TunnelInfo, TunnelState};
 
 pub struct Registry {
     inner: Mutex<Inner>,
+    per_client: ClientStreams,
     next_stream: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -35,6 +36,27 @@ pub struct Registry {
 struct Inner {
     pool: PortPool,
     tunnels: HashMap<String, Arc<Tunnel>>,
+}
+
+/// Streams per client address, over all tunnels (`max_streams_per_client`).
+type ClientStreams = Arc<Mutex<HashMap<IpAddr, u32>>>;
+
+/// A stream's place in its client's count, given back when the stream goes.
+struct ClientSlot {
+    counts: ClientStreams,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// What `open_connection` asked for, the address its target resolved to (and
@@ -48,11 +70,11 @@ pub struct OpenRequest {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no free port: all {size} ports of {start}-{stop} are in use or unavailable")]
-pub struct NoFreePort {
-    start: u16,
-    stop: u16,
-    size: usize,
+pub enum NoTunnel {
+    #[error("no free port: all {size} ports of {start}-{stop} are in use or unavailable")]
+    NoFreePort { start: u16, stop: u16, size: usize },
+    #[error("client {client} holds {max} tunnels already (max_tunnels_per_client)")]
+    TooManyTunnels { client: IpAddr, max: u32 },
 }
 
 /// Why a stream is not admitted to a tunnel.
@@ -62,6 +84,21 @@ pub enum Refused {
     Closing,
     #[error("tunnel carries {0} streams already (max_streams_per_tunnel)")]
     Full(u32),
+    #[error("client has {0} streams already (max_streams_per_client)")]
+    ClientFull(u32),
+    #[error("the tunnel serves only the client that opened it")]
+    ClientMismatch,
+}
+
+impl Refused {
+    /// The `reason` label of `vdi_gateway_connections_refused_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::Closing | Refused::Full(_) => "stream_limit",
+            Refused::ClientFull(_) => "client_stream_limit",
+            Refused::ClientMismatch => "client_mismatch",
+        }
+    }
 }
 
 pub struct Tunnel {
@@ -90,6 +127,7 @@ pub struct Stream {
     pub counters: Counters,
     token: CancellationToken,
     done: CancellationToken,
+    _slot: ClientSlot,
 }
 
 pub fn stream_id(n: u64) -> String {
@@ -103,6 +141,7 @@ impl Registry {
                 pool: PortPool::new(range),
                 tunnels: HashMap::new(),
             }),
+            per_client: Default::default(),
             next_stream: AtomicU64::new(1),
             metrics,
         }
@@ -143,13 +182,21 @@ impl Registry {
         all
     }
 
-    /// The open tunnel for the same vm and target, if any, reserved anew.
-    pub fn reuse(&self, req: &OpenConnection, ttl: Duration) -> Option<Arc<Tunnel>> {
+    /// The open tunnel for the same vm and target, if any, reserved anew;
+    /// with `opener`, only one that client opened (a bound tunnel would not
+    /// serve anyone else).
+    pub fn reuse(
+        &self,
+        req: &OpenConnection,
+        opener: Option<IpAddr>,
+        ttl: Duration,
+    ) -> Option<Arc<Tunnel>> {
         let inner = self.inner.lock().unwrap();
-        let t = inner
-            .tunnels
-            .values()
-            .find(|t| !t.token.is_cancelled() && vdi_core::open::reuses(&t.req.open, req))?;
+        let t = inner.tunnels.values().find(|t| {
+            !t.token.is_cancelled()
+                && vdi_core::open::reuses(&t.req.open, req)
+                && opener.is_none_or(|ip| t.req.opened_by.ip() == ip)
+        })?;
         t.reserve(ttl);
         Some(t.clone())
     }
@@ -161,16 +208,32 @@ impl Registry {
         local_addrs: &[IpAddr],
         settings: watch::Receiver<Arc<Settings>>,
         parent: &CancellationToken,
-    ) -> Result<Arc<Tunnel>, NoFreePort> {
-        let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&settings.borrow()));
+    ) -> Result<Arc<Tunnel>, NoTunnel> {
+        let (ttl, max) = {
+            let s = settings.borrow();
+            (
+                Duration::from_secs(rules::tunnel_ttl_secs(&s)),
+                rules::max_tunnels_per_client(&s),
+            )
+        };
         let mut inner = self.inner.lock().unwrap();
-        let candidates: Vec<u16> = inner.pool.candidates().collect();
+        let client = req.opened_by.ip();
+        let held = inner
+            .tunnels
+            .values()
+            .filter(|t| !t.token.is_cancelled() && t.req.opened_by.ip() == client)
+            .count();
+        if held >= max as usize {
+            self.metrics.refused("too_many_tunnels");
+            return Err(NoTunnel::TooManyTunnels { client, max });
+        }
+        let candidates = inner.pool.candidates(Instant::now(), rand::random());
         let bound = candidates
             .into_iter()
             .find_map(|port| bind_all(local_addrs, port).ok().map(|ls| (port, ls)));
         let Some((port, listeners)) = bound else {
             let range = inner.pool.range();
-            return Err(NoFreePort {
+            return Err(NoTunnel::NoFreePort {
                 start: *range.start(),
                 stop: *range.end(),
                 size: range.count(),
@@ -220,7 +283,7 @@ impl Registry {
     fn remove(&self, t: &Tunnel) {
         let mut inner = self.inner.lock().unwrap();
         inner.tunnels.remove(&t.id);
-        inner.pool.release(t.port);
+        inner.pool.release(t.port, Instant::now());
     }
 
     /// Finds a stream by its id (`s42`).
@@ -232,9 +295,10 @@ impl Registry {
         })
     }
 
-    /// Admits a new stream to `t` (TCP or WebSocket: the one admission
-    /// path), unless the tunnel is closing or full; a refusal is counted and
-    /// logged here.
+    /// Admits a new stream from `client` to `t` (TCP or WebSocket: the one
+    /// admission path), unless the tunnel serves another client, is closing
+    /// or full, or the client has its share of streams; a refusal is counted
+    /// and logged here. Called before the target is dialled.
     pub fn admit(
         &self,
         t: &Arc<Tunnel>,
@@ -242,12 +306,12 @@ impl Registry {
         via: StreamVia,
         settings: &Settings,
     ) -> Result<Arc<Stream>, Refused> {
-        let refused = |why: Refused| {
-            self.metrics.refused("stream_limit");
-            tracing::warn!(%client, ?via, reason = %why, "stream refused");
-            why
-        };
+        let refused = |why: Refused| self.refuse(t, client, via, why);
+        if rules::client_binding(settings) && client.ip() != t.req.opened_by.ip() {
+            return Err(refused(Refused::ClientMismatch));
+        }
         let max = rules::max_streams_per_tunnel(settings);
+        let per_client = rules::max_streams_per_client(settings);
         let mut streams = t.streams.lock().unwrap();
         if t.token.is_cancelled() {
             return Err(refused(Refused::Closing));
@@ -255,6 +319,19 @@ impl Registry {
         if streams.len() >= max as usize {
             return Err(refused(Refused::Full(max)));
         }
+        let slot = {
+            let mut counts = self.per_client.lock().unwrap();
+            let n = counts.entry(client.ip()).or_insert(0);
+            if *n >= per_client {
+                drop(counts);
+                return Err(refused(Refused::ClientFull(per_client)));
+            }
+            *n += 1;
+            ClientSlot {
+                counts: self.per_client.clone(),
+                ip: client.ip(),
+            }
+        };
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let s = Arc::new(Stream {
             id,
@@ -263,12 +340,20 @@ impl Registry {
             counters: Counters::new(client, self.metrics.clone()),
             token: t.token.child_token(),
             done: CancellationToken::new(),
+            _slot: slot,
         });
         streams.insert(id, s.clone());
         self.metrics.streams_accepted.inc();
         drop(streams);
         t.changed.notify_one();
         Ok(s)
+    }
+
+    /// Counts and logs a refused stream.
+    pub fn refuse(&self, t: &Tunnel, client: SocketAddr, via: StreamVia, why: Refused) -> Refused {
+        self.metrics.refused(why.reason());
+        tracing::warn!(%client, ?via, opened_by = %t.req.opened_by, reason = %why, "stream refused");
+        why
     }
 }
 
@@ -595,28 +680,74 @@ async fn accept_loop(
             }
         };
         let s = settings.borrow().clone();
-        let trusted = proxy::is_trusted(peer.ip(), &s.internal_addrs);
-        let connect_timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
-        let Ok(stream) = reg.admit(&t, peer, StreamVia::Tcp, &s) else {
-            continue;
-        };
-        relay::tune(&sock);
-        let span = tracing::info_span!("stream", id = %stream_id(stream.id));
-        let t2 = t.clone();
-        let target = t.req.target_addr;
-        t.tasks.spawn(
-            async move {
-                tracing::info!(%peer, %target, "stream start");
-                let body = async {
-                    let upstream = relay::connect(target, connect_timeout).await?;
-                    let sniff = Some(Sniffing { peer, trusted });
-                    relay::relay_tcp(sock, upstream, &stream.counters, sniff).await
-                };
-                t2.run_stream(stream.clone(), body).await;
-            }
-            .instrument(span),
-        );
+        let (reg, t2) = (reg.clone(), t.clone());
+        t.tasks.spawn(serve_stream(reg, t2, sock, peer, s));
     }
+}
+
+/// How long a trusted proxy (HAProxy) may take to send the PROXY header that
+/// names the client of a bound tunnel's stream; HAProxy sends it at once.
+const PROXY_WAIT: Duration = Duration::from_secs(3);
+
+/// One TCP stream of a tunnel: learn who the client is (before dialling,
+/// where it decides anything), admit it, dial the target, relay.
+async fn serve_stream(
+    reg: Arc<Registry>,
+    t: Arc<Tunnel>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    s: Arc<Settings>,
+) {
+    relay::tune(&sock);
+    let trusted = proxy::is_trusted(peer.ip(), &s.internal_addrs);
+    let bound = rules::client_binding(&s);
+    let opener = t.req.opened_by.ip();
+    let how = Sniffing {
+        peer,
+        trusted,
+        bound_to: bound.then_some(opener),
+    };
+    let (client, start) = if !bound || peer.ip() == opener {
+        // Unbound, or the opener itself: dial at once, so server-first
+        // protocols (VNC) do not wait; a PROXY header is decided on the way
+        // (and one naming another client ends the stream).
+        (peer, Start::Sniff(how))
+    } else if trusted {
+        // A proxy in front: the header it sends first names the client.
+        let mut reader = relay::SharedRead(&sock);
+        let sniffed = tokio::select! {
+            _ = t.token.cancelled() => return,
+            r = tokio::time::timeout(
+                PROXY_WAIT,
+                relay::sniff_client(&mut reader, how, &reg.metrics),
+            ) => r,
+        };
+        match sniffed {
+            Ok(Ok(sn)) => (sn.client.unwrap_or(peer), Start::Known(sn.rest)),
+            // Refused (counted where decided) or gone.
+            Ok(Err(_)) => return,
+            // No header in time: the peer itself is the client.
+            Err(_) => (peer, Start::Known(Vec::new())),
+        }
+    } else {
+        // Anyone else: refused by the admission below, nothing dialled.
+        (peer, Start::Known(Vec::new()))
+    };
+    let Ok(stream) = reg.admit(&t, client, StreamVia::Tcp, &s) else {
+        return;
+    };
+    let connect_timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
+    let target = t.req.target_addr;
+    let span = tracing::info_span!("stream", id = %stream_id(stream.id));
+    let run = async {
+        tracing::info!(%peer, %client, %target, "stream start");
+        let body = async {
+            let upstream = relay::connect(target, connect_timeout).await?;
+            relay::relay_tcp(sock, upstream, &stream.counters, start).await
+        };
+        t.run_stream(stream.clone(), body).await;
+    };
+    run.instrument(span).await;
 }
 
 async fn lifecycle_task(

@@ -73,7 +73,12 @@ async fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
 #[test]
 fn proxy_header_is_accepted_from_trusted_peers_only() {
     in_namespace(|| async {
-        let g = start_on(ip(GW), json!({"allowed_targets": ["10.77.0.0/24"]})).await;
+        // The trust rule alone (client binding is tested below).
+        let g = start_on(
+            ip(GW),
+            json!({"allowed_targets": ["10.77.0.0/24"], "tunnel_client_binding": "off"}),
+        )
+        .await;
         let desk = echo_server(ip(DESK)).await;
         let (s, opened) = g.open(desk.addr, None).await;
         assert_eq!(s, 200, "{opened}");
@@ -135,7 +140,11 @@ fn proxy_header_is_accepted_from_trusted_peers_only() {
 fn api_port_honours_the_same_trust_rule() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     in_namespace(|| async {
-        let g = start_on(ip(GW), json!({"allowed_targets": ["10.77.0.0/24"]})).await;
+        let g = start_on(
+            ip(GW),
+            json!({"allowed_targets": ["10.77.0.0/24"], "tunnel_client_binding": "off"}),
+        )
+        .await;
         let desk = echo_server(ip(DESK)).await;
         let (_, opened) = g.open(desk.addr, None).await;
         let api = SocketAddr::new(ip(GW), 8000);
@@ -268,6 +277,173 @@ fn service_tunnel_honours_the_same_trust_rule() {
             &five, b"hello",
             "the header was stripped before the dispatcher"
         );
+        g.stop().await;
+    });
+}
+
+/// `open_connection` as the client at `from` (its own source address).
+async fn open_as(
+    g: &TestGateway,
+    from: &str,
+    target: SocketAddr,
+    vm: &str,
+) -> (u16, serde_json::Value) {
+    let http = reqwest::Client::builder()
+        .local_address(ip(from))
+        .build()
+        .unwrap();
+    let r = http
+        .post(g.url("/v3/open_connection/"))
+        .header("cli_key", &g.cli_key)
+        .json(&json!({"target_host": target.ip().to_string(), "target_port": target.port(), "vm_id": vm}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// True when the gateway closed `s` without relaying anything.
+async fn closed_unanswered(mut s: TcpStream) -> bool {
+    let _ = s.write_all(b"hello?").await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    buf.is_empty()
+}
+
+async fn echoes(s: &mut TcpStream, what: &[u8]) -> bool {
+    s.write_all(what).await.unwrap();
+    let mut back = vec![0u8; what.len()];
+    s.read_exact(&mut back).await.is_ok() && back == what
+}
+
+#[test]
+fn a_tunnel_serves_only_the_client_that_opened_it() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    in_namespace(|| async {
+        let g = start_on(ip(GW), json!({"allowed_targets": ["10.77.0.0/24"]})).await;
+        let desk = echo_server(ip(DESK)).await;
+        let (s, opened) = open_as(&g, OTHER, desk.addr, "vm-1").await;
+        assert_eq!(s, 200, "{opened}");
+        let port = SocketAddr::new(ip(GW), opened["port"].as_u64().unwrap() as u16);
+
+        // The opener's stream flows.
+        let mut mine = connect_from(OTHER, port).await;
+        assert!(echoes(&mut mine, b"mine").await);
+        assert_eq!(*desk.accepted.borrow(), 1);
+
+        // A stranger's plain stream is closed and never reaches the desktop.
+        assert!(closed_unanswered(connect_from(DESK, port).await).await);
+        // Through a trusted proxy (a node's own address, as HAProxy): a header
+        // naming a stranger is refused before dialling, one naming the opener
+        // is relayed.
+        let mut stranger = connect_from(GW, port).await;
+        stranger
+            .write_all(&v2_header("198.51.100.9:4000", port))
+            .await
+            .unwrap();
+        assert!(closed_unanswered(stranger).await);
+        let mut proxied = connect_from(GW, port).await;
+        proxied
+            .write_all(&v2_header(&format!("{OTHER}:4001"), port))
+            .await
+            .unwrap();
+        assert!(echoes(&mut proxied, b"via proxy").await);
+        assert_eq!(
+            *desk.accepted.borrow(),
+            2,
+            "only the opener's streams reached the desktop"
+        );
+        // The opener's first stream went on meanwhile.
+        assert!(echoes(&mut mine, b"still mine").await);
+
+        // The WebSocket path is bound the same way.
+        let url = format!(
+            "ws://{GW}:8000/v3/connect/?id={}",
+            opened["id"].as_str().unwrap()
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("cli_key", g.cli_key.parse().unwrap());
+        let sock = connect_from(DESK, SocketAddr::new(ip(GW), 8000)).await;
+        let refused = tokio_tungstenite::client_async(req, sock)
+            .await
+            .unwrap_err();
+        let tokio_tungstenite::tungstenite::Error::Http(resp) = refused else {
+            panic!("expected an HTTP refusal, got {refused}");
+        };
+        assert_eq!(resp.status().as_u16(), 403);
+        let body: serde_json::Value =
+            serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+        assert_eq!(body["code"], "client_mismatch", "{body}");
+        assert_eq!(*desk.accepted.borrow(), 2);
+
+        let metrics = g.metrics().await;
+        assert!(
+            metrics.contains("vdi_gateway_connections_refused_total{reason=\"client_mismatch\"} 3"),
+            "{metrics}"
+        );
+
+        // Another client asking for the same vm gets a tunnel of its own.
+        let (s, theirs) = open_as(&g, DESK, desk.addr, "vm-1").await;
+        assert_eq!(s, 200, "{theirs}");
+        assert_ne!(theirs["id"], opened["id"]);
+
+        // Off (clients behind NAT pools): anyone reaching the port is served.
+        let (s, _) = g.change(json!({"tunnel_client_binding": "off"})).await;
+        assert_eq!(s, 200);
+        let mut anyone = connect_from(DESK, port).await;
+        assert!(echoes(&mut anyone, b"anyone").await);
+        g.stop().await;
+    });
+}
+
+#[test]
+fn per_client_quotas_refuse_the_greedy_client_only() {
+    in_namespace(|| async {
+        let g = start_on(
+            ip(GW),
+            json!({"allowed_targets": ["10.77.0.0/24"], "max_tunnels_per_client": 2, "max_streams_per_client": 2}),
+        )
+        .await;
+        let desk = echo_server(ip(DESK)).await;
+        let (a, first) = open_as(&g, OTHER, desk.addr, "vm-a").await;
+        let (b, _) = open_as(&g, OTHER, desk.addr, "vm-b").await;
+        assert_eq!((a, b), (200, 200));
+        let (s, body) = open_as(&g, OTHER, desk.addr, "vm-c").await;
+        assert_eq!(s, 429, "{body}");
+        assert_eq!(body["code"], "too_many_tunnels");
+        // Reuse is not a new tunnel; another client is still served.
+        let (s, again) = open_as(&g, OTHER, desk.addr, "vm-a").await;
+        assert_eq!((s, &again["id"]), (200, &first["id"]));
+        let (s, body) = open_as(&g, GW, desk.addr, "vm-c").await;
+        assert_eq!(s, 200, "{body}");
+
+        // Streams: two per client over all its tunnels; the third is closed.
+        let port = SocketAddr::new(ip(GW), first["port"].as_u64().unwrap() as u16);
+        let mut one = connect_from(OTHER, port).await;
+        let mut two = connect_from(OTHER, port).await;
+        assert!(echoes(&mut one, b"1").await && echoes(&mut two, b"2").await);
+        assert!(closed_unanswered(connect_from(OTHER, port).await).await);
+        assert!(
+            g.metrics().await.contains(
+                "vdi_gateway_connections_refused_total{reason=\"client_stream_limit\"} 1"
+            )
+        );
+        // A stream ending gives its place back.
+        drop(one);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut three = connect_from(OTHER, port).await;
+            if echoes(&mut three, b"3").await {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the freed place never came back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         g.stop().await;
     });
 }

@@ -290,13 +290,16 @@ async fn port_exhaustion_answers_503() {
 #[tokio::test]
 async fn a_port_taken_by_another_program_is_skipped() {
     let ip = unique_loopback();
-    let squatter = std::net::TcpListener::bind((ip, 21000)).unwrap();
+    // Another program holds every port of the range but the last.
+    let squatters: Vec<_> = (21000..21009)
+        .map(|p| std::net::TcpListener::bind((ip, p)).unwrap())
+        .collect();
     let g = start_on(ip, json!({})).await;
     let desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (s, opened) = g.open(desk.addr, None).await;
     assert_eq!(s, 200);
-    assert_eq!(opened["port"], 21001);
-    drop(squatter);
+    assert_eq!(opened["port"], 21009);
+    drop(squatters);
     g.stop().await;
 }
 
@@ -406,13 +409,14 @@ async fn disabled_gateway_refuses_new_tunnels_but_keeps_streams() {
 
 #[tokio::test]
 async fn narrowing_the_range_keeps_running_tunnels() {
-    let g = start(json!({})).await;
+    let g = start(json!({"port_range_stop": 21002})).await;
     let desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let mut ports = Vec::new();
     for vm in ["a", "b", "c"] {
         let (_, o) = g.open(desk.addr, Some(vm)).await;
         ports.push(o["port"].as_u64().unwrap() as u16);
     }
+    ports.sort();
     assert_eq!(ports, [21000, 21001, 21002]);
     let (s, _) = g.change(json!({"port_range_stop": 21001})).await;
     assert_eq!(s, 200);
@@ -497,7 +501,8 @@ async fn websocket_streams_relay_bytes() {
 
 #[tokio::test]
 async fn trusted_proxy_header_gives_the_real_client() {
-    let g = start(json!({})).await;
+    // The trust rule alone: the header names another client than the opener.
+    let g = start(json!({"tunnel_client_binding": "off"})).await;
     let desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (_, opened) = g.open(desk.addr, None).await;
     let addr = tunnel_addr(&g, &opened);
@@ -518,6 +523,38 @@ async fn trusted_proxy_header_gives_the_real_client() {
         })
         .await;
     assert_eq!(c["tunnels"][0]["streams"][0]["bytes_to_target"], 7);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_proxy_header_naming_another_client_ends_a_bound_stream() {
+    let g = start(json!({})).await;
+    let mut desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let (_, opened) = g.open(desk.addr, None).await;
+    let addr = tunnel_addr(&g, &opened);
+    // The opener (loopback, trusted) names a stranger: the stream ends, and
+    // not one byte of it reaches the desktop.
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(&v2_header("203.0.113.7:51000", addr))
+        .await
+        .unwrap();
+    sock.write_all(b"payload").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = sock.read_to_end(&mut buf).await;
+    assert!(buf.is_empty(), "{buf:?}");
+    desk.wait_ended(1).await;
+    let metrics = g.metrics().await;
+    assert!(
+        metrics.contains("vdi_gateway_connections_refused_total{reason=\"client_mismatch\"} 1"),
+        "{metrics}"
+    );
+    // Naming the opener itself is fine.
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(&v2_header("127.0.0.1:51001", addr))
+        .await
+        .unwrap();
+    let back = echo_round_trip(sock, b"payload").await;
+    assert_eq!(back, b"payload");
     g.stop().await;
 }
 
@@ -570,7 +607,7 @@ async fn an_unreachable_desktop_ends_the_stream_only() {
 /// vm_id, an active one with plain and PROXY-header streams, live counters.
 #[tokio::test]
 async fn get_connections_is_the_typed_document() {
-    let g = start(json!({})).await;
+    let g = start(json!({"tunnel_client_binding": "off"})).await;
     let desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (status, waiting) = g
         .post(

@@ -84,6 +84,15 @@ pub struct Settings {
     /// Seconds to wait for a target (desktop or dispatcher) to accept. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_secs: Option<u64>,
+    /// Whether a tunnel serves only the client address that opened it. Default `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_client_binding: Option<ClientBinding>,
+    /// Tunnels one client address may hold open at once. Default 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tunnels_per_client: Option<u32>,
+    /// Streams one client address may have at once, over all tunnels. Default 256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_client: Option<u32>,
     /// PEM certificate chain for TLS (when `ssl`). Default: `tls/cert.pem` next to the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert_path: Option<String>,
@@ -121,6 +130,19 @@ pub struct Settings {
     pub haproxy_admin_socket: Option<String>,
 }
 
+/// Which client a tunnel serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ClientBinding {
+    /// Only streams from the address that opened the tunnel (the real client:
+    /// from a trusted PROXY header, else the peer).
+    Address,
+    /// Any client that reaches the port (clients behind NAT pools whose
+    /// source address changes between the API call and the stream).
+    Off,
+}
+
 /// Every settings field once, in document order, with the name of the rule
 /// `vdi-core` parses it with: the one list the field names
 /// ([`SETTINGS_FIELDS`]) and the parser are generated from. The compiler
@@ -153,6 +175,9 @@ macro_rules! settings_fields {
                 (tunnel_idle_secs, duration_of),
                 (max_streams_per_tunnel, max_streams_of),
                 (connect_timeout_secs, timeout_of),
+                (tunnel_client_binding, binding_of),
+                (max_tunnels_per_client, per_client_of),
+                (max_streams_per_client, per_client_of),
                 (tls_cert_path, path_of),
                 (tls_key_path, path_of),
                 (ha_managed, bool_of),

@@ -30,6 +30,10 @@ pub enum ApiError {
     #[error("{0}")]
     StreamLimit(String),
     #[error("{0}")]
+    TooManyTunnels(String),
+    #[error("{0}")]
+    ClientMismatch(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
     Internal(String),
@@ -50,6 +54,8 @@ impl ApiError {
             Disabled(_) => (StatusCode::SERVICE_UNAVAILABLE, "gateway_disabled"),
             NoFreePort(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_free_port"),
             StreamLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "stream_limit"),
+            TooManyTunnels(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_tunnels"),
+            ClientMismatch(_) => (StatusCode::FORBIDDEN, "client_mismatch"),
             MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -98,7 +104,10 @@ impl From<crate::gateway::OpenError> for ApiError {
             BadRequest(_) => ApiError::BadRequest(msg),
             Unresolvable(_) => ApiError::Unresolvable(msg),
             NotAllowed(_) => ApiError::TargetNotAllowed(msg),
-            NoFreePort(_) => ApiError::NoFreePort(msg),
+            NoTunnel(crate::tunnel::NoTunnel::NoFreePort { .. }) => ApiError::NoFreePort(msg),
+            NoTunnel(crate::tunnel::NoTunnel::TooManyTunnels { .. }) => {
+                ApiError::TooManyTunnels(msg)
+            }
         }
     }
 }

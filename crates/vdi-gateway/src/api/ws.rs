@@ -50,7 +50,13 @@ pub async fn connect(
     let stream = gw
         .tunnels
         .admit(&tunnel, client, StreamVia::Websocket, &s)
-        .map_err(|why| ApiError::StreamLimit(format!("tunnel {}: {why}", q.id)))?;
+        .map_err(|why| {
+            let msg = format!("tunnel {}: {why}", q.id);
+            match why {
+                crate::tunnel::Refused::ClientMismatch => ApiError::ClientMismatch(msg),
+                _ => ApiError::StreamLimit(msg),
+            }
+        })?;
     let admitted = Admitted {
         tunnel: tunnel.clone(),
         stream: Some(stream),
