@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 use vdi_wire::{
-    ClientBinding, FieldError, HAPROXY_PEERS_PORT, HAPROXY_STATS_PORT, SERVICE_PUBLIC_PORT, SERVICE_TUNNEL_PORT,
-    SETTINGS_FIELDS, Secret, Settings,
+    ClientBinding, FieldError, HAPROXY_PEERS_PORT, HAPROXY_STATS_PORT, SERVICE_PUBLIC_PORT,
+    SERVICE_TUNNEL_PORT, SETTINGS_FIELDS, Secret, Settings,
 };
 
 pub const DEFAULT_ALLOWED_TARGETS: &[&str] =
@@ -401,12 +401,53 @@ fn command_of(v: &Value) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// An absolute path in canonical form: no `.`, `..` or empty components, no
+/// trailing slash, no whitespace or control characters (they end up in
+/// configuration files and command lines).
 fn path_of(v: &Value) -> Result<String, String> {
     let s = str_of(v)?;
     if !s.starts_with('/') {
         return Err(format!("{s:?} must be an absolute path"));
     }
+    if s.len() > 4096 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{s:?} must not contain whitespace or control characters"
+        ));
+    }
+    if s[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "{s:?} must be a plain path to a file (no \".\", \"..\", \"//\" or trailing \"/\")"
+        ));
+    }
     Ok(s.to_string())
+}
+
+fn path_ending(v: &Value, endings: &[&str]) -> Result<String, String> {
+    let p = path_of(v)?;
+    if endings.iter().any(|e| p.ends_with(e)) {
+        Ok(p)
+    } else {
+        Err(format!("{p:?} must end in {}", endings.join(" or ")))
+    }
+}
+
+fn cfg_path_of(v: &Value) -> Result<String, String> {
+    path_ending(v, &[".cfg"])
+}
+
+fn conf_path_of(v: &Value) -> Result<String, String> {
+    path_ending(v, &[".conf"])
+}
+
+fn socket_path_of(v: &Value) -> Result<String, String> {
+    path_ending(v, &[".sock"])
+}
+
+fn pem_path_of(v: &Value) -> Result<String, String> {
+    path_ending(v, &[".pem", ".crt", ".key"])
 }
 
 /// Rules that involve more than one field. Field rules are checked while parsing.

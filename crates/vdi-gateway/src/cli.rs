@@ -204,6 +204,21 @@ fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // Where the path settings point is checked against this host, as the
+    // daemon does before applying.
+    if let Ok(change) = store
+        .load()
+        .and_then(|current| rules::apply_patch(&current, &patch).map_err(StoreError::Rejected))
+    {
+        let misplaced = crate::paths::check(&change.settings, db, &crate::paths::roots_from_env());
+        if !misplaced.is_empty() {
+            eprintln!("rejected, nothing was written:");
+            for f in misplaced {
+                eprintln!("  {f}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
     match store.update(&patch) {
         Ok(change) if change.changed.is_empty() => {
             println!("nothing changed");

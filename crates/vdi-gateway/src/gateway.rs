@@ -47,11 +47,14 @@ pub struct Bound {
 }
 
 /// How this gateway runs: as the host's daemon, or inside another program.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Whether it may write HAProxy's and Keepalived's files and run their
     /// reload commands. Off, `ha_managed: true` is refused.
     pub manage_ha: bool,
+    /// Directories the path settings may point into besides their tools'
+    /// own (`VDI_GATEWAY_CONFIG_ROOTS` for the daemon).
+    pub config_roots: Vec<PathBuf>,
 }
 
 impl Options {
@@ -59,14 +62,27 @@ impl Options {
     pub fn daemon() -> Self {
         Self {
             manage_ha: cfg!(feature = "daemon"),
+            config_roots: crate::paths::roots_from_env(),
         }
     }
 
     /// A gateway inside another program (the console's own): never touches
     /// the host's HAProxy or Keepalived.
     pub fn embedded() -> Self {
-        Self { manage_ha: false }
+        Self {
+            manage_ha: false,
+            config_roots: Vec::new(),
+        }
     }
+}
+
+/// Who asks for a settings change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The broker, through the API (`api_key`): host-local fields are not its.
+    Broker,
+    /// Root on the host (the CLI, the console over SSH through the CLI).
+    Host,
 }
 
 pub struct Gateway {
@@ -96,6 +112,8 @@ pub enum ChangeError {
     Invalid(#[from] SettingsError),
     #[error("cannot apply: {0}")]
     Apply(String),
+    #[error("host-local fields are set on the host, not through the API: {}", .0.join(", "))]
+    HostLocal(Vec<String>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -228,13 +246,24 @@ impl Gateway {
     }
 
     /// Applies a partial update: validate, prepare, persist, configure HA, switch.
-    pub async fn change(&self, patch: &Map<String, Value>) -> Result<Change, ChangeError> {
+    pub async fn change(
+        &self,
+        patch: &Map<String, Value>,
+        caller: Caller,
+    ) -> Result<Change, ChangeError> {
         let _serial = self.change_lock.lock().await;
         let text = self.store.load_text()?;
         let current = rules::parse_document_text(&text).map_err(|source| StoreError::Invalid {
             path: self.store.path().to_path_buf(),
             source,
         })?;
+        if caller == Caller::Broker {
+            let refused = host_local_changes(&current, patch);
+            if !refused.is_empty() {
+                tracing::warn!(fields = ?refused, "change of host-local fields refused");
+                return Err(ChangeError::HostLocal(refused));
+            }
+        }
         let change = rules::apply_patch(&current, patch)?;
         let prepared = self.prepare(&change.settings)?;
         let rendered = self
@@ -357,6 +386,10 @@ impl Gateway {
                 "this gateway does not manage HAProxy and Keepalived (ha_managed must be false)"
                     .into(),
             ));
+        }
+        let misplaced = crate::paths::check(s, self.store.path(), &self.options.config_roots);
+        if !misplaced.is_empty() {
+            return Err(SettingsError::Invalid(misplaced).into());
         }
         let local_addrs = local_addrs(&s.internal_addrs).map_err(ChangeError::Apply)?;
         let tls = if s.ssl {
@@ -609,4 +642,18 @@ pub fn local_addrs(internal: &[IpAddr]) -> Result<Vec<IpAddr>, String> {
 /// Whether `ip` is assigned to one of this host's interfaces.
 fn holds(ip: IpAddr) -> bool {
     if_addrs::get_if_addrs().is_ok_and(|all| all.iter().any(|i| i.ip() == ip))
+}
+
+/// The host-local fields `patch` would change (naming one with its current
+/// value is no change: a broker may send back what it read).
+fn host_local_changes(current: &Settings, patch: &Map<String, Value>) -> Vec<String> {
+    let now = serde_json::to_value(current).unwrap_or(Value::Null);
+    patch
+        .iter()
+        .filter(|(k, v)| {
+            vdi_wire::HOST_LOCAL_FIELDS.contains(&k.as_str())
+                && now.get(k.as_str()).unwrap_or(&Value::Null) != *v
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
 }

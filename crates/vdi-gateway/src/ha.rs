@@ -13,6 +13,8 @@ use vdi_wire::Settings;
 #[cfg(feature = "daemon")]
 mod apply;
 #[cfg(feature = "daemon")]
+mod files;
+#[cfg(feature = "daemon")]
 pub use apply::{apply, validate};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum HaError {
         "HAProxy did not load the new configuration within {secs} s ({last}); see `journalctl -u haproxy`"
     )]
     NotLoaded { secs: u64, last: String },
+    #[cfg(feature = "daemon")]
+    #[error("{0}: not a plain file (a directory, a link or a device is never replaced)")]
+    NotAFile(std::path::PathBuf),
     #[cfg(not(feature = "daemon"))]
     #[error("this build of the gateway does not manage HAProxy and Keepalived")]
     NotManaged,

@@ -7,7 +7,9 @@
 //! console's embedded gateway) that path does not exist and `ha_managed`
 //! is refused. `testing` adds [`testing`], the harness the tests share.
 
-// Layers, ground floor up; no module imports from a layer above its own.
+// The layers (docs/ARCHITECTURE.md): store, paths, tls, ha, units, metrics ->
+// relay (splice) -> tunnel -> gateway -> conn -> api, service -> server.
+// No module imports from a layer above its own.
 mod api;
 #[cfg(feature = "daemon")]
 pub mod cli;
@@ -17,6 +19,7 @@ mod ha;
 #[cfg(feature = "daemon")]
 mod logging;
 mod metrics;
+mod paths;
 mod relay;
 mod server;
 mod service;
@@ -30,7 +33,7 @@ mod tunnel;
 mod units;
 
 pub use api::openapi;
-pub use gateway::{ChangeError, Closing, Gateway, NotFound, OpenError, Options, Shared};
+pub use gateway::{Caller, ChangeError, Closing, Gateway, NotFound, OpenError, Options, Shared};
 pub use store::{
     DEFAULT_DB_PATH, Store, StoreError, first_start_settings, host_settings, random_key,
 };

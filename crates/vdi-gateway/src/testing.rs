@@ -46,6 +46,14 @@ pub fn unique_loopback() -> IpAddr {
     IpAddr::from([127, 128 | (n >> 16) as u8, (n >> 8) as u8, n as u8])
 }
 
+/// The daemon's options, with the temporary directory as a place the path
+/// settings may point into (tests keep their HAProxy files there).
+pub fn options() -> Options {
+    let mut o = Options::daemon();
+    o.config_roots.push(std::env::temp_dir());
+    o
+}
+
 /// A real gateway on its own loopback address, with its database in a
 /// temporary directory (removed after the gateway).
 pub struct LocalGateway {
@@ -74,7 +82,7 @@ pub fn base_patch(ip: IpAddr) -> Map<String, Value> {
 impl LocalGateway {
     /// Starts on a fresh loopback address with `patch` over [`base_patch`].
     pub async fn start(patch: Value) -> Result<Self, crate::ServeError> {
-        Self::start_on(unique_loopback(), patch, Options::daemon()).await
+        Self::start_on(unique_loopback(), patch, options()).await
     }
 
     pub async fn start_on(

@@ -138,14 +138,11 @@ async fn a_failed_reload_restores_files_and_settings() {
     let g = start(paths.settings("true")).await;
     let cfg = read(&paths.haproxy());
     let db_before = g.stored_text();
-    let (s, body) = g
-        .change(json!({"port_range_stop": 21003, "haproxy_reload_cmd": "false"}))
-        .await;
-    assert_eq!(s, 409, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("`false` failed"),
-        "{body}"
-    );
+    let err = g
+        .host_change(json!({"port_range_stop": 21003, "haproxy_reload_cmd": "false"}))
+        .await
+        .unwrap_err();
+    assert!(err.contains("`false` failed"), "{err}");
     assert_eq!(
         read(&paths.haproxy()),
         cfg,
@@ -360,4 +357,99 @@ fn rendered_configurations_pass_haproxy_and_keepalived() {
             );
         }
     }
+}
+
+/// The broker's key is not root on the host: every host-local field is
+/// refused through the API, naming it, and the stored row stays byte for byte.
+#[tokio::test]
+async fn host_local_fields_are_refused_through_the_api() {
+    let paths = Paths::new();
+    let g = start(json!({})).await;
+    let marker = paths.dir.0.join("pwned");
+    let db = g.db.to_str().unwrap().to_string();
+    let attempts = [
+        json!({"haproxy_reload_cmd": format!("/usr/bin/touch {}", marker.display())}),
+        json!({"keepalived_reload_cmd": "/bin/true"}),
+        json!({"haproxy_cfg_path": db}),
+        json!({"keepalived_conf_path": "/etc/keepalived/other.conf"}),
+        json!({"haproxy_admin_socket": "/run/haproxy/admin.sock\n  stats socket /tmp/x"}),
+        json!({"tls_cert_path": "/etc/ssl/x.pem", "tls_key_path": "/etc/ssl/x.key"}),
+        json!({"port_range_stop": 21005, "haproxy_reload_cmd": "/bin/true"}),
+    ];
+    let before = g.stored_text();
+    for patch in attempts {
+        let (s, body) = g.change(patch.clone()).await;
+        assert_eq!(s, 403, "{patch}: {body}");
+        assert_eq!(body["code"], "host_local_field", "{body}");
+        let named: Vec<&str> = body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        let host_local: Vec<&str> = patch
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| vdi_wire::HOST_LOCAL_FIELDS.contains(k))
+            .collect();
+        assert_eq!(named, host_local, "{body}");
+        assert_eq!(g.stored_text(), before, "{patch} changed the row");
+    }
+    assert!(!marker.exists(), "a command ran");
+    // Sending back what get_settings said is no change and is accepted.
+    let (_, now) = g.get("/v3/get_settings/", &g.api_key).await;
+    let (s, body) = g.change(now).await;
+    assert_eq!(s, 200, "{body}");
+    g.stop().await;
+}
+
+/// A rejected or failed change loses nothing: every path setting pointed at
+/// the database is refused with the database intact, and a managed file that
+/// is not UTF-8 comes back byte for byte (mode too) after a failed reload.
+#[tokio::test]
+async fn path_settings_never_touch_the_database_or_lose_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let paths = Paths::new();
+    let g = start(paths.settings("true")).await;
+    let db_bytes = std::fs::read(&g.db).unwrap();
+    let db = g.db.to_str().unwrap().to_string();
+    for field in vdi_wire::HOST_LOCAL_FIELDS
+        .iter()
+        .filter(|f| f.ends_with("_path") || f.ends_with("_socket"))
+    {
+        for target in [
+            db.clone(),
+            format!("{db}-journal"),
+            paths.dir.0.display().to_string(),
+        ] {
+            let err = g.host_change(json!({ *field: target })).await.unwrap_err();
+            assert!(err.contains(field), "{field}={target}: {err}");
+        }
+    }
+    assert!(
+        std::fs::read(&g.db).unwrap() == db_bytes,
+        "the database was touched"
+    );
+    let row = g.stored_text();
+
+    // A binary haproxy.cfg with its own mode, then a change whose reload fails.
+    let binary = vec![0xffu8, 0xfe, 0x00, b'x', 0x80];
+    std::fs::write(paths.haproxy(), &binary).unwrap();
+    std::fs::set_permissions(paths.haproxy(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = g
+        .host_change(json!({"port_range_stop": 21004, "haproxy_reload_cmd": "false"}))
+        .await
+        .unwrap_err();
+    assert!(err.contains("`false` failed"), "{err}");
+    assert_eq!(std::fs::read(paths.haproxy()).unwrap(), binary);
+    let mode = std::fs::metadata(paths.haproxy())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    // The row went in and came back out: the same settings, byte for byte.
+    assert_eq!(g.stored_text(), row);
+    g.stop().await;
 }

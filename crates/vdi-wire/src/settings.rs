@@ -178,17 +178,17 @@ macro_rules! settings_fields {
                 (tunnel_client_binding, binding_of),
                 (max_tunnels_per_client, per_client_of),
                 (max_streams_per_client, per_client_of),
-                (tls_cert_path, path_of),
-                (tls_key_path, path_of),
+                (tls_cert_path, pem_path_of),
+                (tls_key_path, pem_path_of),
                 (ha_managed, bool_of),
                 (vrrp_router_id, router_id_of),
                 (vrrp_advert_int, advert_int_of),
                 (vrrp_interface, interface_of),
-                (haproxy_cfg_path, path_of),
-                (keepalived_conf_path, path_of),
+                (haproxy_cfg_path, cfg_path_of),
+                (keepalived_conf_path, conf_path_of),
                 (haproxy_reload_cmd, command_of),
                 (keepalived_reload_cmd, command_of),
-                (haproxy_admin_socket, path_of),
+                (haproxy_admin_socket, socket_path_of),
             ],
         }
     };
@@ -202,6 +202,19 @@ macro_rules! field_names {
 }
 
 settings_fields!(field_names);
+
+/// Fields that are the host's business, not the broker's: files the daemon
+/// writes or reads and commands it runs as root. `change_settings` refuses to
+/// change them; the host's CLI (`vdi-gateway settings set`) sets them.
+pub const HOST_LOCAL_FIELDS: &[&str] = &[
+    "tls_cert_path",
+    "tls_key_path",
+    "haproxy_cfg_path",
+    "keepalived_conf_path",
+    "haproxy_reload_cmd",
+    "keepalived_reload_cmd",
+    "haproxy_admin_socket",
+];
 
 /// Fields that hold secrets: masked wherever settings are shown to people.
 pub const SECRET_FIELDS: &[&str] = &["api_key", "cli_key"];

@@ -311,3 +311,49 @@ fn the_settings_doc_lists_every_field_in_order() {
         .collect();
     assert_eq!(documented, vdi_wire::SETTINGS_FIELDS);
 }
+
+#[test]
+fn host_paths_are_plain_absolute_paths_of_the_right_kind() {
+    let base = seed();
+    let ok = [
+        ("haproxy_cfg_path", "/etc/haproxy/haproxy.cfg"),
+        ("keepalived_conf_path", "/etc/keepalived/keepalived.conf"),
+        ("haproxy_admin_socket", "/run/haproxy/admin.sock"),
+        ("tls_cert_path", "/etc/vdi-gateway/cert.pem"),
+        ("tls_key_path", "/etc/ssl/private/gw.key"),
+    ];
+    for (field, path) in ok {
+        let patch = serde_json::json!({ field: path });
+        assert!(
+            apply_patch(&base, patch.as_object().unwrap()).is_ok(),
+            "{field}={path}"
+        );
+    }
+    let bad = [
+        ("haproxy_cfg_path", "etc/haproxy/haproxy.cfg"),
+        (
+            "haproxy_cfg_path",
+            "/etc/haproxy/../../opt/vdi-gateway/app/settings.db",
+        ),
+        ("haproxy_cfg_path", "/etc/haproxy//haproxy.cfg"),
+        ("haproxy_cfg_path", "/etc/haproxy/./haproxy.cfg"),
+        ("haproxy_cfg_path", "/opt/vdi-gateway/app/settings.db"),
+        ("keepalived_conf_path", "/etc/keepalived/"),
+        ("keepalived_conf_path", "/etc/passwd"),
+        (
+            "haproxy_admin_socket",
+            "/run/haproxy/admin.sock\n  stats socket /tmp/x",
+        ),
+        ("haproxy_admin_socket", "/run/haproxy/admin sock.sock"),
+        ("tls_cert_path", "/etc/shadow"),
+    ];
+    for (field, path) in bad {
+        let patch = serde_json::json!({ field: path });
+        let err = apply_patch(&base, patch.as_object().unwrap()).unwrap_err();
+        assert_eq!(
+            err.field_errors()[0].field,
+            field,
+            "{field}={path:?}: {err}"
+        );
+    }
+}

@@ -19,6 +19,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("invalid settings")]
     InvalidSettings(Vec<FieldError>),
+    #[error("host-local fields are set on the host, not through the API")]
+    HostLocal(Vec<FieldError>),
     #[error("{0}")]
     Unresolvable(String),
     #[error("{0}")]
@@ -49,6 +51,7 @@ impl ApiError {
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             InvalidSettings(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_settings"),
+            HostLocal(_) => (StatusCode::FORBIDDEN, "host_local_field"),
             Unresolvable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unresolvable_target"),
             Conflict(_) => (StatusCode::CONFLICT, "cannot_apply"),
             Disabled(_) => (StatusCode::SERVICE_UNAVAILABLE, "gateway_disabled"),
@@ -64,7 +67,7 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         let (_, code) = self.status_and_code();
         let fields = match self {
-            ApiError::InvalidSettings(f) => f.clone(),
+            ApiError::InvalidSettings(f) | ApiError::HostLocal(f) => f.clone(),
             _ => Vec::new(),
         };
         let message = match self {
@@ -74,6 +77,13 @@ impl ApiError {
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
                     .join("; ")
+            ),
+            ApiError::HostLocal(f) => format!(
+                "host-local fields are set on the host (vdi-gateway settings set), not through the API: {}",
+                f.iter()
+                    .map(|e| e.field.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             other => other.to_string(),
         };
@@ -125,6 +135,17 @@ impl From<crate::gateway::ChangeError> for ApiError {
         match e {
             ChangeError::Invalid(s) => ApiError::InvalidSettings(s.field_errors()),
             ChangeError::Apply(msg) => ApiError::Conflict(msg),
+            ChangeError::HostLocal(fields) => ApiError::HostLocal(
+                fields
+                    .into_iter()
+                    .map(|f| {
+                        FieldError::new(
+                            f,
+                            "host-local: set it on the host (vdi-gateway settings set)",
+                        )
+                    })
+                    .collect(),
+            ),
             ChangeError::Store(StoreError::Conflict) => {
                 ApiError::Conflict(StoreError::Conflict.to_string())
             }

@@ -7,7 +7,7 @@ mod ws;
 
 pub use error::ApiError;
 
-use crate::gateway::{Closing, Shared};
+use crate::gateway::{Caller, Closing, Shared};
 use crate::metrics::{ReasonLabel, RequestLabels};
 use crate::tunnel::{Tunnel, TunnelView};
 use axum::body::Bytes;
@@ -255,7 +255,7 @@ async fn change_settings(
             ));
         }
     };
-    let change = gw.change(&patch).await?;
+    let change = gw.change(&patch, Caller::Broker).await?;
     tracing::info!(changed = ?change.changed, "settings changed through the API");
     Ok(Json(SettingsChanged {
         changed: change.changed,

@@ -1,7 +1,7 @@
 //! The HA apply path (feature `daemon`): check with the real tools, write,
 //! reload, verify, roll back. Only the host's daemon has it.
 
-use super::{HaError, Rendered};
+use super::{HaError, Rendered, files};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -57,11 +57,11 @@ fn targets<'a>(s: &Settings, r: &'a Rendered) -> [Target<'a>; 2] {
     ]
 }
 
-/// Checks both files with `haproxy -c` and `keepalived -t` (on temp copies).
+/// Checks both files with `haproxy -c` and `keepalived -t` (on temporary
+/// copies next to them).
 pub fn validate(s: &Settings, r: &Rendered) -> Result<(), HaError> {
     for t in targets(s, r) {
-        let tmp = sibling(&t.path, ".vdi-check");
-        write_file(&tmp, t.text)?;
+        let tmp = files::temp_copy(&t.path, t.text.as_bytes())?;
         let result = run((t.check)(&tmp));
         let _ = std::fs::remove_file(&tmp);
         result.map_err(|output| HaError::Invalid {
@@ -80,24 +80,36 @@ pub struct Applied {
 }
 
 /// Validates, writes and reloads what changed; on any failure puts every
-/// file back as it was and reloads again.
+/// file back as it was (bytes, mode, owner) and reloads again. A file that
+/// cannot be read, or is not a plain file, stops the change before anything
+/// is written.
 pub fn apply(s: &Settings, r: &Rendered) -> Result<Applied, HaError> {
     validate(s, r)?;
-    let mut done: Vec<(Target, Option<String>)> = Vec::new();
-    let mut applied = Applied::default();
+    let mut before = Vec::new();
     for t in targets(s, r) {
-        let previous = std::fs::read_to_string(&t.path).ok();
-        if previous.as_deref() == Some(t.text) {
+        let original = files::read(&t.path)?;
+        before.push((t, original));
+    }
+    let mut done: Vec<(Target, Option<files::Original>)> = Vec::new();
+    let mut applied = Applied::default();
+    for (t, original) in before {
+        if original
+            .as_ref()
+            .is_some_and(|o| o.bytes == t.text.as_bytes())
+        {
             continue;
         }
-        let step = write_atomically(&t.path, t.text, previous.as_deref())
+        let step = original
+            .as_ref()
+            .map_or(Ok(()), |o| files::keep_previous(&t.path, o))
+            .and_then(|()| files::replace(&t.path, t.text.as_bytes(), original.as_ref()))
             .and_then(|()| reload(&t.reload))
             .and_then(|()| match &t.verify {
                 Some((socket, digest)) => verify_loaded(socket, digest),
                 None => Ok(()),
             });
         let what = t.what;
-        done.push((t, previous));
+        done.push((t, original));
         if let Err(e) = step {
             roll_back(&done);
             return Err(e);
@@ -107,16 +119,9 @@ pub fn apply(s: &Settings, r: &Rendered) -> Result<Applied, HaError> {
     Ok(applied)
 }
 
-fn roll_back(done: &[(Target, Option<String>)]) {
-    for (t, previous) in done.iter().rev() {
-        let restored = match previous {
-            Some(text) => write_atomically(&t.path, text, None),
-            None => std::fs::remove_file(&t.path).map_err(|source| HaError::Io {
-                path: t.path.clone(),
-                source,
-            }),
-        };
-        match restored.and_then(|()| reload(&t.reload)) {
+fn roll_back(done: &[(Target, Option<files::Original>)]) {
+    for (t, original) in done.iter().rev() {
+        match files::restore(&t.path, original.as_ref()).and_then(|()| reload(&t.reload)) {
             Ok(()) => {
                 tracing::warn!(file = %t.path.display(), "restored the previous configuration")
             }
@@ -158,36 +163,6 @@ fn admin_query(socket: &Path, command: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-fn write_file(path: &Path, text: &str) -> Result<(), HaError> {
-    let io = |source| HaError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    std::fs::write(path, text).map_err(io)
-}
-
-/// Temp file + rename; the replaced text is kept as `NAME.prev`.
-fn write_atomically(path: &Path, text: &str, previous: Option<&str>) -> Result<(), HaError> {
-    if let Some(prev) = previous {
-        write_file(&sibling(path, ".prev"), prev)?;
-    }
-    let tmp = sibling(path, ".vdi-new");
-    write_file(&tmp, text)?;
-    std::fs::rename(&tmp, path).map_err(|source| HaError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 fn reload(cmd: &[String]) -> Result<(), HaError> {
     let (program, args) = cmd
         .split_first()
@@ -200,17 +175,41 @@ fn reload(cmd: &[String]) -> Result<(), HaError> {
     })
 }
 
-/// Runs a command; on failure returns its last output lines.
+/// Runs a command; on failure returns its last output lines, shortened:
+/// they reach the API caller, and a command's output may quote files.
 fn run(mut c: Command) -> Result<(), String> {
-    match c.output() {
+    match c.stdin(std::process::Stdio::null()).output() {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => {
             let mut text = String::from_utf8_lossy(&o.stderr).to_string();
             text.push_str(&String::from_utf8_lossy(&o.stdout));
-            let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = tail[tail.len().saturating_sub(5)..].join(" | ");
-            Err(format!("{} ({})", tail, o.status))
+            Err(format!("{} ({})", shortened(&text), o.status))
         }
         Err(e) => Err(format!("cannot run {:?}: {e}", c.get_program())),
+    }
+}
+
+/// The last three non-empty lines, each at most 160 characters.
+fn shortened(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..]
+        .iter()
+        .map(|l| match l.char_indices().nth(160) {
+            Some((at, _)) => format!("{}…", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_output_is_shortened() {
+        let long = "x".repeat(1000);
+        let text = format!("one\ntwo\n\nthree\n{long}\n");
+        let s = super::shortened(&text);
+        assert!(s.starts_with("two | three | xxx"), "{s}");
+        assert!(s.chars().count() < 200, "{}", s.len());
     }
 }

@@ -33,7 +33,7 @@ pub async fn start(patch: Value) -> TestGateway {
 }
 
 pub async fn start_on(ip: IpAddr, patch: Value) -> TestGateway {
-    let local = LocalGateway::start_on(ip, patch, vdi_gateway::Options::daemon())
+    let local = LocalGateway::start_on(ip, patch, vdi_gateway::testing::options())
         .await
         .expect("gateway starts");
     let h = &local.handle;
@@ -102,6 +102,16 @@ impl TestGateway {
             patch,
         )
         .await
+    }
+
+    /// A change as root on the host makes it (the CLI's path, in-process):
+    /// host-local fields allowed. The changed fields, or the error.
+    pub async fn host_change(&self, patch: Value) -> Result<Vec<String>, String> {
+        self.gw()
+            .change(patch.as_object().unwrap(), vdi_gateway::Caller::Host)
+            .await
+            .map(|c| c.changed)
+            .map_err(|e| e.to_string())
     }
 
     /// The Prometheus text of `/metrics`.
