@@ -45,6 +45,10 @@ pub fn local_defaults(api_key: String, cli_key: String) -> Settings {
         tunnel_client_binding: None,
         max_tunnels_per_client: None,
         max_streams_per_client: None,
+        http_header_timeout_secs: None,
+        http_idle_timeout_secs: None,
+        max_connections: None,
+        max_connections_per_client: None,
         tls_cert_path: None,
         tls_key_path: None,
         // A local run must not rewrite the host's HAProxy and Keepalived.
@@ -92,6 +96,25 @@ pub fn max_tunnels_per_client(s: &Settings) -> u32 {
 pub fn max_streams_per_client(s: &Settings) -> u32 {
     s.max_streams_per_client
         .unwrap_or(DEFAULT_MAX_STREAMS_PER_CLIENT)
+}
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 64;
+pub fn http_header_timeout_secs(s: &Settings) -> u64 {
+    s.http_header_timeout_secs
+        .unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT_SECS)
+}
+pub fn http_idle_timeout_secs(s: &Settings) -> u64 {
+    s.http_idle_timeout_secs
+        .unwrap_or(DEFAULT_HTTP_IDLE_TIMEOUT_SECS)
+}
+pub fn max_connections(s: &Settings) -> u32 {
+    s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+}
+pub fn max_connections_per_client(s: &Settings) -> u32 {
+    s.max_connections_per_client
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
 }
 pub fn connect_timeout_secs(s: &Settings) -> u64 {
     s.connect_timeout_secs
@@ -304,6 +327,18 @@ fn max_streams_of(v: &Value) -> Result<u32, String> {
 
 fn per_client_of(v: &Value) -> Result<u32, String> {
     uint_of(v, 1, 100_000).map(|n| n as u32)
+}
+
+fn header_timeout_of(v: &Value) -> Result<u64, String> {
+    uint_of(v, 1, 30)
+}
+
+fn idle_timeout_of(v: &Value) -> Result<u64, String> {
+    uint_of(v, 1, 3600)
+}
+
+fn max_connections_of(v: &Value) -> Result<u32, String> {
+    uint_of(v, 1, 1_000_000).map(|n| n as u32)
 }
 
 fn binding_of(v: &Value) -> Result<ClientBinding, String> {

@@ -2,7 +2,7 @@
 //! every TCP connection to port 4300 is relayed to one of `disp_addrs` at
 //! `disp_port`, round robin, skipping a dispatcher that refuses or does not
 //! answer. With `ssl` on, TLS is terminated here and the dispatcher gets plain
-//! TCP.
+//! TCP. The dispatcher is dialled only once the client has spoken.
 
 use crate::conn::{self, Io};
 use crate::gateway::Shared;
@@ -31,30 +31,20 @@ impl ServiceTunnel {
 
     pub async fn handle(self: Arc<Self>, sock: TcpStream, peer: SocketAddr) {
         relay::tune(&sock);
-        let gw = &self.gw;
-        if gw.tls().is_none() {
-            // Plain TCP: relay at once and sniff the PROXY header on the way, so a
-            // protocol where the server speaks first works too.
-            let start = relay::Start::Sniff(conn::sniffing(gw, peer));
-            return self.to_dispatcher(Box::new(sock), peer, start).await;
-        }
-        // TLS: the client speaks first anyway, so read the PROXY header up front.
-        let Some((client, io)) = conn::preamble(gw, sock, peer).await else {
+        // Nothing is dialled before the client speaks (or completes its TLS
+        // handshake): silent connections cost the dispatchers nothing. The
+        // PROXY header, if any, is decided on those first bytes.
+        let Some((client, io)) = conn::preamble(&self.gw, sock, peer).await else {
             return;
         };
         let this = self.clone();
-        conn::maybe_tls(gw, io, client, move |io| {
-            this.to_dispatcher(io, client, relay::Start::Known(Vec::new()))
+        conn::maybe_tls(&self.gw, io, client, move |io| {
+            this.to_dispatcher(io, client)
         })
         .await;
     }
 
-    async fn to_dispatcher(
-        self: Arc<Self>,
-        io: Box<dyn Io>,
-        client: SocketAddr,
-        start: relay::Start,
-    ) {
+    async fn to_dispatcher(self: Arc<Self>, io: Box<dyn Io>, client: SocketAddr) {
         let gw = &self.gw;
         let s = gw.current();
         let timeout = Duration::from_secs(rules::connect_timeout_secs(&s));
@@ -81,7 +71,7 @@ impl ServiceTunnel {
         self.count("relayed");
         let counters = Counters::new(client, Arc::clone(&gw.metrics));
         tracing::info!(%client, %dispatcher, "service tunnel start");
-        let body = relay::relay(io, up, &counters, start);
+        let body = relay::relay(io, up, &counters, relay::Start::Known(Vec::new()));
         relay::run_accounted(
             "service tunnel",
             &counters,

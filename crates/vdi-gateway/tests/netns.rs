@@ -447,3 +447,35 @@ fn per_client_quotas_refuse_the_greedy_client_only() {
         g.stop().await;
     });
 }
+
+#[test]
+fn one_source_cannot_take_every_connection() {
+    in_namespace(|| async {
+        let g = start_on(ip(GW), json!({"max_connections_per_client": 5})).await;
+        for port in [8000, 4300] {
+            let to = SocketAddr::new(ip(GW), port);
+            let mut held = Vec::new();
+            for _ in 0..5 {
+                held.push(connect_from(OTHER, to).await);
+            }
+            // The sixth from the same source is closed at once ...
+            assert!(
+                closed_unanswered(connect_from(OTHER, to).await).await,
+                "port {port}"
+            );
+            // ... while others, and trusted proxies, are served.
+            let _other = connect_from(DESK, to).await;
+            let (status, _) = g.get("/v3/health/", &g.api_key).await;
+            assert_eq!(status, 200);
+            drop(held);
+        }
+        let metrics = g.metrics().await;
+        assert!(
+            metrics.contains(
+                "vdi_gateway_connections_refused_total{reason=\"client_connection_limit\"} 2"
+            ),
+            "{metrics}"
+        );
+        g.stop().await;
+    });
+}

@@ -52,8 +52,9 @@ async fn round_robin_over_dispatchers_skipping_one_that_is_down() {
     let mut seen = Vec::new();
     for _ in 0..6 {
         let mut s = TcpStream::connect((g.ip, 4300)).await.unwrap();
-        let name = greeting(&mut s).await;
+        // The client speaks first: the dispatcher is dialled then.
         s.write_all(b"ping").await.unwrap();
+        let name = greeting(&mut s).await;
         let mut pong = [0u8; 4];
         s.read_exact(&mut pong).await.unwrap();
         assert_eq!(&pong, b"ping");

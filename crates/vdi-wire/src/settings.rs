@@ -93,6 +93,19 @@ pub struct Settings {
     /// Streams one client address may have at once, over all tunnels. Default 256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_streams_per_client: Option<u32>,
+    /// Seconds a client may take to send a request's headers (API). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds an API connection may stay idle between requests. Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Connections the API port, and the service tunnel port, each accept at once. Default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Connections one source address may hold on the API port, and on the service
+    /// tunnel port (trusted proxies are exempt). Default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<u32>,
     /// PEM certificate chain for TLS (when `ssl`). Default: `tls/cert.pem` next to the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert_path: Option<String>,
@@ -178,6 +191,10 @@ macro_rules! settings_fields {
                 (tunnel_client_binding, binding_of),
                 (max_tunnels_per_client, per_client_of),
                 (max_streams_per_client, per_client_of),
+                (http_header_timeout_secs, header_timeout_of),
+                (http_idle_timeout_secs, idle_timeout_of),
+                (max_connections, max_connections_of),
+                (max_connections_per_client, per_client_of),
                 (tls_cert_path, pem_path_of),
                 (tls_key_path, pem_path_of),
                 (ha_managed, bool_of),

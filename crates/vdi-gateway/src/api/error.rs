@@ -38,6 +38,8 @@ pub enum ApiError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -60,6 +62,7 @@ impl ApiError {
             TooManyTunnels(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_tunnels"),
             ClientMismatch(_) => (StatusCode::FORBIDDEN, "client_mismatch"),
             MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

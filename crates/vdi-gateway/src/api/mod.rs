@@ -111,6 +111,7 @@ pub fn router(gw: Shared) -> Router {
             ApiError::MethodNotAllowed("method not allowed for this endpoint; see /docs".into())
         })
         .layer(Extension(gw.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(gw)
 }
 
@@ -213,8 +214,22 @@ fn presented_tokens(h: &HeaderMap) -> Vec<&[u8]> {
     tokens
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+/// A request body as the handlers take it: the extractor's refusal (too
+/// large, unreadable) becomes the one error shape too.
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+/// Most bytes of a request body: the largest real one (a settings change) is
+/// a few KiB; nothing makes the gateway buffer more.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Body) -> Result<T, ApiError> {
+    let bytes = body.as_ref().map_err(|e| match e {
+        axum::extract::rejection::BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge(
+            format!("the body is larger than {MAX_BODY_BYTES} bytes or could not be read"),
+        ),
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
@@ -245,7 +260,7 @@ async fn get_settings(State(gw): State<Shared>) -> Json<Settings> {
         (status = 422, body = ErrorBody, description = "Invalid; `fields` names each problem")))]
 async fn change_settings(
     State(gw): State<Shared>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<SettingsChanged>, ApiError> {
     let patch = match parse_body::<Value>(&body)? {
         Value::Object(map) => map,
@@ -341,7 +356,7 @@ impl serde::Serialize for ConnectionsView<'_> {
     request_body(content = Disconnect, example = json!({"tunnel_id": "3f2c..."})),
     responses((status = 200, body = Disconnected), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Disconnected>, ApiError> {
+async fn disconnect(State(gw): State<Shared>, body: Body) -> Result<Json<Disconnected>, ApiError> {
     let what = match parse_body(&body)? {
         Disconnect {
             tunnel_id: Some(id),
@@ -378,7 +393,7 @@ async fn disconnect(State(gw): State<Shared>, body: Bytes) -> Result<Json<Discon
 async fn open_connection(
     State(gw): State<Shared>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<ConnectionOpened>, ApiError> {
     let tunnel = gw.open_tunnel(parse_body(&body)?, client).await?;
     Ok(Json(ConnectionOpened {

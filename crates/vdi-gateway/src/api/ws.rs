@@ -19,6 +19,10 @@ use tokio::net::TcpStream;
 use vdi_core::settings as rules;
 use vdi_wire::{ErrorBody, StreamVia};
 
+/// Largest WebSocket frame and message accepted (the relay sends at most
+/// `relay::BUF_SIZE` per frame).
+pub const WS_MAX_FRAME: usize = 64 * 1024;
+
 /// WebSocket relay to the tunnel's target (binary frames both ways).
 #[utoipa::path(get, path = "/v3/connect/", tag = "client",
     security(("cli_key" = []), ("bearer" = [])),
@@ -36,6 +40,14 @@ pub async fn connect(
 ) -> Result<Response, ApiError> {
     let upgrade =
         upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
+    // Frames are relayed as they come: nothing needs a large message, so no
+    // client makes the gateway buffer megabytes (tungstenite's defaults are
+    // 16 MiB frames and 64 MiB messages).
+    let upgrade = upgrade
+        .max_frame_size(WS_MAX_FRAME)
+        .max_message_size(WS_MAX_FRAME)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * WS_MAX_FRAME);
     let tunnel = gw
         .tunnels
         .get(&q.id)
