@@ -8,7 +8,6 @@ use tauri::test::{INVOKE_KEY, get_ipc_response, mock_builder, mock_context, noop
 use tauri::webview::InvokeRequest;
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
-use vdi_console_app::AppState;
 
 struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
@@ -44,7 +43,7 @@ fn commands_wrap_the_console() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let console =
         Arc::new(Console::with_secrets(&dir.0, Secrets::file(dir.0.join("secrets.json"))).unwrap());
-    let app = vdi_console_app::configure(mock_builder(), AppState::new(console, dir.0.clone()))
+    let app = vdi_console_app::configure(mock_builder(), console)
         .build(mock_context(noop_assets()))
         .unwrap();
     let w = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())

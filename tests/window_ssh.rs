@@ -35,7 +35,7 @@ fn console_window_over_ssh() {
             .add(&GatewayDraft {
                 name: "h1".into(),
                 api_url: format!("http://{h1}:8000"),
-                api_key: keys["api_key"].as_str().map(str::to_string),
+                api_key: keys["api_key"].as_str().map(Into::into),
                 ssh_host: Some(h1.to_string()),
                 ssh_auth: Some(SshAuth::KeyFile {
                     path: bed.key().display().to_string(),

@@ -1,49 +1,20 @@
-//! Tauri commands: thin wrappers over `vdi_console::Console`, each with a typed
-//! wrapper in `ui/src/api.rs`. Errors reach the page as `{code, message,
-//! fields}`. Live data goes through Channels: each `watch_*` command replaces
-//! the previous watch of its kind (one-shot reads of the same data are the
-//! library's and the CLI's).
+//! Tauri commands: one `vdi_console::Console` call each, with a typed wrapper
+//! in `ui/src/api.rs`. Errors reach the page as `{code, message, fields}`.
+//! Live data goes through Channels: each `watch_*` command returns a
+//! [`WatchId`] that `unwatch` ends (a newer watch of the same kind ends the
+//! older one too).
 
-use serde::Serialize;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 use tauri::State;
 use tauri::ipc::Channel;
-use tokio_util::sync::CancellationToken;
 use vdi_console::Console;
-use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary, GatewayDraft, GatewayEntry};
-use vdi_wire::{
-    ConnectionOpened, Connections, Disconnect, Disconnected, Settings, SettingsChanged,
+use vdi_wire::console::{
+    AppInfo, ConnectionsUpdate, ConsoleError, FleetUpdate, GatewayDraft, GatewayEntry, WatchId,
 };
+use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, Settings, SettingsChanged};
 
 pub(crate) type Res<T> = Result<T, ConsoleError>;
-
-pub struct AppState {
-    pub console: Arc<Console>,
-    data_dir: PathBuf,
-    fleet_watch: Mutex<CancellationToken>,
-    connections_watch: Mutex<CancellationToken>,
-}
-
-impl AppState {
-    pub fn new(console: Arc<Console>, data_dir: PathBuf) -> Self {
-        Self {
-            console,
-            data_dir,
-            fleet_watch: Mutex::new(CancellationToken::new()),
-            connections_watch: Mutex::new(CancellationToken::new()),
-        }
-    }
-
-    /// Cancels the previous watch in `slot` and returns the new one's token.
-    fn rewatch(slot: &Mutex<CancellationToken>) -> CancellationToken {
-        let token = CancellationToken::new();
-        let old = std::mem::replace(&mut *slot.lock().unwrap(), token.clone());
-        old.cancel();
-        token
-    }
-}
+pub(crate) type App<'a> = State<'a, Arc<Console>>;
 
 pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static
 {
@@ -57,6 +28,7 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         gateway_settings,
         change_settings,
         watch_connections,
+        unwatch,
         disconnect,
         demo_tunnel,
         crate::hosts::services,
@@ -65,7 +37,6 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         crate::hosts::rolling_action,
         crate::hosts::trust_host_key,
         crate::hosts::watch_journal,
-        crate::hosts::stop_journal,
         crate::hosts::journal_earlier,
         crate::hosts::config_preview,
         crate::hosts::deploy,
@@ -74,153 +45,77 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
     ]
 }
 
-#[derive(Serialize)]
-pub struct AppInfo {
-    version: &'static str,
-    data_dir: String,
-    secrets_warning: Option<String>,
-}
-
-#[derive(Clone, Serialize)]
-pub struct FleetUpdate {
-    rows: Vec<FleetRow>,
-    summary: FleetSummary,
-}
-
-#[derive(Clone, Serialize)]
-pub struct ConnectionsUpdate {
-    id: i64,
-    result: Result<Connections, ConsoleError>,
+#[tauri::command]
+fn app_info(console: App<'_>) -> AppInfo {
+    console.app_info()
 }
 
 #[tauri::command]
-fn app_info(state: State<'_, AppState>) -> AppInfo {
-    AppInfo {
-        version: env!("CARGO_PKG_VERSION"),
-        data_dir: state.data_dir.display().to_string(),
-        secrets_warning: state.console.secrets_warning(),
-    }
+fn fleet_list(console: App<'_>) -> Res<Vec<GatewayEntry>> {
+    Ok(console.list()?)
 }
 
 #[tauri::command]
-fn fleet_list(state: State<'_, AppState>) -> Res<Vec<GatewayEntry>> {
-    Ok(state.console.list()?)
+fn fleet_add(console: App<'_>, draft: GatewayDraft) -> Res<GatewayEntry> {
+    Ok(console.add(&draft)?)
 }
 
 #[tauri::command]
-fn fleet_add(state: State<'_, AppState>, draft: GatewayDraft) -> Res<GatewayEntry> {
-    Ok(state.console.add(&draft)?)
+fn fleet_update(console: App<'_>, id: i64, draft: GatewayDraft) -> Res<GatewayEntry> {
+    Ok(console.update(id, &draft)?)
 }
 
 #[tauri::command]
-fn fleet_update(state: State<'_, AppState>, id: i64, draft: GatewayDraft) -> Res<GatewayEntry> {
-    Ok(state.console.update(id, &draft)?)
+fn fleet_remove(console: App<'_>, id: i64) -> Res<()> {
+    Ok(console.remove(id)?)
 }
 
+/// Async: the watch runs on the app's Tokio runtime.
 #[tauri::command]
-fn fleet_remove(state: State<'_, AppState>, id: i64) -> Res<()> {
-    Ok(state.console.remove(id)?)
-}
-
-/// Pushes the fleet overview now and every `interval` ms until the page
-/// subscribes again (or goes away).
-#[tauri::command]
-fn watch_fleet(
-    state: State<'_, AppState>,
+async fn watch_fleet(
+    console: App<'_>,
     channel: Channel<FleetUpdate>,
     interval: u64,
-) -> Res<()> {
-    let console = state.console.clone();
-    spawn_watch(&state.fleet_watch, channel, interval, move || {
-        let console = console.clone();
-        async move {
-            match console.overview().await {
-                Ok((rows, summary)) => FleetUpdate { rows, summary },
-                Err(e) => {
-                    tracing::warn!(error = %e, "fleet overview failed");
-                    FleetUpdate {
-                        rows: Vec::new(),
-                        summary: FleetSummary::default(),
-                    }
-                }
-            }
-        }
-    });
-    Ok(())
-}
-
-/// Sends `next()` on `channel` every `interval` ms (250 ms to 60 s) until
-/// the page drops the channel or a newer watch of the same kind (`slot`)
-/// replaces this one.
-fn spawn_watch<T, F, Fut>(
-    slot: &Mutex<CancellationToken>,
-    channel: Channel<T>,
-    interval: u64,
-    mut next: F,
-) where
-    T: tauri::ipc::IpcResponse + Send + 'static,
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + Send,
-{
-    let token = AppState::rewatch(slot);
-    let every = Duration::from_millis(interval.clamp(250, 60_000));
-    tauri::async_runtime::spawn(async move {
-        loop {
-            let update = next().await;
-            if channel.send(update).is_err() {
-                return;
-            }
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-    });
+) -> Res<WatchId> {
+    Ok(console.watch_fleet(interval, move |u| channel.send(u).is_ok()))
 }
 
 #[tauri::command]
-async fn gateway_settings(state: State<'_, AppState>, id: i64) -> Res<Settings> {
-    Ok(state.console.settings(id).await?)
+async fn gateway_settings(console: App<'_>, id: i64) -> Res<Settings> {
+    Ok(console.settings(id).await?)
 }
 
 #[tauri::command]
 async fn change_settings(
-    state: State<'_, AppState>,
+    console: App<'_>,
     id: i64,
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Res<SettingsChanged> {
-    Ok(state.console.change_settings(id, patch).await?)
+    Ok(console.change_settings(id, patch).await?)
 }
 
-/// Pushes one gateway's connections now and every `interval` ms.
 #[tauri::command]
-fn watch_connections(
-    state: State<'_, AppState>,
+async fn watch_connections(
+    console: App<'_>,
     id: i64,
     channel: Channel<ConnectionsUpdate>,
     interval: u64,
-) -> Res<()> {
-    let console = state.console.clone();
-    spawn_watch(&state.connections_watch, channel, interval, move || {
-        let console = console.clone();
-        async move {
-            let result = console.connections(id).await.map_err(ConsoleError::from);
-            ConnectionsUpdate { id, result }
-        }
-    });
-    Ok(())
+) -> Res<WatchId> {
+    Ok(console.watch_connections(id, interval, move |u| channel.send(u).is_ok()))
+}
+
+/// Ends a watch; false when it had ended already.
+#[tauri::command]
+fn unwatch(console: App<'_>, watch: WatchId) -> bool {
+    console.unwatch(watch)
 }
 
 #[tauri::command]
-async fn disconnect(
-    state: State<'_, AppState>,
-    id: i64,
-    selector: Disconnect,
-) -> Res<Disconnected> {
-    Ok(state.console.disconnect(id, &selector).await?)
+async fn disconnect(console: App<'_>, id: i64, selector: Disconnect) -> Res<Disconnected> {
+    Ok(console.disconnect(id, &selector).await?)
 }
 
 #[tauri::command]
-async fn demo_tunnel(state: State<'_, AppState>) -> Res<ConnectionOpened> {
-    Ok(state.console.demo_tunnel().await?)
+async fn demo_tunnel(console: App<'_>) -> Res<ConnectionOpened> {
+    Ok(console.demo_tunnel().await?)
 }

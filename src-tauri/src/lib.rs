@@ -1,6 +1,6 @@
 //! The desktop app: a Tauri v2 shell around [`vdi_console::Console`]. Every
-//! command is a thin wrapper (see `commands`); the logic lives in the library
-//! that the `vdi-console` CLI uses too.
+//! command is one library call (see `commands`); the logic lives in the
+//! library that the `vdi-console` CLI uses too.
 
 mod commands;
 mod hosts;
@@ -8,57 +8,53 @@ mod hosts;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tauri::Manager;
-
-pub use commands::AppState;
+use vdi_console::Console;
 
 /// The app's data directory: `$VDI_CONSOLE_DATA` (tests, several profiles),
-/// else the platform's app data directory.
-fn data_dir(app: &tauri::App) -> PathBuf {
+/// else the platform's app data directory (where Tauri's `app_data_dir`
+/// points: the data directory and the app's identifier).
+fn data_dir(identifier: &str) -> PathBuf {
     std::env::var_os("VDI_CONSOLE_DATA")
         .map(PathBuf::from)
-        .or_else(|| app.path().app_data_dir().ok())
+        .or_else(|| dirs::data_dir().map(|d| d.join(identifier)))
         .unwrap_or_else(vdi_console::default_data_dir)
 }
 
-/// Adds the state and the commands to a builder (the tests' mock runtime uses it).
+/// The app's state and commands on a builder: what `run` builds, and the
+/// tests on Tauri's mock runtime.
 pub fn configure<R: tauri::Runtime>(
     builder: tauri::Builder<R>,
-    state: AppState,
+    console: Arc<Console>,
 ) -> tauri::Builder<R> {
-    builder
-        .manage(state)
-        .manage(hosts::JournalWatch::default())
-        .invoke_handler(commands::handler())
+    builder.manage(console).invoke_handler(commands::handler())
 }
 
 pub fn run() {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("VDI_CONSOLE_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    tauri::Builder::default()
-        .setup(|app| {
-            let dir = data_dir(app);
-            let console = Arc::new(vdi_console::Console::open(&dir)?);
-            app.manage(AppState::new(console.clone(), dir));
-            app.manage(hosts::JournalWatch::default());
-            // With no gateway configured, start the bundled one so a newcomer
-            // sees a live gateway at once.
-            tauri::async_runtime::spawn(async move {
-                match console.ensure_embedded().await {
-                    Ok(Some(g)) => tracing::info!(url = %g.api_url, "embedded gateway running"),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "embedded gateway did not start"),
-                }
-            });
-            Ok(())
-        })
-        .invoke_handler(commands::handler())
-        .build(tauri::generate_context!())
+    let context = tauri::generate_context!();
+    let console = Arc::new(
+        Console::open(&data_dir(&context.config().identifier))
+            .expect("the console's data directory opens"),
+    );
+    // With no gateway configured, start the bundled one so a newcomer sees
+    // a live gateway at once.
+    let first = console.clone();
+    tauri::async_runtime::spawn(async move {
+        match first.ensure_embedded().await {
+            Ok(Some(g)) => tracing::info!(url = %g.api_url, "embedded gateway running"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "embedded gateway did not start"),
+        }
+    });
+    configure(tauri::Builder::default(), console)
+        .build(context)
         .expect("the app builds")
         .run(|app, event| {
             if let tauri::RunEvent::Exit = event {
-                let state = app.state::<AppState>();
-                tauri::async_runtime::block_on(state.console.shutdown());
+                let console = app.state::<Arc<Console>>();
+                tauri::async_runtime::block_on(console.shutdown());
             }
         });
 }

@@ -4,13 +4,12 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vdi_wire::console::{
-    ActionOutcome, AuditFilter, AuditRecord, ConfigPreview, ConsoleError, DeployProgress,
-    DeployReport, FleetRow, FleetSummary, GatewayDraft, GatewayEntry, JournalEntry, JournalEvent,
-    ServiceAction, UnitStatus,
+    ActionOutcome, AuditFilter, AuditFormat, AuditRecord, ConfigPreview, ConsoleError,
+    DeployProgress, DeployReport, GatewayDraft, GatewayEntry, JournalEntry, JournalEvent,
+    JournalRequest, ServiceAction, UnitStatus, WatchId,
 };
-use vdi_wire::{
-    ConnectionOpened, Connections, Disconnect, Disconnected, Settings, SettingsChanged,
-};
+pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, FleetUpdate};
+use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, Settings, SettingsChanged};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -57,25 +56,6 @@ fn args(pairs: &[(&str, JsValue)]) -> JsValue {
         let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
     }
     o.into()
-}
-
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct AppInfo {
-    pub version: String,
-    pub data_dir: String,
-    pub secrets_warning: Option<String>,
-}
-
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct FleetUpdate {
-    pub rows: Vec<FleetRow>,
-    pub summary: FleetSummary,
-}
-
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ConnectionsUpdate {
-    pub id: i64,
-    pub result: Result<Connections, ConsoleError>,
 }
 
 pub async fn app_info() -> Result<AppInfo, ConsoleError> {
@@ -146,46 +126,90 @@ pub async fn disconnect(id: i64, selector: &Disconnect) -> Result<Disconnected, 
     .await
 }
 
-/// Subscribes to fleet updates every `interval_ms`; `on` gets each one.
-pub async fn watch_fleet(
+/// Watches the fleet (every `interval_ms`) for as long as the calling view.
+pub fn watch_fleet(
     interval_ms: u32,
     on: impl Fn(FleetUpdate) + 'static,
-) -> Result<(), ConsoleError> {
-    let channel = subscribe("fleet".into(), on);
-    call(
-        "watch_fleet",
-        args(&[
-            ("channel", channel.into()),
-            ("interval", JsValue::from(interval_ms)),
-        ]),
-    )
-    .await
+    on_error: impl Fn(ConsoleError) + 'static,
+) {
+    let pairs = vec![("interval", JsValue::from(interval_ms))];
+    watch("watch_fleet", pairs, on, on_error);
 }
 
-/// Subscribes to one gateway's connections every `interval_ms`.
-pub async fn watch_connections(
+/// Watches one gateway's connections (every `interval_ms`) for as long as
+/// the calling view or effect run.
+pub fn watch_connections(
     id: i64,
     interval_ms: u32,
     on: impl Fn(ConnectionsUpdate) + 'static,
-) -> Result<(), ConsoleError> {
-    let channel = subscribe("connections".into(), on);
-    call(
-        "watch_connections",
-        args(&[
-            ("id", JsValue::from_f64(id as f64)),
-            ("channel", channel.into()),
-            ("interval", JsValue::from(interval_ms)),
-        ]),
-    )
-    .await
+    on_error: impl Fn(ConsoleError) + 'static,
+) {
+    let pairs = vec![id_arg(id), ("interval", JsValue::from(interval_ms))];
+    watch("watch_connections", pairs, on, on_error);
 }
 
-/// A channel and the callback it calls. Dropped when a newer subscription
-/// of the same kind replaces it: the channel's handler becomes a no-op (a
-/// message still on its way is ignored) and the callback is freed.
+/// Starts the backend's watch `cmd` (its other arguments in `pairs`) with a
+/// channel to `on`; a refused start goes to `on_error`. The watch lasts as
+/// long as the calling reactive owner: at its cleanup (the view goes, or
+/// the effect that started it runs again) the page drops the callback and
+/// the backend ends its loop, even when the backend had not answered yet.
+fn watch<T: DeserializeOwned + 'static>(
+    cmd: &'static str,
+    mut pairs: Vec<(&'static str, JsValue)>,
+    on: impl Fn(T) + 'static,
+    on_error: impl Fn(ConsoleError) + 'static,
+) {
+    let key = NEXT_WATCH.with(|n| {
+        n.set(n.get() + 1);
+        format!("watch:{}", n.get())
+    });
+    let channel = subscribe(key.clone(), on);
+    let ended = key.clone();
+    leptos::prelude::on_cleanup(move || end_watch(&ended));
+    pairs.push(("channel", channel.into()));
+    leptos::task::spawn_local(async move {
+        match call::<WatchId>(cmd, args(&pairs)).await {
+            Ok(id) => {
+                let held = SUBSCRIPTIONS.with(|s| {
+                    s.borrow_mut()
+                        .get_mut(&key)
+                        .map(|sub| sub.backend = Some(id))
+                        .is_some()
+                });
+                if !held {
+                    unwatch(id);
+                }
+            }
+            Err(e) => {
+                end_watch(&key);
+                on_error(e);
+            }
+        }
+    });
+}
+
+/// Ends the watch held as `key`: no more callbacks, and the backend stops.
+fn end_watch(key: &str) {
+    let sub = SUBSCRIPTIONS.with(|s| s.borrow_mut().remove(key));
+    if let Some(id) = sub.and_then(|s| s.backend) {
+        unwatch(id);
+    }
+}
+
+fn unwatch(id: WatchId) {
+    leptos::task::spawn_local(async move {
+        let _ = call::<bool>("unwatch", args(&[("watch", to_js(&id))])).await;
+    });
+}
+
+/// A channel and the callback it calls (and the backend's watch, if it is
+/// one). Dropped when it ends or a newer subscription of the same kind
+/// replaces it: the channel's handler becomes a no-op (a message still on
+/// its way is ignored) and the callback is freed.
 struct Subscription {
     channel: Channel,
     _callback: Closure<dyn Fn(JsValue)>,
+    backend: Option<WatchId>,
 }
 
 impl Drop for Subscription {
@@ -199,6 +223,7 @@ thread_local! {
     static SUBSCRIPTIONS: std::cell::RefCell<std::collections::HashMap<String, Subscription>> =
         Default::default();
     static NOOP: Closure<dyn Fn(JsValue)> = Closure::new(|_: JsValue| {});
+    static NEXT_WATCH: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A channel whose messages go to `on`, replacing the previous subscription
@@ -214,6 +239,7 @@ fn subscribe<T: DeserializeOwned + 'static>(kind: String, on: impl Fn(T) + 'stat
     let kept = Subscription {
         channel: JsValue::from(&channel).unchecked_into(),
         _callback: callback,
+        backend: None,
     };
     // The old one is dropped after the new one is in place.
     let old = SUBSCRIPTIONS.with(|s| s.borrow_mut().insert(kind, kept));
@@ -289,40 +315,15 @@ pub async fn trust_host_key(
     .await
 }
 
-/// What the journal view asks for.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct JournalAsk {
-    pub id: i64,
-    pub unit: String,
-    pub lines: u32,
-    pub priority: Option<u8>,
-    pub since: String,
-    pub until: String,
-}
-
-/// Follows a unit's journal (replacing the previous watch).
-pub async fn watch_journal(
-    ask: &JournalAsk,
+/// Follows a unit's journal for as long as the calling view or effect run.
+pub fn watch_journal(
+    id: i64,
+    request: &JournalRequest,
     on: impl Fn(JournalEvent) + 'static,
-) -> Result<(), ConsoleError> {
-    let channel = subscribe("journal".into(), on);
-    call(
-        "watch_journal",
-        args(&[
-            id_arg(ask.id),
-            ("unit", JsValue::from_str(&ask.unit)),
-            ("lines", JsValue::from(ask.lines)),
-            ("priority", to_js(&ask.priority)),
-            ("since", to_js(&Some(ask.since.clone()))),
-            ("until", to_js(&Some(ask.until.clone()))),
-            ("channel", channel.into()),
-        ]),
-    )
-    .await
-}
-
-pub async fn stop_journal() -> Result<(), ConsoleError> {
-    call("stop_journal", args(&[])).await
+    on_error: impl Fn(ConsoleError) + 'static,
+) {
+    let pairs = vec![id_arg(id), ("request", to_js(request))];
+    watch("watch_journal", pairs, on, on_error);
 }
 
 pub async fn journal_earlier(
@@ -372,13 +373,13 @@ pub async fn audit_list(filter: &AuditFilter) -> Result<Vec<AuditRecord>, Consol
     call("audit_list", args(&[("filter", to_js(filter))])).await
 }
 
-pub async fn audit_export(filter: &AuditFilter, format: &str) -> Result<String, ConsoleError> {
+pub async fn audit_export(
+    filter: &AuditFilter,
+    format: AuditFormat,
+) -> Result<String, ConsoleError> {
     call(
         "audit_export",
-        args(&[
-            ("filter", to_js(filter)),
-            ("format", JsValue::from_str(format)),
-        ]),
+        args(&[("filter", to_js(filter)), ("format", to_js(&format))]),
     )
     .await
 }

@@ -3,7 +3,7 @@
 use crate::api;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use vdi_wire::console::{AuditFilter, AuditRecord, ConsoleError};
+use vdi_wire::console::{AuditFilter, AuditFormat, AuditRecord, ConsoleError};
 
 #[component]
 pub fn AuditView(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) -> impl IntoView {
@@ -30,19 +30,15 @@ pub fn AuditView(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) 
         });
     };
     load();
-    let export = move |format: &'static str| {
+    let export = move |format: AuditFormat| {
         let f = filter();
+        let (ext, mime) = match format {
+            AuditFormat::Json => ("json", "application/json"),
+            AuditFormat::Csv => ("csv", "text/csv"),
+        };
         spawn_local(async move {
             match api::audit_export(&f, format).await {
-                Ok(text) => crate::save_file(
-                    &format!("vdi-console-audit.{format}"),
-                    if format == "json" {
-                        "application/json"
-                    } else {
-                        "text/csv"
-                    },
-                    &text,
-                ),
+                Ok(text) => crate::save_file(&format!("vdi-console-audit.{ext}"), mime, &text),
                 Err(e) => set_notice.set(Some(Err(e))),
             }
         });
@@ -57,8 +53,8 @@ pub fn AuditView(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) 
             </select>
             <input id="audit-text" placeholder="text in parameters or result" on:change=move |e| { set_text.set(event_target_value(&e)); load() }/>
             <button class="plain" id="audit-refresh" on:click=move |_| load()>"Refresh"</button>
-            <button class="plain" id="audit-csv" on:click=move |_| export("csv")>"Export CSV"</button>
-            <button class="plain" id="audit-json" on:click=move |_| export("json")>"Export JSON"</button>
+            <button class="plain" id="audit-csv" on:click=move |_| export(AuditFormat::Csv)>"Export CSV"</button>
+            <button class="plain" id="audit-json" on:click=move |_| export(AuditFormat::Json)>"Export JSON"</button>
         </div>
         <table id="audit-table">
             <thead><tr><th>"Time (UTC)"</th><th>"User"</th><th>"Host"</th><th>"Action"</th><th>"Parameters"</th><th>"Result"</th><th>"Detail"</th></tr></thead>

@@ -14,21 +14,11 @@ use vdi_wire::console::{
 /// trust (or explicitly replace) it. `retry` runs once the key is trusted.
 #[component]
 pub fn SshError(e: ConsoleError, id: i64, retry: Callback<()>) -> impl IntoView {
-    let detail = e.detail.clone().map(|d| *d);
-    let fp = detail
-        .as_ref()
-        .and_then(|d| d["fingerprint"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let host = detail
-        .as_ref()
-        .and_then(|d| d["host"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let port = detail
-        .as_ref()
-        .and_then(|d| d["port"].as_u64())
-        .unwrap_or(22) as u16;
+    let (host, port, fp) = e
+        .detail
+        .as_deref()
+        .map(|d| (d.host.clone(), d.port, d.fingerprint.clone()))
+        .unwrap_or_else(|| (String::new(), 22, String::new()));
     let (failed, set_failed) = signal(None::<String>);
     let trust = {
         let (fp, host) = (fp.clone(), host.clone());
@@ -285,7 +275,7 @@ fn Deploy(
             }).collect_view()}
         </ul>
         {move || report.get().map(|r| {
-            let ok = matches!(r.outcome.as_str(), "installed" | "upgraded" | "unchanged");
+            let ok = r.outcome.ok();
             view! {
                 <div class=if ok { "summary" } else { "error-box" } id="deploy-report">
                     <p><strong>{format!("{}: {}", r.outcome, r.message)}</strong></p>
@@ -351,8 +341,8 @@ fn Rolling(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) -> imp
             <select id="rolling-unit" on:change=move |e| set_unit.set(event_target_value(&e))>
                 {UNITS.iter().map(|u| view! { <option value=*u>{*u}</option> }).collect_view()}
             </select>
-            <select id="rolling-action" on:change=move |e| set_action.set(match event_target_value(&e).as_str() {
-                "reload" => ServiceAction::Reload, "start" => ServiceAction::Start, "stop" => ServiceAction::Stop, _ => ServiceAction::Restart })>
+            <select id="rolling-action" on:change=move |e| set_action.set(
+                ServiceAction::from_verb(&event_target_value(&e)).unwrap_or(ServiceAction::Restart))>
                 <option value="restart">"restart"</option><option value="reload">"reload"</option>
                 <option value="start">"start"</option><option value="stop">"stop"</option>
             </select>

@@ -65,9 +65,9 @@ pub fn GatewayForm(
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
                 .collect(),
-            api_key: opt(api_key),
-            cli_key: opt(cli_key),
-            ssh_password: opt(password),
+            api_key: opt(api_key).map(Into::into),
+            cli_key: opt(cli_key).map(Into::into),
+            ssh_password: opt(password).map(Into::into),
         };
         spawn_local(async move {
             let r = match id {

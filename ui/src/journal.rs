@@ -9,7 +9,7 @@ use crate::hosts::SshError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::collections::VecDeque;
-use vdi_wire::console::{ConsoleError, JournalEntry, JournalEvent, UNITS};
+use vdi_wire::console::{ConsoleError, JournalEntry, JournalEvent, JournalRequest, UNITS};
 
 /// Lines kept in memory.
 pub const KEEP: usize = 100_000;
@@ -175,8 +175,13 @@ pub fn JournalView(
     let (height, set_height) = signal(480.0f64);
     let list = NodeRef::<leptos::html::Div>::new();
 
-    let start = move || {
-        let Some(id) = selected.get_untracked() else {
+    // Bumped to follow again (unit, times, retry); the effect below owns
+    // the watch, so it ends when it runs again or the view goes.
+    let (restart, set_restart) = signal(0u32);
+    let start = move || set_restart.update(|n| *n += 1);
+    Effect::new(move |_| {
+        restart.track();
+        let Some(id) = selected.get() else {
             return;
         };
         store.update_value(|s| {
@@ -187,59 +192,43 @@ pub fn JournalView(
         set_version.update(|v| *v += 1);
         set_error.set(None);
         set_state.set("connecting…".into());
-        let ask = api::JournalAsk {
-            id,
+        let request = JournalRequest {
             unit: unit.get_untracked(),
             lines: 1000,
             priority: None,
-            since: since.get_untracked(),
-            until: until.get_untracked(),
+            since: Some(since.get_untracked()),
+            until: Some(until.get_untracked()),
         };
-        spawn_local(async move {
-            let r = api::watch_journal(&ask, move |e| {
-                match e {
-                    JournalEvent::Entries { entries } => {
-                        set_state.set("following".into());
-                        store.update_value(|s| {
-                            entries.into_iter().for_each(|e| s.push(Row::Entry(e)))
-                        });
-                    }
-                    JournalEvent::Gap { at_us, reason } => {
-                        set_state.set(format!("reconnecting ({reason})"));
-                        store.update_value(|s| {
-                            s.push(Row::Mark(format!(
-                                "{}: {reason}; lines written meanwhile follow once reconnected",
-                                time_of(at_us)
-                            )))
-                        });
-                    }
-                    JournalEvent::Resumed { reconnects } => {
-                        set_state.set(format!("following (reconnected {reconnects}×)"));
-                        store.update_value(|s| s.push(Row::Mark("reconnected".into())));
-                    }
-                    JournalEvent::Ended { reason } => {
-                        set_state.set(format!("stopped: {reason}"));
-                        store.update_value(|s| s.push(Row::Mark(format!("stopped: {reason}"))));
-                    }
+        let on = move |e| {
+            match e {
+                JournalEvent::Entries { entries } => {
+                    set_state.set("following".into());
+                    store.update_value(|s| entries.into_iter().for_each(|e| s.push(Row::Entry(e))));
                 }
-                set_version.update(|v| *v += 1);
-            })
-            .await;
-            if let Err(e) = r {
-                set_state.set(String::new());
-                set_error.set(Some(e));
+                JournalEvent::Gap { at_us, reason } => {
+                    set_state.set(format!("reconnecting ({reason})"));
+                    store.update_value(|s| {
+                        s.push(Row::Mark(format!(
+                            "{}: {reason}; lines written meanwhile follow once reconnected",
+                            time_of(at_us)
+                        )))
+                    });
+                }
+                JournalEvent::Resumed { reconnects } => {
+                    set_state.set(format!("following (reconnected {reconnects}×)"));
+                    store.update_value(|s| s.push(Row::Mark("reconnected".into())));
+                }
+                JournalEvent::Ended { reason } => {
+                    set_state.set(format!("stopped: {reason}"));
+                    store.update_value(|s| s.push(Row::Mark(format!("stopped: {reason}"))));
+                }
             }
+            set_version.update(|v| *v += 1);
+        };
+        api::watch_journal(id, &request, on, move |e| {
+            set_state.set(String::new());
+            set_error.set(Some(e));
         });
-    };
-    Effect::new(move |_| {
-        if selected.get().is_some() {
-            start();
-        }
-    });
-    on_cleanup(|| {
-        spawn_local(async {
-            let _ = api::stop_journal().await;
-        })
     });
     // Filters apply to what is kept, at once.
     Effect::new(move |_| {

@@ -172,16 +172,14 @@ fn Fleet(
     let (summary, set_summary) = signal(None::<FleetSummary>);
     let (filter, set_filter) = signal(String::new());
     let (sort, set_sort) = signal(SortBy::Name);
-    spawn_local(async move {
-        let r = api::watch_fleet(2000, move |u| {
+    api::watch_fleet(
+        2000,
+        move |u| {
             set_rows.set(u.rows);
             set_summary.set(Some(u.summary));
-        })
-        .await;
-        if let Err(e) = r {
-            set_notice.set(Some(Err(e)));
-        }
-    });
+        },
+        move |e| set_notice.set(Some(Err(e))),
+    );
     let shown = move || {
         let f = filter.get().to_lowercase();
         let mut v: Vec<FleetRow> = rows
@@ -321,18 +319,18 @@ fn ConnectionsView(
 ) -> impl IntoView {
     let (conns, set_conns) = signal(None::<Result<Connections, ConsoleError>>);
     Effect::new(move |_| {
+        // Ended when the selection changes or the view goes.
         if let Some(id) = selected.get() {
-            spawn_local(async move {
-                let r = api::watch_connections(id, 1000, move |u| {
+            api::watch_connections(
+                id,
+                1000,
+                move |u| {
                     if Some(u.id) == selected.get_untracked() {
                         set_conns.set(Some(u.result));
                     }
-                })
-                .await;
-                if let Err(e) = r {
-                    set_notice.set(Some(Err(e)));
-                }
-            });
+                },
+                move |e| set_notice.set(Some(Err(e))),
+            );
         }
     });
     let disconnect = move |what: Disconnect, label: String| {

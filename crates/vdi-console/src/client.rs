@@ -1,5 +1,7 @@
 //! A typed client of one gateway's API v3 (reqwest). Errors keep the gateway's
-//! own `{code, message}` so the UI can show them in words.
+//! own `{code, message}` so the UI can show them in words. Clients share one
+//! `reqwest::Client` (its connection pool): a view polling every second
+//! reuses its connection instead of opening one per call.
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -10,26 +12,26 @@ use vdi_wire::*;
 #[derive(Clone)]
 pub struct GatewayClient {
     base: String,
-    api_key: Option<String>,
-    cli_key: Option<String>,
+    api_key: Option<Secret>,
+    cli_key: Option<Secret>,
     http: reqwest::Client,
     timeout: Duration,
 }
 
 impl GatewayClient {
+    /// A client of the gateway at `base` over `http` (shared: clone it).
     pub fn new(
+        http: reqwest::Client,
         base: &str,
-        api_key: Option<String>,
-        cli_key: Option<String>,
+        api_key: Option<Secret>,
+        cli_key: Option<Secret>,
         timeout: Duration,
     ) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
             api_key,
             cli_key,
-            http: reqwest::Client::builder()
-                .build()
-                .expect("a default client builds"),
+            http,
             timeout,
         }
     }
@@ -40,7 +42,9 @@ impl GatewayClient {
         } else {
             &self.cli_key
         };
-        key.as_deref().ok_or(Error::MissingKey(role))
+        key.as_ref()
+            .map(Secret::expose)
+            .ok_or(Error::MissingKey(role))
     }
 
     async fn call<T: DeserializeOwned>(

@@ -7,10 +7,11 @@
 //! version has no package there (installed by hand) is upgraded only with
 //! `force`, because it could not be rolled back.
 
+use crate::error::Error;
 use crate::services;
 use crate::ssh::{Session, SshError, shell_quote};
 use std::time::{Duration, Instant};
-use vdi_wire::console::{DeployProgress, DeployReport};
+use vdi_wire::console::{DeployOutcome, DeployProgress, DeployReport};
 
 pub const STASH: &str = "/var/lib/vdi-console/packages";
 const PACKAGE: &str = "vdi-gateway";
@@ -111,7 +112,7 @@ pub async fn deploy(
     deb: &[u8],
     force: bool,
     mut progress: impl FnMut(DeployProgress),
-) -> Result<DeployReport, SshError> {
+) -> Result<DeployReport, Error> {
     let mut step = |step: &str, detail: String, fraction: Option<f32>| {
         progress(DeployProgress {
             step: step.into(),
@@ -134,7 +135,7 @@ pub async fn deploy(
         )
         .await?;
     if !out.success() {
-        return Err(fail("cannot create the package store", &out));
+        return Err(fail("cannot create the package store", &out).into());
     }
     let out = s
         .upload(
@@ -151,7 +152,7 @@ pub async fn deploy(
         )
         .await?;
     if !out.success() {
-        return Err(fail("upload failed", &out));
+        return Err(fail("upload failed", &out).into());
     }
     let fields = s
         .exec(
@@ -172,17 +173,22 @@ pub async fn deploy(
                 Duration::from_secs(20),
             )
             .await;
-        return Err(SshError::Protocol(format!(
-            "not a {PACKAGE} package: {}{}",
-            text.trim(),
-            fields.stderr_text().trim()
-        )));
+        // The admin's file, not the connection, is at fault.
+        return Err(Error::invalid(
+            "package",
+            format!(
+                "not a {PACKAGE} package: {}{}",
+                text.trim(),
+                fields.stderr_text().trim()
+            ),
+        ));
     };
     let wanted = wanted.to_string();
     if !valid_version(&wanted) {
-        return Err(SshError::Protocol(format!(
-            "unexpected package version {wanted:?}"
-        )));
+        return Err(Error::invalid(
+            "package",
+            format!("unexpected package version {wanted:?}"),
+        ));
     }
     let file = stash_file(&wanted);
     let out = s
@@ -192,7 +198,7 @@ pub async fn deploy(
         )
         .await?;
     if !out.success() {
-        return Err(fail("cannot keep the package", &out));
+        return Err(fail("cannot keep the package", &out).into());
     }
     let mut report = DeployReport {
         gateway,
@@ -200,12 +206,12 @@ pub async fn deploy(
         before: before.clone(),
         wanted: wanted.clone(),
         after: before.clone(),
-        outcome: "failed".into(),
+        outcome: DeployOutcome::Failed,
         message: String::new(),
         log: vec![],
     };
     if before.as_deref() == Some(wanted.as_str()) {
-        report.outcome = "unchanged".into();
+        report.outcome = DeployOutcome::Unchanged;
         report.message = format!("{wanted} is already installed");
         return Ok(report);
     }
@@ -235,11 +241,10 @@ pub async fn deploy(
         Ok(()) => {
             report.after = Some(wanted.clone());
             report.outcome = if before.is_some() {
-                "upgraded"
+                DeployOutcome::Upgraded
             } else {
-                "installed"
-            }
-            .into();
+                DeployOutcome::Installed
+            };
             report.message = format!("{wanted} is installed and healthy");
             step("done", report.message.clone(), None);
             return Ok(report);
@@ -255,7 +260,7 @@ pub async fn deploy(
             );
             match install_and_check(s, &f, &v).await? {
                 Ok(()) => {
-                    report.outcome = "rolled_back".into();
+                    report.outcome = DeployOutcome::RolledBack;
                     report.message =
                         format!("{wanted} did not come up healthy; {v} is back and healthy");
                 }

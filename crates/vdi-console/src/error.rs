@@ -22,12 +22,25 @@ pub enum Error {
     Decode(String),
     #[error("inventory database: {0}")]
     Inventory(#[from] rusqlite::Error),
+    /// The console's data directory cannot be created or written.
+    #[error("data directory: {0}")]
+    DataDir(String),
     #[error("secret store: {0}")]
     Secrets(String),
     #[error("embedded gateway: {0}")]
     Embedded(String),
     #[error("{0}")]
     Ssh(#[from] crate::ssh::SshError),
+    /// The console's own `known_hosts` cannot be written.
+    #[error("known_hosts: {0}")]
+    HostKeys(String),
+    /// A service action ran but the unit did not end up as asked.
+    #[error("{0}")]
+    ActionFailed(String),
+    #[error(
+        "this console has no bundled gateway package (install the console's .deb, set VDI_GATEWAY_DEB, or give the package's path)"
+    )]
+    NoPackage,
     #[error("audit log: {0}")]
     Audit(String),
 }
@@ -48,9 +61,13 @@ impl Error {
             Error::Api(_, body) => &body.code,
             Error::Decode(_) => "bad_answer",
             Error::Inventory(_) => "inventory",
+            Error::DataDir(_) => "data_dir",
             Error::Secrets(_) => "secrets",
             Error::Embedded(_) => "embedded",
             Error::Ssh(e) => e.code(),
+            Error::HostKeys(_) => "known_hosts",
+            Error::ActionFailed(_) => "action_failed",
+            Error::NoPackage => "no_package",
             Error::Audit(_) => "audit",
         }
     }

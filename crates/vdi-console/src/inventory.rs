@@ -28,7 +28,7 @@ impl Inventory {
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Embedded(format!("{}: {e}", dir.display())))?;
+                .map_err(|e| Error::DataDir(format!("{}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

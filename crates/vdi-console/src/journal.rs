@@ -2,6 +2,7 @@
 //! followed live, and resumed from the last cursor after a dropped connection
 //! (the gap is marked, and the lines written meanwhile still arrive).
 
+use crate::error::Error;
 use crate::ssh::{Session, SshError, shell_quote};
 use russh::ChannelMsg;
 use serde_json::Value;
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use vdi_wire::console::{JournalEntry, JournalEvent};
+use vdi_wire::console::{JournalEntry, JournalEvent, JournalRequest};
 
 /// The fields the console shows (journalctl adds the cursor and timestamps):
 /// a fifth of a full entry to send over SSH and to parse.
@@ -39,7 +40,27 @@ fn valid_time(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || " :-+@.".contains(c))
 }
 
+/// The most lines a view starts with, and loads at once going back.
+pub const MAX_LINES: u32 = 100_000;
+pub const MAX_EARLIER: u32 = 10_000;
+
 impl Query {
+    /// The query of a view's request: a known unit, at most [`MAX_LINES`],
+    /// blank times left out, checked.
+    pub fn of(r: &JournalRequest) -> Result<Query, Error> {
+        let given = |t: &Option<String>| t.clone().filter(|t| !t.trim().is_empty());
+        let q = Query {
+            unit: crate::unit(&r.unit)?,
+            lines: r.lines.min(MAX_LINES),
+            priority: r.priority,
+            since: given(&r.since),
+            until: given(&r.until),
+            after_cursor: None,
+        };
+        q.validate().map_err(|m| Error::invalid("journal", m))?;
+        Ok(q)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [("since", &self.since), ("until", &self.until)] {
             if let Some(v) = v
@@ -151,8 +172,8 @@ pub async fn read(
     s: &Session,
     q: &Query,
     before_cursor: Option<&str>,
-) -> Result<Vec<JournalEntry>, SshError> {
-    q.validate().map_err(SshError::Protocol)?;
+) -> Result<Vec<JournalEntry>, Error> {
+    q.validate().map_err(|e| Error::invalid("journal", e))?;
     let cmd = match before_cursor {
         // Newest first from the cursor back, then put in order again.
         Some(c) => format!(
@@ -165,10 +186,7 @@ pub async fn read(
     };
     let out = s.exec(&cmd, Duration::from_secs(30)).await?;
     if !out.success() {
-        return Err(SshError::Protocol(format!(
-            "journalctl: {}",
-            out.stderr_text().trim()
-        )));
+        return Err(SshError::Protocol(format!("journalctl: {}", out.stderr_text().trim())).into());
     }
     let mut entries = Vec::new();
     for line in out.stdout_text().lines().filter(|l| !l.trim().is_empty()) {
@@ -185,7 +203,8 @@ pub async fn read(
 /// Entries go out in batches (at most every 50 ms, or 1000 entries). When the
 /// connection drops, a [`JournalEvent::Gap`] is sent, the session is asked
 /// for again (`connect` reconnects), and reading resumes after the last
-/// cursor; [`JournalEvent::Resumed`] follows.
+/// cursor; [`JournalEvent::Resumed`] follows. Errors that retrying cannot
+/// mend (host keys, login, a gateway without SSH settings) end the stream.
 pub async fn follow<C, Fut>(
     connect: C,
     mut q: Query,
@@ -193,7 +212,7 @@ pub async fn follow<C, Fut>(
     mut sink: impl FnMut(JournalEvent) -> bool,
 ) where
     C: Fn() -> Fut,
-    Fut: Future<Output = Result<Arc<Session>, SshError>>,
+    Fut: Future<Output = Result<Arc<Session>, Error>>,
 {
     if let Err(e) = q.validate() {
         sink(JournalEvent::Ended { reason: e });
@@ -207,7 +226,7 @@ pub async fn follow<C, Fut>(
             s = connect() => s,
         };
         let ch = match session {
-            Ok(s) => s.stream(&q.command(true)).await,
+            Ok(s) => s.stream(&q.command(true)).await.map_err(Error::from),
             Err(e) => Err(e),
         };
         let mut ch = match ch {
@@ -218,11 +237,7 @@ pub async fn follow<C, Fut>(
                 backoff = Duration::from_millis(200);
                 ch
             }
-            Err(
-                e @ (SshError::HostKeyChanged { .. }
-                | SshError::HostKeyUnknown { .. }
-                | SshError::Auth(..)),
-            ) => {
+            Err(e) if !transient(&e) => {
                 // Retrying cannot help; the admin must act.
                 sink(JournalEvent::Ended {
                     reason: e.to_string(),
@@ -300,9 +315,58 @@ pub async fn follow<C, Fut>(
     }
 }
 
+/// A dropped or slow connection, which a reconnect may mend.
+fn transient(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Ssh(SshError::Connect(..) | SshError::Timeout(..) | SshError::Protocol(_))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_become_checked_queries() {
+        let r = JournalRequest {
+            unit: "haproxy".into(),
+            lines: 1_000_000,
+            priority: Some(3),
+            since: Some("  ".into()),
+            until: Some("-1h".into()),
+        };
+        let q = Query::of(&r).unwrap();
+        assert_eq!(
+            (q.unit, q.lines, q.since, q.until.as_deref()),
+            ("haproxy", MAX_LINES, None, Some("-1h"))
+        );
+        let code = |r: &JournalRequest| crate::Error::code(&Query::of(r).unwrap_err()).to_string();
+        let sshd = JournalRequest {
+            unit: "sshd".into(),
+            ..r.clone()
+        };
+        assert_eq!(code(&sshd), "invalid_input");
+        let bad_time = JournalRequest {
+            since: Some("x'; reboot".into()),
+            ..r
+        };
+        assert_eq!(code(&bad_time), "invalid_input");
+    }
+
+    #[test]
+    fn only_connection_trouble_is_retried() {
+        assert!(transient(&Error::Ssh(SshError::Timeout("h".into(), 10))));
+        assert!(!transient(&Error::Ssh(SshError::Auth(
+            "h".into(),
+            "no".into()
+        ))));
+        assert!(!transient(&Error::invalid(
+            "ssh_host",
+            "no SSH host is set"
+        )));
+        assert!(!transient(&Error::MissingKey("SSH password")));
+    }
 
     #[test]
     fn parses_entries() {

@@ -16,6 +16,7 @@ mod remote;
 pub mod secrets;
 pub mod services;
 pub mod ssh;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use remote::unit;
@@ -24,12 +25,16 @@ use client::GatewayClient;
 use inventory::Inventory;
 use secrets::{Kind, Secrets};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vdi_wire::console::{FleetRow, FleetSummary, GatewayDraft, GatewayEntry};
+use vdi_wire::console::{
+    AppInfo, ConnectionsUpdate, FleetRow, FleetSummary, FleetUpdate, GatewayDraft, GatewayEntry,
+    WatchId,
+};
 use vdi_wire::{
-    ConnectionOpened, Connections, Disconnect, Disconnected, OpenConnection, Settings,
+    ConnectionOpened, Connections, Disconnect, Disconnected, OpenConnection, Secret, Settings,
     SettingsChanged,
 };
 
@@ -41,6 +46,11 @@ pub struct Console {
     inventory: Mutex<Inventory>,
     secrets: Secrets,
     timeout: Duration,
+    /// One connection pool for every gateway's API.
+    http: reqwest::Client,
+    /// API clients by gateway, forgotten when the entry or its keys change.
+    clients: Mutex<HashMap<i64, GatewayClient>>,
+    watches: watch::Watches,
     embedded: tokio::sync::Mutex<Option<embedded::Embedded>>,
     hostkeys: std::sync::Arc<ssh::hostkeys::HostKeys>,
     pending_keys: std::sync::Arc<ssh::PendingKeys>,
@@ -78,6 +88,9 @@ impl Console {
             inventory: Mutex::new(Inventory::open(&data_dir.join("inventory.db"))?),
             secrets,
             timeout: DEFAULT_TIMEOUT,
+            http: reqwest::Client::new(),
+            clients: Mutex::default(),
+            watches: Default::default(),
             embedded: tokio::sync::Mutex::new(None),
             hostkeys: std::sync::Arc::new(ssh::hostkeys::HostKeys::standard(data_dir)),
             pending_keys: Default::default(),
@@ -89,6 +102,15 @@ impl Console {
 
     pub fn secrets_warning(&self) -> Option<String> {
         self.secrets.warning()
+    }
+
+    /// The version, the data directory and the secrets warning, for the UI.
+    pub fn app_info(&self) -> AppInfo {
+        AppInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            data_dir: self.data_dir.display().to_string(),
+            secrets_warning: self.secrets_warning(),
+        }
     }
 
     /// The entry with its key flags from the secret store.
@@ -125,13 +147,15 @@ impl Console {
     }
 
     fn store_secrets(&self, id: i64, d: &GatewayDraft) -> Result<()> {
+        // The entry (URL) or its keys change: its client is built again.
+        self.clients.lock().unwrap().remove(&id);
         for (kind, value) in [
             (Kind::ApiKey, &d.api_key),
             (Kind::CliKey, &d.cli_key),
             (Kind::SshPassword, &d.ssh_password),
         ] {
             if let Some(v) = value {
-                self.secrets.set(id, kind, v.trim())?;
+                self.secrets.set(id, kind, v.expose().trim())?;
             }
         }
         Ok(())
@@ -139,22 +163,32 @@ impl Console {
 
     pub fn remove(&self, id: i64) -> Result<()> {
         self.inventory.lock().unwrap().remove(id)?;
+        self.clients.lock().unwrap().remove(&id);
         self.secrets.forget(id)
     }
 
     /// The API client of gateway `id`, with its keys from the secret store.
     pub fn client(&self, id: i64) -> Result<GatewayClient> {
+        if let Some(c) = self.clients.lock().unwrap().get(&id) {
+            return Ok(c.clone());
+        }
         let g = self.inventory.lock().unwrap().get(id)?;
         self.client_of(&g)
     }
 
     fn client_of(&self, g: &GatewayEntry) -> Result<GatewayClient> {
-        Ok(GatewayClient::new(
+        if let Some(c) = self.clients.lock().unwrap().get(&g.id) {
+            return Ok(c.clone());
+        }
+        let c = GatewayClient::new(
+            self.http.clone(),
             &g.api_url,
             self.secrets.get(g.id, Kind::ApiKey)?,
             self.secrets.get(g.id, Kind::CliKey)?,
             self.timeout,
-        ))
+        );
+        self.clients.lock().unwrap().insert(g.id, c.clone());
+        Ok(c)
     }
 
     /// Health of every gateway (in parallel, each bounded) and the fleet's summary.
@@ -183,15 +217,13 @@ impl Console {
     ) -> Result<SettingsChanged> {
         let params = Value::Object(patch.clone());
         let r = self.change_settings_unaudited(id, patch).await;
-        let line = r
-            .as_ref()
-            .map(|c| format!("changed: {}", c.changed.join(", ")));
+        let v = remote::verdict(&r, |c| (true, format!("changed: {}", c.changed.join(", "))));
         self.audited(
             Some(id),
             &self.host_label(id),
             "change_settings",
-            params,
-            line.as_ref().map_err(|e| *e),
+            &params,
+            v,
         );
         r
     }
@@ -220,6 +252,7 @@ impl Console {
             (Kind::CliKey, "cli_key", &changed.settings.cli_key),
         ] {
             if changed.changed.iter().any(|c| c == field) {
+                self.clients.lock().unwrap().remove(&id);
                 self.secrets.set(id, kind, value.expose())?;
             }
         }
@@ -232,15 +265,8 @@ impl Console {
 
     pub async fn disconnect(&self, id: i64, d: &Disconnect) -> Result<Disconnected> {
         let r = self.client(id)?.disconnect(d).await;
-        let line = r.as_ref().map(|x| format!("{x:?}"));
-        let params = serde_json::to_value(d).unwrap_or_default();
-        self.audited(
-            Some(id),
-            &self.host_label(id),
-            "disconnect",
-            params,
-            line.as_ref().map_err(|e| *e),
-        );
+        let v = remote::verdict(&r, |x| (true, format!("{x:?}")));
+        self.audited(Some(id), &self.host_label(id), "disconnect", d, v);
         r
     }
 
@@ -260,8 +286,8 @@ impl Console {
         let draft = GatewayDraft {
             name: "local (embedded)".into(),
             api_url: e.api_url.clone(),
-            api_key: Some(e.api_key.clone()),
-            cli_key: Some(e.cli_key.clone()),
+            api_key: Some(Secret::new(e.api_key.clone())),
+            cli_key: Some(Secret::new(e.cli_key.clone())),
             tags: vec!["embedded".into()],
             ..Default::default()
         };
@@ -296,6 +322,77 @@ impl Console {
             vm_id: Some("demo-desktop".into()),
         };
         self.client(entry.id)?.open_connection(&open).await
+    }
+
+    /// Pushes the fleet overview to `sink` now and every `interval_ms` (see
+    /// [`watch`]). Runs on the current Tokio runtime.
+    pub fn watch_fleet(
+        self: &Arc<Self>,
+        interval_ms: u64,
+        sink: impl FnMut(FleetUpdate) -> bool + Send + 'static,
+    ) -> WatchId {
+        let (id, stop) = self.watches.start(watch::Kind::Fleet);
+        let console = self.clone();
+        let next = move || {
+            let console = console.clone();
+            async move {
+                match console.overview().await {
+                    Ok((rows, summary)) => FleetUpdate { rows, summary },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fleet overview failed");
+                        FleetUpdate {
+                            rows: Vec::new(),
+                            summary: FleetSummary::default(),
+                        }
+                    }
+                }
+            }
+        };
+        tokio::spawn(watch::repeat(
+            watch::interval(interval_ms),
+            stop,
+            next,
+            sink,
+        ));
+        id
+    }
+
+    /// Pushes gateway `gateway`'s connections now and every `interval_ms`.
+    pub fn watch_connections(
+        self: &Arc<Self>,
+        gateway: i64,
+        interval_ms: u64,
+        sink: impl FnMut(ConnectionsUpdate) -> bool + Send + 'static,
+    ) -> WatchId {
+        let (id, stop) = self.watches.start(watch::Kind::Connections);
+        let console = self.clone();
+        let next = move || {
+            let console = console.clone();
+            async move {
+                let result = console.connections(gateway).await.map_err(Into::into);
+                ConnectionsUpdate {
+                    id: gateway,
+                    result,
+                }
+            }
+        };
+        tokio::spawn(watch::repeat(
+            watch::interval(interval_ms),
+            stop,
+            next,
+            sink,
+        ));
+        id
+    }
+
+    /// Ends watch `id` (its loop stops); false when it had ended already.
+    pub fn unwatch(&self, id: WatchId) -> bool {
+        self.watches.stop(id)
+    }
+
+    /// Whether watch `id` still runs.
+    pub fn watching(&self, id: WatchId) -> bool {
+        self.watches.is_running(id)
     }
 
     /// Stops the embedded gateway (at exit).

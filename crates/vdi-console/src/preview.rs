@@ -4,19 +4,36 @@
 
 use crate::ssh::{Session, SshError, shell_quote};
 use std::time::Duration;
+use vdi_wire::Settings;
 use vdi_wire::console::ConfigPreview;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// The two files, with their default paths (the gateway's settings may move them).
-pub const FILES: [(&str, &str, &str); 2] = [
-    ("haproxy", "haproxy_cfg_path", "/etc/haproxy/haproxy.cfg"),
-    (
-        "keepalived",
-        "keepalived_conf_path",
-        "/etc/keepalived/keepalived.conf",
-    ),
-];
+/// The two files the console previews.
+pub const FILES: [&str; 2] = ["haproxy", "keepalived"];
+
+/// Where the gateway keeps file `which` under `settings` (its default when
+/// unset or not absolute).
+fn path_in(which: &str, settings: Option<&Settings>) -> String {
+    let (set, default) = match which {
+        "haproxy" => (
+            settings.and_then(|s| s.haproxy_cfg_path.as_deref()),
+            "/etc/haproxy/haproxy.cfg",
+        ),
+        _ => (
+            settings.and_then(|s| s.keepalived_conf_path.as_deref()),
+            "/etc/keepalived/keepalived.conf",
+        ),
+    };
+    set.filter(|p| p.starts_with('/'))
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// `which` if it is one of [`FILES`] (nothing else reaches a command).
+pub fn known_file(which: &str) -> Option<&'static str> {
+    FILES.into_iter().find(|f| *f == which)
+}
 
 /// Unified diff from `rendered` to `on_host`; empty when they are equal.
 pub fn diff(path: &str, rendered: &str, on_host: &str) -> String {
@@ -42,31 +59,19 @@ fn check_command(which: &str, path: &str) -> String {
 }
 
 /// Where the gateway on the host keeps the file, and whether it manages it
-/// (`ha_managed`), from `vdi-gateway settings show`.
-async fn path_of(s: &Session, setting: &str, default: &str) -> (String, bool) {
+/// (`ha_managed`), from `vdi-gateway settings show` (the settings document).
+async fn path_of(s: &Session, which: &str) -> (String, bool) {
     let doc = match s.exec("vdi-gateway settings show", LIMIT).await {
-        Ok(out) if out.success() => serde_json::from_slice::<serde_json::Value>(&out.stdout).ok(),
+        Ok(out) if out.success() => serde_json::from_slice::<Settings>(&out.stdout).ok(),
         _ => None,
     };
-    let path = doc
-        .as_ref()
-        .and_then(|v| v.get(setting).and_then(|p| p.as_str()).map(str::to_string))
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or_else(|| default.to_string());
-    let managed = doc
-        .as_ref()
-        .and_then(|v| v.get("ha_managed").and_then(|m| m.as_bool()))
-        .unwrap_or(false);
-    (path, managed)
+    let managed = doc.as_ref().and_then(|d| d.ha_managed).unwrap_or(false);
+    (path_in(which, doc.as_ref()), managed)
 }
 
-pub async fn preview(s: &Session, which: &str) -> Result<ConfigPreview, SshError> {
-    let (which, setting, default) = FILES
-        .iter()
-        .copied()
-        .find(|(w, _, _)| *w == which)
-        .ok_or_else(|| SshError::Protocol(format!("no such configuration: {which}")))?;
-    let (path, managed) = path_of(s, setting, default).await;
+/// The preview of `which` ([`known_file`]: checked by the caller).
+pub async fn preview(s: &Session, which: &'static str) -> Result<ConfigPreview, SshError> {
+    let (path, managed) = path_of(s, which).await;
     let file = s
         .exec(&format!("cat {}", shell_quote(&path)), LIMIT)
         .await?;
@@ -119,5 +124,33 @@ mod tests {
             "{d}"
         );
         assert_eq!(diff("p", rendered, rendered), "");
+    }
+
+    #[test]
+    fn paths_from_the_settings_document() {
+        let mut s: Settings = serde_json::from_str(&original_document()).unwrap();
+        assert_eq!(path_in("haproxy", Some(&s)), "/etc/haproxy/haproxy.cfg");
+        assert_eq!(
+            path_in("keepalived", None),
+            "/etc/keepalived/keepalived.conf"
+        );
+        s.haproxy_cfg_path = Some("/srv/ha.cfg".into());
+        s.keepalived_conf_path = Some("relative.conf".into());
+        assert_eq!(path_in("haproxy", Some(&s)), "/srv/ha.cfg");
+        assert_eq!(
+            path_in("keepalived", Some(&s)),
+            "/etc/keepalived/keepalived.conf"
+        );
+        assert_eq!(known_file("keepalived"), Some("keepalived"));
+        assert_eq!(known_file("/etc/passwd"), None);
+    }
+
+    /// The original's 13-field document, as `settings show` prints it.
+    fn original_document() -> String {
+        r#"{"is_enabled": true, "internal_addrs": ["10.0.0.1"], "ssl": false, "disp_addrs": [],
+            "disp_port": 8002, "public_addr": "10.0.0.1", "virtual_addr": "10.0.0.9", "api_port": 8000,
+            "balancer_api_port": 8002, "port_range_start": 5900, "port_range_stop": 5999,
+            "api_key": "***", "cli_key": "***"}"#
+            .into()
     }
 }

@@ -4,19 +4,30 @@
 
 use crate::error::{Error, Result};
 use crate::secrets::Kind;
-use crate::ssh::{self, Credentials, Session, Target, config};
-use crate::{Console, audit, deploy, journal, preview, services};
-use serde_json::json;
+use crate::ssh::{Credentials, Session, Target, config};
+use crate::{Console, audit, deploy, journal, preview, services, watch};
+use serde::Serialize;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use vdi_wire::console::{
-    ActionOutcome, ConfigPreview, DeployProgress, DeployReport, GatewayEntry, JournalEntry,
-    JournalEvent, ServiceAction, SshAuth, UNITS, UnitStatus,
+    ActionOutcome, AuditFormat, ConfigPreview, DeployParams, DeployProgress, DeployReport,
+    GatewayEntry, JournalEntry, JournalEvent, JournalRequest, ServiceAction, ServiceParams,
+    SshAuth, TrustParams, UNITS, UnitStatus, WatchId,
 };
 
 /// How long one service action may take (start timeouts of our units are shorter).
 const ACTION_LIMIT: Duration = Duration::from_secs(120);
+
+/// An action's audit verdict: `ok` words a result (and may call it failed);
+/// an error is a failure in its own words.
+pub(crate) fn verdict<T>(r: &Result<T>, ok: impl FnOnce(&T) -> (bool, String)) -> (bool, String) {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => (false, e.to_string()),
+    }
+}
 
 /// One of the units the console manages, or a clear error.
 pub fn unit(name: &str) -> Result<&'static str> {
@@ -63,7 +74,10 @@ impl Console {
             let (jump, _) = resolve(&host, user, port);
             target.jump = Some(Box::new(jump));
         }
-        let secret = self.secrets.get(g.id, Kind::SshPassword)?;
+        let secret = self
+            .secrets
+            .get(g.id, Kind::SshPassword)?
+            .map(|s| s.expose().to_string());
         let creds = match &g.ssh_auth {
             SshAuth::Agent => Credentials::Agent,
             SshAuth::KeyFile { path } => Credentials::KeyFile {
@@ -152,18 +166,16 @@ impl Console {
                     "this is not the key the host presented; connect again to see its key",
                 )
             })?;
-        let recorded = format!("recorded {fingerprint}");
         let r = self
             .hostkeys
             .trust(host, port, &key)
-            .map_err(|e| Error::Audit(format!("known_hosts: {e}")));
-        self.audited(
-            Some(id),
-            host,
-            "trust_host_key",
-            json!({"port": port, "fingerprint": fingerprint}),
-            r.as_ref().map(|_| &recorded),
-        );
+            .map_err(|e| Error::HostKeys(e.to_string()));
+        let params = TrustParams {
+            port,
+            fingerprint: fingerprint.into(),
+        };
+        let v = verdict(&r, |_| (true, format!("recorded {fingerprint}")));
+        self.audited(Some(id), host, "trust_host_key", &params, v);
         r
     }
 
@@ -174,13 +186,10 @@ impl Console {
         id: Option<i64>,
         host: &str,
         action: &str,
-        params: serde_json::Value,
-        r: std::result::Result<&String, &Error>,
+        params: &impl Serialize,
+        (ok, detail): (bool, String),
     ) {
-        let (ok, detail) = match r {
-            Ok(d) => (true, d.clone()),
-            Err(e) => (false, e.to_string()),
-        };
+        let params = serde_json::to_value(params).expect("audit parameters serialize");
         if let Err(e) = self.audit.record(id, host, action, &params, ok, &detail) {
             tracing::error!(error = %e, action, "audit log write failed");
         }
@@ -188,6 +197,15 @@ impl Console {
 
     pub fn audit_log(&self, f: &audit::AuditFilter) -> Result<Vec<audit::AuditRecord>> {
         self.audit.list(f)
+    }
+
+    /// The filtered log as text: CSV, or JSON (pretty).
+    pub fn audit_export(&self, f: &audit::AuditFilter, format: AuditFormat) -> Result<String> {
+        let records = self.audit_log(f)?;
+        Ok(match format {
+            AuditFormat::Json => serde_json::to_string_pretty(&records).expect("records serialize"),
+            AuditFormat::Csv => audit::to_csv(&records),
+        })
     }
 
     pub async fn services(&self, id: i64) -> Result<Vec<UnitStatus>> {
@@ -208,24 +226,12 @@ impl Console {
             Ok::<_, Error>(services::act(&s, id, u, action, ACTION_LIMIT).await?)
         }
         .await;
-        let params = json!({"unit": u, "action": action.verb()});
-        match &r {
-            Ok(o) if o.ok => self.audited(
-                Some(id),
-                &self.host_label(id),
-                "service",
-                params,
-                Ok(&o.summary),
-            ),
-            Ok(o) => self.audited(
-                Some(id),
-                &self.host_label(id),
-                "service",
-                params,
-                Err(&Error::Audit(o.summary.clone())),
-            ),
-            Err(e) => self.audited(Some(id), &self.host_label(id), "service", params, Err(e)),
-        }
+        let params = ServiceParams {
+            unit: u.into(),
+            action,
+        };
+        let v = verdict(&r, |o| (o.ok, o.summary.clone()));
+        self.audited(Some(id), &self.host_label(id), "service", &params, v);
         r
     }
 
@@ -295,7 +301,44 @@ impl Console {
     ) -> Result<Vec<JournalEntry>> {
         q.validate().map_err(|e| Error::invalid("journal", e))?;
         let s = self.ssh(id).await?;
-        Ok(journal::read(&s, q, before_cursor).await?)
+        journal::read(&s, q, before_cursor).await
+    }
+
+    /// Up to `lines` (at most [`journal::MAX_EARLIER`]) entries of `unit`
+    /// before `before_cursor`: "load earlier".
+    pub async fn journal_earlier(
+        &self,
+        id: i64,
+        unit_name: &str,
+        before_cursor: &str,
+        lines: u32,
+    ) -> Result<Vec<JournalEntry>> {
+        let q = journal::Query {
+            unit: unit(unit_name)?,
+            lines: lines.min(journal::MAX_EARLIER),
+            ..Default::default()
+        };
+        self.journal(id, &q, Some(before_cursor)).await
+    }
+
+    /// Follows the journal a view asks for (see [`journal::follow`]) as a
+    /// watch: checked now, then pushed to `sink` until unwatched, replaced
+    /// or refused. Runs on the current Tokio runtime.
+    pub fn watch_journal(
+        self: &Arc<Self>,
+        id: i64,
+        r: &JournalRequest,
+        sink: impl FnMut(JournalEvent) -> bool + Send + 'static,
+    ) -> Result<WatchId> {
+        let q = journal::Query::of(r)?;
+        let (watch, stop) = self.watches.start(watch::Kind::Journal);
+        let console = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = console.follow_journal(id, q, stop, sink).await {
+                tracing::warn!(error = %e, "journal watch");
+            }
+        });
+        Ok(watch)
     }
 
     /// Follows the journal of a unit of gateway `id` (see [`journal::follow`]).
@@ -307,60 +350,50 @@ impl Console {
         sink: impl FnMut(JournalEvent) -> bool,
     ) -> Result<()> {
         q.validate().map_err(|e| Error::invalid("journal", e))?;
-        journal::follow(
-            || async {
-                self.ssh(id).await.map_err(|e| match e {
-                    Error::Ssh(s) => s,
-                    e => ssh::SshError::Protocol(e.to_string()),
-                })
-            },
-            q,
-            stop,
-            sink,
-        )
-        .await;
+        journal::follow(|| self.ssh(id), q, stop, sink).await;
         Ok(())
     }
 
     pub async fn config_preview(&self, id: i64, which: &str) -> Result<ConfigPreview> {
+        let which = preview::known_file(which).ok_or_else(|| {
+            Error::invalid(
+                "which",
+                format!("{which:?} is not one of {}", preview::FILES.join(", ")),
+            )
+        })?;
         let s = self.ssh(id).await?;
         Ok(preview::preview(&s, which).await?)
     }
 
-    /// Installs or upgrades the gateway package `deb` on gateway `id`.
+    /// Installs or upgrades the gateway package `deb` on gateway `id`
+    /// (`None`: the one this console bundles, [`crate::bundled_gateway_deb`]).
     pub async fn deploy(
         &self,
         id: i64,
-        deb: &std::path::Path,
+        deb: Option<&Path>,
         force: bool,
         progress: impl FnMut(DeployProgress),
     ) -> Result<DeployReport> {
+        let bundled = crate::bundled_gateway_deb();
+        let deb = deb.or(bundled.as_deref()).ok_or(Error::NoPackage)?;
         let bytes = std::fs::read(deb)
             .map_err(|e| Error::invalid("package", format!("{}: {e}", deb.display())))?;
         let r = async {
             let s = self.ssh(id).await?;
-            Ok::<_, Error>(deploy::deploy(&s, id, &bytes, force, progress).await?)
+            deploy::deploy(&s, id, &bytes, force, progress).await
         }
         .await;
-        let params = json!({"package": deb.display().to_string(), "force": force});
-        match &r {
-            Ok(rep) => {
-                let ok = matches!(rep.outcome.as_str(), "installed" | "upgraded" | "unchanged");
-                let line = format!("{}: {}", rep.outcome, rep.message);
-                if ok {
-                    self.audited(Some(id), &self.host_label(id), "deploy", params, Ok(&line));
-                } else {
-                    self.audited(
-                        Some(id),
-                        &self.host_label(id),
-                        "deploy",
-                        params,
-                        Err(&Error::Audit(line.clone())),
-                    );
-                }
-            }
-            Err(e) => self.audited(Some(id), &self.host_label(id), "deploy", params, Err(e)),
-        }
+        let params = DeployParams {
+            package: deb.display().to_string(),
+            force,
+        };
+        let v = verdict(&r, |rep| {
+            (
+                rep.outcome.ok(),
+                format!("{}: {}", rep.outcome, rep.message),
+            )
+        });
+        self.audited(Some(id), &self.host_label(id), "deploy", &params, v);
         r
     }
 }

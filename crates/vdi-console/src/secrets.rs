@@ -1,16 +1,22 @@
 //! Secrets of the admin workstation (API keys, SSH passwords): in the OS
 //! keyring (Secret Service on Linux). Where no keyring service runs (a
 //! headless CI machine), a clearly warned fallback file (mode 0600) is used.
+//!
+//! The keyring is read once per secret and process: values are cached (as
+//! [`Secret`], masked in `Debug`) and the cache is updated by every write
+//! through this handle, so views polling every few seconds never touch the
+//! keyring. Another process changing the keyring is seen at the next start.
 
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use vdi_wire::Secret;
 
 const SERVICE: &str = "vdi-console";
 
 /// Which secret of a gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     ApiKey,
     CliKey,
@@ -18,6 +24,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 3] = [Kind::ApiKey, Kind::CliKey, Kind::SshPassword];
+
     fn name(self) -> &'static str {
         match self {
             Kind::ApiKey => "api_key",
@@ -27,25 +35,39 @@ impl Kind {
     }
 }
 
-pub enum Secrets {
+enum Store {
     Keyring,
     /// Plain file, owner-only: only where no keyring exists.
-    File {
-        path: PathBuf,
-        lock: Mutex<()>,
-    },
+    File(PathBuf),
+}
+
+pub struct Secrets {
+    store: Store,
+    /// What the store holds (`None`: known to be absent). The lock is held
+    /// across a store access so a read never caches a value older than a
+    /// concurrent write.
+    cache: Mutex<HashMap<(i64, Kind), Option<Secret>>>,
+}
+
+/// Runs a keyring call on a thread of its own: the Secret Service client
+/// (zbus) blocks on its own Tokio runtime, which panics when called from a
+/// thread that already runs one (the CLI's `main`, the app's async commands).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("a keyring call does not panic"))
 }
 
 impl Secrets {
     /// The OS keyring if it answers, else the fallback file in `data_dir` (with
     /// a warning, also shown in the UI via [`Secrets::warning`]).
     pub fn detect(data_dir: &std::path::Path) -> Self {
-        let probe = keyring::Entry::new(SERVICE, "probe").and_then(|e| match e.get_password() {
-            Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
-            Err(e) => Err(e),
+        let probe = off_runtime(|| {
+            keyring::Entry::new(SERVICE, "probe").and_then(|e| match e.get_password() {
+                Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
+                Err(e) => Err(e),
+            })
         });
         match probe {
-            Ok(()) => Secrets::Keyring,
+            Ok(()) => Self::new(Store::Keyring),
             Err(e) => {
                 tracing::warn!(error = %e, "no OS keyring available; secrets are kept in an owner-only file instead");
                 Secrets::file(data_dir.join("secrets.json"))
@@ -54,17 +76,26 @@ impl Secrets {
     }
 
     pub fn file(path: PathBuf) -> Self {
-        Secrets::File {
-            path,
-            lock: Mutex::new(()),
+        Self::new(Store::File(path))
+    }
+
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            cache: Mutex::default(),
         }
+    }
+
+    /// Whether secrets go to the OS keyring (not the fallback file).
+    pub fn is_keyring(&self) -> bool {
+        matches!(self.store, Store::Keyring)
     }
 
     /// A sentence for the UI when secrets are not in the OS keyring.
     pub fn warning(&self) -> Option<String> {
-        match self {
-            Secrets::Keyring => None,
-            Secrets::File { path, .. } => Some(format!(
+        match &self.store {
+            Store::Keyring => None,
+            Store::File(path) => Some(format!(
                 "No OS keyring is available: keys are stored in {} (readable by your user only).",
                 path.display()
             )),
@@ -75,29 +106,44 @@ impl Secrets {
         format!("gateway-{gateway}/{}", kind.name())
     }
 
-    pub fn get(&self, gateway: i64, kind: Kind) -> Result<Option<String>> {
-        let account = Self::account(gateway, kind);
-        match self {
-            Secrets::Keyring => {
-                match keyring::Entry::new(SERVICE, &account).and_then(|e| e.get_password()) {
+    pub fn get(&self, gateway: i64, kind: Kind) -> Result<Option<Secret>> {
+        let mut cache = self.cache.lock().unwrap();
+        if let Some(v) = cache.get(&(gateway, kind)) {
+            return Ok(v.clone());
+        }
+        let v = self.read(&Self::account(gateway, kind))?.map(Secret::new);
+        cache.insert((gateway, kind), v.clone());
+        Ok(v)
+    }
+
+    fn read(&self, account: &str) -> Result<Option<String>> {
+        match &self.store {
+            Store::Keyring => off_runtime(|| {
+                match keyring::Entry::new(SERVICE, account).and_then(|e| e.get_password()) {
                     Ok(v) => Ok(Some(v)),
                     Err(keyring::Error::NoEntry) => Ok(None),
                     Err(e) => Err(Error::Secrets(e.to_string())),
                 }
-            }
-            Secrets::File { path, lock } => {
-                let _l = lock.lock().unwrap();
-                Ok(read_file(path)?.remove(&account))
-            }
+            }),
+            Store::File(path) => Ok(read_file(path)?.remove(account)),
         }
     }
 
     /// Stores `value`, or deletes the secret when it is empty.
     pub fn set(&self, gateway: i64, kind: Kind, value: &str) -> Result<()> {
-        let account = Self::account(gateway, kind);
-        match self {
-            Secrets::Keyring => {
-                let entry = keyring::Entry::new(SERVICE, &account)
+        let mut cache = self.cache.lock().unwrap();
+        // Forgotten first: after a failed write the store is asked again.
+        cache.remove(&(gateway, kind));
+        self.write(&Self::account(gateway, kind), value)?;
+        let v = (!value.is_empty()).then(|| Secret::new(value));
+        cache.insert((gateway, kind), v);
+        Ok(())
+    }
+
+    fn write(&self, account: &str, value: &str) -> Result<()> {
+        match &self.store {
+            Store::Keyring => off_runtime(|| {
+                let entry = keyring::Entry::new(SERVICE, account)
                     .map_err(|e| Error::Secrets(e.to_string()))?;
                 let r = if value.is_empty() {
                     entry.delete_credential()
@@ -108,14 +154,13 @@ impl Secrets {
                     Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
                     Err(e) => Err(Error::Secrets(e.to_string())),
                 }
-            }
-            Secrets::File { path, lock } => {
-                let _l = lock.lock().unwrap();
+            }),
+            Store::File(path) => {
                 let mut all = read_file(path)?;
                 if value.is_empty() {
-                    all.remove(&account);
+                    all.remove(account);
                 } else {
-                    all.insert(account, value.to_string());
+                    all.insert(account.to_string(), value.to_string());
                 }
                 write_file(path, &all)
             }
@@ -123,7 +168,7 @@ impl Secrets {
     }
 
     pub fn forget(&self, gateway: i64) -> Result<()> {
-        for kind in [Kind::ApiKey, Kind::CliKey, Kind::SshPassword] {
+        for kind in Kind::ALL {
             self.set(gateway, kind, "")?;
         }
         Ok(())

@@ -2,36 +2,13 @@
 
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use vdi_console::secrets::Secrets;
 use vdi_console::{Console, Error};
+use vdi_gateway::testing::{LocalGateway, TempDir};
 use vdi_wire::console::{GatewayDraft, SshAuth};
 use vdi_wire::{Disconnect, OpenConnection};
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("vdi-console-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn unique_loopback() -> IpAddr {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = (std::process::id() * 64 + NEXT.fetch_add(1, Ordering::Relaxed) % 64) % (1 << 24);
-    let n = if n < 256 { n + 256 } else { n };
-    // 127.128+ keeps clear of the gateway crate's tests and the embedded 127.0.77.x.
-    IpAddr::from([127, 128 | ((n >> 16) as u8 & 0x7f), (n >> 8) as u8, n as u8])
-}
 
 struct Gw {
     url: String,
@@ -39,39 +16,19 @@ struct Gw {
     cli_key: String,
     ip: IpAddr,
     stop: CancellationToken,
-    _dir: TempDir,
+    _gw: LocalGateway,
 }
 
 async fn gateway() -> Gw {
-    let dir = TempDir::new();
-    let ip = unique_loopback();
-    let (store, _) = vdi_gateway::Store::open_or_create(
-        dir.0.join("s.db"),
-        vdi_gateway::store::first_start_settings,
-    )
-    .unwrap();
-    let patch = json!({"internal_addrs": [ip.to_string()], "public_addr": ip.to_string(), "virtual_addr": ip.to_string(),
-                       "port_range_start": 21000, "port_range_stop": 21009, "allowed_targets": ["127.0.0.1/32"]});
-    store.update(patch.as_object().unwrap()).unwrap();
-    let s = store.load().unwrap();
-    let stop = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        vdi_gateway::run(store, token, move |_| {
-            let _ = tx.send(());
-        })
-        .await
-        .unwrap()
-    });
-    rx.await.unwrap();
+    let gw = LocalGateway::start(json!({})).await.unwrap();
+    let h = &gw.handle;
     Gw {
-        url: format!("http://{ip}:8000"),
-        api_key: s.api_key.expose().into(),
-        cli_key: s.cli_key.expose().into(),
-        ip,
-        stop,
-        _dir: dir,
+        url: h.api_url(),
+        api_key: h.api_key(),
+        cli_key: h.cli_key(),
+        ip: gw.ip,
+        stop: h.shutdown_token(),
+        _gw: gw,
     }
 }
 
@@ -83,8 +40,8 @@ fn draft(name: &str, url: &str, g: Option<&Gw>) -> GatewayDraft {
     GatewayDraft {
         name: name.into(),
         api_url: url.into(),
-        api_key: g.map(|g| g.api_key.clone()),
-        cli_key: g.map(|g| g.cli_key.clone()),
+        api_key: g.map(|g| g.api_key.clone().into()),
+        cli_key: g.map(|g| g.cli_key.clone().into()),
         ..Default::default()
     }
 }
@@ -126,7 +83,7 @@ fn inventory_round_trip_and_validation() {
     // Edit: rename, drop the key.
     let mut e = d.clone();
     e.name = "gw-a2".into();
-    e.api_key = Some(String::new());
+    e.api_key = Some(String::new().into());
     let b = c.update(a.id, &e).unwrap();
     assert_eq!(b.name, "gw-a2");
     assert!(!b.has_api_key);

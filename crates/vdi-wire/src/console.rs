@@ -1,6 +1,6 @@
 //! Types the console's library and its UI exchange (Tauri commands).
 
-use crate::{Health, UnitStates};
+use crate::{Connections, Health, Secret, UnitStates};
 use serde::{Deserialize, Serialize};
 
 /// Every console error reaches the UI as a code and a sentence.
@@ -12,9 +12,78 @@ pub struct ConsoleError {
     /// Per-field problems, for forms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<crate::FieldError>,
-    /// Facts the UI acts on (e.g. the host key fingerprint to confirm).
+    /// Facts the UI acts on: the host key to confirm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<Box<serde_json::Value>>,
+    pub detail: Option<Box<HostKeyDetail>>,
+}
+
+/// The host key an SSH error is about (`host_key_unknown`,
+/// `host_key_changed`): what the trust prompt shows and sends back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKeyDetail {
+    pub host: String,
+    pub port: u16,
+    /// The key's algorithm (an unknown key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// The key the host presents now.
+    pub fingerprint: String,
+    /// A changed key: the recorded one, and where it is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+/// The app's version and where it keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub version: String,
+    pub data_dir: String,
+    pub secrets_warning: Option<String>,
+}
+
+/// What a fleet watch pushes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetUpdate {
+    pub rows: Vec<FleetRow>,
+    pub summary: FleetSummary,
+}
+
+/// What a connections watch pushes: gateway `id`'s tunnels, or why not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionsUpdate {
+    pub id: i64,
+    pub result: Result<Connections, ConsoleError>,
+}
+
+/// A running watch, as returned by a `watch_*` command; `unwatch` ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WatchId(pub u64);
+
+/// What the journal view asks to follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRequest {
+    pub unit: String,
+    pub lines: u32,
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// journalctl's `--since` / `--until` text; blank means none.
+    #[serde(default)]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// How the audit log is exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    Csv,
+    Json,
 }
 
 /// How the console logs in over SSH (used by the SSH features).
@@ -48,7 +117,8 @@ pub struct GatewayEntry {
     pub has_cli_key: bool,
 }
 
-/// What the add/edit form sends. Keys given here go to the keyring.
+/// What the add/edit form sends. Keys given here go to the keyring; `Debug`
+/// masks them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayDraft {
     pub name: String,
@@ -67,11 +137,11 @@ pub struct GatewayDraft {
     pub tags: Vec<String>,
     /// `None` keeps the stored key; `Some("")` deletes it.
     #[serde(default)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     #[serde(default)]
-    pub cli_key: Option<String>,
+    pub cli_key: Option<Secret>,
     #[serde(default)]
-    pub ssh_password: Option<String>,
+    pub ssh_password: Option<Secret>,
 }
 
 /// One row of the fleet overview.
@@ -162,6 +232,13 @@ pub enum ServiceAction {
 }
 
 impl ServiceAction {
+    pub const ALL: [ServiceAction; 4] = [
+        ServiceAction::Start,
+        ServiceAction::Stop,
+        ServiceAction::Restart,
+        ServiceAction::Reload,
+    ];
+
     pub fn verb(self) -> &'static str {
         match self {
             ServiceAction::Start => "start",
@@ -169,6 +246,11 @@ impl ServiceAction {
             ServiceAction::Restart => "restart",
             ServiceAction::Reload => "reload",
         }
+    }
+
+    /// The action named by its verb.
+    pub fn from_verb(verb: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.verb() == verb)
     }
 }
 
@@ -267,11 +349,47 @@ pub struct DeployReport {
     pub wanted: String,
     /// The version installed at the end.
     pub after: Option<String>,
-    /// `installed`, `upgraded`, `unchanged`, `rolled_back`, `failed`.
-    pub outcome: String,
+    pub outcome: DeployOutcome,
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
+}
+
+/// How a deployment ended, in the words of the wire (`rolled_back`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOutcome {
+    Installed,
+    Upgraded,
+    Unchanged,
+    RolledBack,
+    Failed,
+}
+
+impl DeployOutcome {
+    /// The host runs the package that was asked for.
+    pub fn ok(self) -> bool {
+        matches!(
+            self,
+            DeployOutcome::Installed | DeployOutcome::Upgraded | DeployOutcome::Unchanged
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployOutcome::Installed => "installed",
+            DeployOutcome::Upgraded => "upgraded",
+            DeployOutcome::Unchanged => "unchanged",
+            DeployOutcome::RolledBack => "rolled_back",
+            DeployOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DeployOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One admin action in the console's local audit log.
@@ -291,6 +409,27 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// An audit record's `params` for `service`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceParams {
+    pub unit: String,
+    pub action: ServiceAction,
+}
+
+/// An audit record's `params` for `deploy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployParams {
+    pub package: String,
+    pub force: bool,
+}
+
+/// An audit record's `params` for `trust_host_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustParams {
+    pub port: u16,
+    pub fingerprint: String,
+}
+
 /// Which audit records to list (all `None`: the newest 1000).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditFilter {
@@ -300,4 +439,66 @@ pub struct AuditFilter {
     /// Matches params or detail.
     pub text: Option<String>,
     pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draft_never_shows_its_keys_through_debug() {
+        let d = GatewayDraft {
+            name: "gw1".into(),
+            api_key: Some("api-0123456789-secret".into()),
+            cli_key: Some("cli-0123456789-secret".into()),
+            ssh_password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        let shown = format!("{d:?} {d:#?}");
+        for key in ["api-0123456789-secret", "cli-0123456789-secret", "hunter2"] {
+            assert!(!shown.contains(key), "{shown}");
+        }
+        assert!(shown.contains("gw1"), "{shown}");
+        // ...while the wire text stays plain strings.
+        let wire = serde_json::to_value(&d).unwrap();
+        assert_eq!(wire["api_key"], "api-0123456789-secret");
+        assert_eq!(serde_json::from_value::<GatewayDraft>(wire).unwrap(), d);
+    }
+
+    #[test]
+    fn closed_sets_keep_their_wire_words() {
+        for (o, word) in [
+            (DeployOutcome::Installed, "installed"),
+            (DeployOutcome::Upgraded, "upgraded"),
+            (DeployOutcome::Unchanged, "unchanged"),
+            (DeployOutcome::RolledBack, "rolled_back"),
+            (DeployOutcome::Failed, "failed"),
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), word);
+            assert_eq!(o.as_str(), word);
+        }
+        for a in ServiceAction::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.verb());
+            assert_eq!(ServiceAction::from_verb(a.verb()), Some(a));
+        }
+        assert_eq!(ServiceAction::from_verb("kill"), None);
+        assert_eq!(serde_json::to_value(AuditFormat::Csv).unwrap(), "csv");
+    }
+
+    #[test]
+    fn host_key_detail_has_the_shape_the_prompt_reads() {
+        let unknown = HostKeyDetail {
+            host: "10.0.0.1".into(),
+            port: 22,
+            algorithm: Some("ssh-ed25519".into()),
+            fingerprint: "SHA256:abc".into(),
+            expected: None,
+            file: None,
+            line: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&unknown).unwrap(),
+            r#"{"host":"10.0.0.1","port":22,"algorithm":"ssh-ed25519","fingerprint":"SHA256:abc"}"#
+        );
+    }
 }

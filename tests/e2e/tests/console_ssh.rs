@@ -13,7 +13,7 @@ use vdi_console::journal::Query;
 use vdi_console::secrets::Secrets;
 use vdi_console::{Console, Error, audit::AuditFilter};
 use vdi_e2e::{Bed, build_deb, can_run};
-use vdi_wire::console::{GatewayDraft, JournalEvent, ServiceAction, SshAuth};
+use vdi_wire::console::{DeployOutcome, GatewayDraft, JournalEvent, ServiceAction, SshAuth};
 
 /// Runs a bed command off the async runtime (it blocks on a subprocess).
 async fn sh(bed: &Arc<Bed>, host: &'static str, cmd: String) -> String {
@@ -49,23 +49,16 @@ fn expect_err(
 async fn trust_first_use(c: &Console, id: i64, bed: &Bed, host: &str) {
     let e = expect_err(c.services(id).await, "host_key_unknown");
     let d = e.detail.expect("the key to confirm");
-    assert_eq!(
-        d["fingerprint"],
-        bed.host_fingerprint(host),
-        "{}",
-        e.message
-    );
-    assert!(e.message.contains(d["fingerprint"].as_str().unwrap()));
-    let ip = d["host"].as_str().unwrap().to_string();
+    assert_eq!(d.fingerprint, bed.host_fingerprint(host), "{}", e.message);
+    assert!(e.message.contains(&d.fingerprint));
+    let ip = d.host.clone();
     // A fingerprint other than the one shown is refused.
     expect_err(
         c.trust_host_key(id, &ip, 22, "SHA256:AAAAnotthekeyAAAA")
             .await,
         "invalid_input",
     );
-    c.trust_host_key(id, &ip, 22, d["fingerprint"].as_str().unwrap())
-        .await
-        .unwrap();
+    c.trust_host_key(id, &ip, 22, &d.fingerprint).await.unwrap();
 }
 
 #[test]
@@ -147,7 +140,7 @@ fn console_over_ssh() {
         let c = Arc::new(Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap());
         let g1 = c
             .add(&GatewayDraft {
-                api_key: Some(api_key.clone()),
+                api_key: Some(api_key.clone().into()),
                 ..draft("h1", &h1.to_string(), &key)
             })
             .unwrap()
@@ -347,10 +340,10 @@ fn console_over_ssh() {
         c.ssh_disconnect(gj).await;
         let e = expect_err(c.services(gj).await, "host_key_changed");
         let d = e.detail.unwrap();
-        assert_eq!(d["expected"], fp_h2_before.as_str());
-        assert_ne!(d["fingerprint"], fp_h2_before.as_str());
+        assert_eq!(d.expected.as_deref(), Some(fp_h2_before.as_str()));
+        assert_ne!(d.fingerprint, fp_h2_before);
         assert!(e.message.contains("HAS CHANGED") && e.message.contains("refuses"), "{}", e.message);
-        c.trust_host_key(gj, &h2.to_string(), 22, d["fingerprint"].as_str().unwrap()).await.unwrap();
+        c.trust_host_key(gj, &h2.to_string(), 22, &d.fingerprint).await.unwrap();
         assert_eq!(c.services(gj).await.unwrap().len(), 3);
 
         // Everything the admin did is in the audit log, without secrets.
@@ -458,7 +451,10 @@ fn console_deploys_upgrades_and_rolls_back() {
             .unwrap();
 
         let mut steps = vec![];
-        let r = c.deploy(g, &deb, false, |p| steps.push(p)).await.unwrap();
+        let r = c
+            .deploy(g, Some(&deb), false, |p| steps.push(p))
+            .await
+            .unwrap();
         assert_eq!(
             (r.outcome.as_str(), r.before.as_deref(), r.after.as_deref()),
             ("installed", None, Some("0.1.0")),
@@ -477,17 +473,20 @@ fn console_deploys_upgrades_and_rolls_back() {
             "active"
         );
 
-        let r = c.deploy(g, &v2, false, |_| {}).await.unwrap();
+        let r = c.deploy(g, Some(&v2), false, |_| {}).await.unwrap();
         assert_eq!(
             (r.outcome.as_str(), r.after.as_deref()),
             ("upgraded", Some("0.1.0+up1")),
             "{r:?}"
         );
-        let r = c.deploy(g, &v2, false, |_| {}).await.unwrap();
-        assert_eq!(r.outcome, "unchanged");
+        let r = c.deploy(g, Some(&v2), false, |_| {}).await.unwrap();
+        assert_eq!(r.outcome, DeployOutcome::Unchanged);
 
         let mut steps = vec![];
-        let r = c.deploy(g, &bad, false, |p| steps.push(p)).await.unwrap();
+        let r = c
+            .deploy(g, Some(&bad), false, |p| steps.push(p))
+            .await
+            .unwrap();
         assert_eq!(
             (r.outcome.as_str(), r.after.as_deref()),
             ("rolled_back", Some("0.1.0+up1")),
@@ -518,7 +517,11 @@ fn console_deploys_upgrades_and_rolls_back() {
         // Not a gateway package: refused before anything is installed.
         let junk = data.join("junk.deb");
         std::fs::write(&junk, b"not a package").unwrap();
-        expect_err(c.deploy(g, &junk, false, |_| {}).await, "ssh");
+        // The file is at fault, not the connection.
+        expect_err(
+            c.deploy(g, Some(&junk), false, |_| {}).await,
+            "invalid_input",
+        );
         let log = c
             .audit_log(&AuditFilter {
                 action: Some("deploy".into()),

@@ -4,8 +4,9 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vdi_console::Console;
-use vdi_wire::console::{ConsoleError, GatewayDraft, ServiceAction};
+use tokio::signal::unix::{SignalKind, signal};
+use vdi_console::{Console, Error};
+use vdi_wire::console::{AuditFormat, ConsoleError, GatewayDraft, JournalRequest, ServiceAction};
 
 #[derive(Parser)]
 #[command(
@@ -125,8 +126,8 @@ fn main() -> ExitCode {
             } => print(&console.add(&GatewayDraft {
                 name,
                 api_url,
-                api_key,
-                cli_key,
+                api_key: api_key.map(Into::into),
+                cli_key: cli_key.map(Into::into),
                 tags,
                 ..Default::default()
             })?),
@@ -137,19 +138,27 @@ fn main() -> ExitCode {
             }
             Command::Connections { id } => print(&console.connections(id).await?),
             Command::Embedded => {
-                let entry = console.ensure_embedded().await?;
+                let entry = console.ensure_embedded().await?.ok_or_else(|| {
+                    Error::Embedded(
+                        "the fleet has gateways and none is embedded: the console runs its own only for an empty fleet".into(),
+                    )
+                })?;
+                // Listening before the entry is printed: a Ctrl-C right
+                // after it still stops the gateway cleanly.
+                let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| {
+                    Error::Embedded(format!("cannot wait for Ctrl-C: {e}"))
+                })?;
                 print(&entry);
-                let _ = tokio::signal::ctrl_c().await;
+                interrupt.recv().await;
                 console.shutdown().await;
             }
             Command::Services { id } => print(&console.services(id).await?),
             Command::Service { id, unit, action } => {
-                let action: ServiceAction = serde_json::from_value(serde_json::json!(action))
-                    .expect("clap checked the action");
+                let action = ServiceAction::from_verb(&action).expect("clap checked the action");
                 let o = console.service_action(id, &unit, action).await?;
                 print(&o);
                 if !o.ok {
-                    return Err(vdi_console::Error::Audit(o.summary));
+                    return Err(Error::ActionFailed(o.summary));
                 }
             }
             Command::Journal {
@@ -158,11 +167,11 @@ fn main() -> ExitCode {
                 lines,
                 follow,
             } => {
-                let q = vdi_console::journal::Query {
-                    unit: vdi_console::services::known_unit(&unit).expect("clap checked the unit"),
+                let q = vdi_console::journal::Query::of(&JournalRequest {
+                    unit,
                     lines,
                     ..Default::default()
-                };
+                })?;
                 if follow {
                     let stop = tokio_util::sync::CancellationToken::new();
                     let s2 = stop.clone();
@@ -192,26 +201,24 @@ fn main() -> ExitCode {
                     .await?
             }
             Command::Deploy { id, package, force } => {
-                let deb = package
-                    .or_else(vdi_console::bundled_gateway_deb)
-                    .ok_or_else(|| {
-                        vdi_console::Error::invalid("package", "no bundled package; give --package")
-                    })?;
                 let r = console
-                    .deploy(id, &deb, force, |p| eprintln!("{}: {}", p.step, p.detail))
+                    .deploy(id, package.as_deref(), force, |p| {
+                        eprintln!("{}: {}", p.step, p.detail)
+                    })
                     .await?;
                 print(&r);
             }
             Command::Audit { csv } => {
-                let all = console.audit_log(&Default::default())?;
-                if csv {
-                    print!("{}", vdi_console::audit::to_csv(&all));
+                let format = if csv {
+                    AuditFormat::Csv
                 } else {
-                    print(&all);
-                }
+                    AuditFormat::Json
+                };
+                let text = console.audit_export(&Default::default(), format)?;
+                println!("{}", text.trim_end());
             }
         }
-        Ok::<_, vdi_console::Error>(())
+        Ok::<_, Error>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

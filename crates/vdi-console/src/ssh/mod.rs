@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vdi_wire::console::HostKeyDetail;
 
 /// Where to log in, fully resolved (config file applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +99,7 @@ impl From<russh::Error> for SshError {
 
 impl SshError {
     /// What the UI needs to act: the host and the key it was shown.
-    pub fn detail(&self) -> Option<serde_json::Value> {
+    pub fn detail(&self) -> Option<HostKeyDetail> {
         match self {
             SshError::HostKeyUnknown {
                 host,
@@ -106,9 +107,15 @@ impl SshError {
                 algorithm,
                 fingerprint,
                 ..
-            } => Some(
-                serde_json::json!({"host": host, "port": port, "algorithm": algorithm, "fingerprint": fingerprint}),
-            ),
+            } => Some(HostKeyDetail {
+                host: host.clone(),
+                port: *port,
+                algorithm: Some(algorithm.clone()),
+                fingerprint: fingerprint.clone(),
+                expected: None,
+                file: None,
+                line: None,
+            }),
             SshError::HostKeyChanged {
                 host,
                 port,
@@ -116,9 +123,15 @@ impl SshError {
                 expected,
                 file,
                 line,
-            } => Some(
-                serde_json::json!({"host": host, "port": port, "fingerprint": fingerprint, "expected": expected, "file": file, "line": line}),
-            ),
+            } => Some(HostKeyDetail {
+                host: host.clone(),
+                port: *port,
+                algorithm: None,
+                fingerprint: fingerprint.clone(),
+                expected: Some(expected.clone()),
+                file: Some(file.clone()),
+                line: Some(*line),
+            }),
             _ => None,
         }
     }
