@@ -50,8 +50,16 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
         w,
         "# change the gateway's settings instead (`vdi-gateway settings`)."
     );
+    let max = rules::max_connections(s);
     let _ = writeln!(w, "global");
     let _ = writeln!(w, "    log /dev/log local0");
+    // Root only to bind and open the log and admin sockets: the workers run
+    // as Debian's haproxy user, inside its empty chroot.
+    let _ = writeln!(w, "    chroot /var/lib/haproxy");
+    let _ = writeln!(w, "    user haproxy");
+    let _ = writeln!(w, "    group haproxy");
+    // No global maxconn: HAProxy derives it from its descriptor limit (a
+    // fixed one above that limit stops it); each frontend has its own.
     let _ = writeln!(w, "    localpeer {}", peer_name(node));
     let _ = writeln!(
         w,
@@ -72,10 +80,18 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     let _ = writeln!(w, "    timeout server-fin 30s");
     let _ = writeln!(w, "    timeout check 5s");
     let _ = writeln!(w);
+    // Who may reach the stats page and the peers port: the nodes themselves.
+    let mut nodes = String::from("127.0.0.0/8");
+    for a in &s.internal_addrs {
+        let _ = write!(nodes, " {a}");
+    }
     let _ = writeln!(w, "listen stats");
     let _ = writeln!(w, "    bind {}", host_port(vip, HAPROXY_STATS_PORT));
     let _ = writeln!(w, "    mode http");
+    let _ = writeln!(w, "    maxconn 100");
     let _ = writeln!(w, "    timeout client 30s");
+    let _ = writeln!(w, "    acl nodes src {nodes}");
+    let _ = writeln!(w, "    http-request deny unless nodes");
     let _ = writeln!(w, "    stats enable");
     let _ = writeln!(w, "    stats uri /");
     let _ = writeln!(
@@ -83,8 +99,18 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
         "    http-request use-service prometheus-exporter if {{ path /metrics }}"
     );
     let _ = writeln!(w);
-    let _ = writeln!(w, "peers sticktables");
+    // The peers protocol has no access rules of its own: the nodes' port is a
+    // guard that admits only the nodes and hands them to the peers section,
+    // which listens on a local address.
+    let local_peers = host_port(peers_local_addr(node), HAPROXY_PEERS_PORT + 1);
+    let _ = writeln!(w, "listen peers_guard");
     let _ = writeln!(w, "    bind {}", host_port(node, HAPROXY_PEERS_PORT));
+    let _ = writeln!(w, "    maxconn 100");
+    let _ = writeln!(w, "    tcp-request connection reject unless {{ src {nodes} }}");
+    let _ = writeln!(w, "    server local_peers {local_peers}");
+    let _ = writeln!(w);
+    let _ = writeln!(w, "peers sticktables");
+    let _ = writeln!(w, "    bind {local_peers}");
     for addr in &s.internal_addrs {
         if *addr == node {
             let _ = writeln!(w, "    server {}", peer_name(*addr));
@@ -125,21 +151,41 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
             );
         }
     };
+    // Every public frontend: a cap on its connections, and on those of one
+    // source (the gateway behind sees HAProxy as one trusted source, so the
+    // per-client limit is kept here at the edge).
+    let limits = |w: &mut String, name: &str, per_source: u32| {
+        let _ = writeln!(w, "    maxconn {max}");
+        let _ = writeln!(w, "    tcp-request connection track-sc0 src table per_source_{name}");
+        let _ = writeln!(
+            w,
+            "    tcp-request connection reject if {{ sc0_conn_cur gt {per_source} }}"
+        );
+    };
+    let table = |w: &mut String, name: &str| {
+        let _ = writeln!(w, "backend per_source_{name}");
+        let _ = writeln!(w, "    stick-table type ip size 100k expire 1m store conn_cur");
+    };
+    let per_client = rules::max_connections_per_client(s);
     let _ = writeln!(w);
     let _ = writeln!(w, "frontend service_tunnel");
     let _ = writeln!(w, "    bind {}", host_port(vip, SERVICE_PUBLIC_PORT));
+    limits(w, "service_tunnel", per_client);
     let _ = writeln!(w, "    default_backend service_tunnel");
     let _ = writeln!(w, "backend service_tunnel");
     let _ = writeln!(w, "    balance roundrobin");
     servers(w, Some(SERVICE_TUNNEL_PORT));
+    table(w, "service_tunnel");
     let _ = writeln!(w);
     let _ = writeln!(w, "frontend client");
     let _ = writeln!(w, "    bind {}", host_port(vip, s.balancer_api_port));
+    limits(w, "client", per_client);
     let _ = writeln!(w, "    default_backend client");
     let _ = writeln!(w, "backend client");
     let _ = writeln!(w, "    balance roundrobin");
     sticky(w);
     servers(w, Some(s.api_port));
+    table(w, "client");
     let _ = writeln!(w);
     let _ = writeln!(w, "frontend tunnels");
     let _ = writeln!(
@@ -149,13 +195,28 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
         s.port_range_start,
         s.port_range_stop
     );
+    limits(w, "tunnels", rules::max_streams_per_client(s));
     let _ = writeln!(w, "    default_backend tunnels");
     let _ = writeln!(w, "backend tunnels");
     let _ = writeln!(w, "    balance roundrobin");
     sticky(w);
     servers(w, None);
+    table(w, "tunnels");
     let digest = format!("{:016x}", fnv1a(o.as_bytes()));
     o.replace(DIGEST_PLACEHOLDER, &digest)
+}
+
+/// Where a node's peers section listens: a loopback address only the local
+/// guard reaches (the node's own when it is a loopback one, as on a test bed
+/// of one machine).
+fn peers_local_addr(node: IpAddr) -> IpAddr {
+    if node.is_loopback() {
+        node
+    } else if node.is_ipv4() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+    }
 }
 
 /// The environment variable through which a running HAProxy tells which
@@ -220,6 +281,19 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str) -> String 
     let _ = writeln!(w, "    virtual_router_id {}", rules::vrrp_router_id(s));
     let _ = writeln!(w, "    priority 100");
     let _ = writeln!(w, "    advert_int {advert}");
+    // Unicast between the nodes, and adverts from anyone else ignored: no
+    // neighbour on the segment can take the VIP. (A single node has no peer
+    // to be unicast with: Keepalived refuses an empty list; see docs/ha.md.)
+    let peers: Vec<&IpAddr> = s.internal_addrs.iter().filter(|a| **a != node).collect();
+    if !peers.is_empty() {
+        let _ = writeln!(w, "    unicast_src_ip {node}");
+        let _ = writeln!(w, "    unicast_peer {{");
+        for addr in peers {
+            let _ = writeln!(w, "        {addr}");
+        }
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    check_unicast_src");
+    }
     if advert < 1.0 {
         // Sub-second adverts need VRRPv3.
         let _ = writeln!(w, "    version 3");

@@ -87,6 +87,27 @@ async fn start_writes_both_files_and_changes_rewrite_them() {
         )),
         "{cfg}"
     );
+    // The real HAProxy took the file: its workers dropped root for Debian's
+    // haproxy user, inside the chroot.
+    if unsafe { libc::geteuid() } == 0 {
+        let master = read(&paths.dir.0.join("haproxy.pid"));
+        let children = read(&PathBuf::from(format!(
+            "/proc/{0}/task/{0}/children",
+            master.trim()
+        )));
+        let worker = children.split_whitespace().next().expect("a worker");
+        let status = read(&PathBuf::from(format!("/proc/{worker}/status")));
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let haproxy_uid = Command::new("id").args(["-u", "haproxy"]).output().unwrap();
+        let haproxy_uid = String::from_utf8(haproxy_uid.stdout).unwrap();
+        assert_eq!(
+            uid.split_whitespace().nth(1),
+            Some(haproxy_uid.trim()),
+            "{status}"
+        );
+        let root = std::fs::read_link(format!("/proc/{worker}/root")).unwrap();
+        assert_eq!(root, PathBuf::from("/var/lib/haproxy"));
+    }
     let kc = read(&paths.keepalived());
     assert!(
         kc.contains(&format!(
