@@ -245,6 +245,40 @@ fn two_node_cluster() {
         elapsed.as_secs_f64()
     );
     let (first_owner, t) = owner(&c, &id);
+
+    // A tunnel serves only its client: another host on the client side (the
+    // dispatcher's namespace) reaches the tunnel's port through HAProxy (its
+    // PROXY header names that host) and directly on the owner node: closed
+    // both times, nothing relayed.
+    let owner_ip = c.h[first_owner];
+    let stranger_got = c.bed.in_ns("disp", move || async move {
+        let mut got = Vec::new();
+        for to in [SocketAddr::new(vip, port), SocketAddr::new(owner_ip, port)] {
+            let mut s = TcpStream::connect(to).await.unwrap();
+            let _ = s.write_all(b"let me in").await;
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+            got.extend(buf);
+        }
+        got
+    });
+    assert!(stranger_got.join().unwrap().is_empty(), "a stranger's stream was relayed");
+    let (url, key) = (c.node_api(first_owner), c.api_key.clone());
+    let metrics = c.client(move || async move {
+        let r = reqwest::Client::new()
+            .get(format!("{url}/metrics"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    });
+    assert!(
+        ["1", "2"].iter().any(|n| metrics.contains(&format!(
+            "vdi_gateway_connections_refused_total{{reason=\"client_mismatch\"}} {n}"
+        ))),
+        "{metrics}"
+    );
     let client_ip = c.bed.ip("client").to_string();
     let streams = t["streams"].as_array().cloned().unwrap_or_default();
     let ended = c.client({
