@@ -129,18 +129,11 @@ async fn oversized_bodies_answer_413_in_the_error_shape() {
 #[tokio::test]
 async fn an_oversized_websocket_message_ends_only_its_stream() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
     let g = start(json!({})).await;
     let mut desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (_, opened) = g.open(desk.addr, None).await;
-    let url = format!(
-        "ws://{}:8000/v3/connect/?id={}",
-        g.ip,
-        opened["id"].as_str().unwrap()
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("cli_key", g.cli_key.parse().unwrap());
+    let req = g.ws_request(opened["id"].as_str().unwrap(), &g.cli_key);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     // 4 MiB in one message: refused by size, never buffered whole.
     let _ = ws.send(Message::Binary(vec![7u8; 4 << 20].into())).await;
@@ -167,10 +160,7 @@ async fn an_oversized_websocket_message_ends_only_its_stream() {
     let mut tcp = TcpStream::connect((g.ip, opened["port"].as_u64().unwrap() as u16))
         .await
         .unwrap();
-    tcp.write_all(b"next").await.unwrap();
-    let mut four = [0u8; 4];
-    tcp.read_exact(&mut four).await.unwrap();
-    assert_eq!(&four, b"next");
+    assert!(echoes(&mut tcp, b"next").await);
     g.stop().await;
 }
 

@@ -138,7 +138,6 @@ fn proxy_header_is_accepted_from_trusted_peers_only() {
 
 #[test]
 fn api_port_honours_the_same_trust_rule() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     in_namespace(|| async {
         let g = start_on(
             ip(GW),
@@ -148,10 +147,6 @@ fn api_port_honours_the_same_trust_rule() {
         let desk = echo_server(ip(DESK)).await;
         let (_, opened) = g.open(desk.addr, None).await;
         let api = SocketAddr::new(ip(GW), 8000);
-        let url = format!(
-            "ws://{GW}:8000/v3/connect/?id={}",
-            opened["id"].as_str().unwrap()
-        );
 
         // Untrusted peer with a PROXY header: the connection is closed unanswered.
         let mut bad = connect_from(OTHER, api).await;
@@ -173,9 +168,7 @@ fn api_port_honours_the_same_trust_rule() {
         sock.write_all(b"PROXY TCP4 198.51.100.77 10.77.0.1 5555 8000\r\n")
             .await
             .unwrap();
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut()
-            .insert("cli_key", g.cli_key.parse().unwrap());
+        let req = g.ws_request(opened["id"].as_str().unwrap(), &g.cli_key);
         let (_ws, _) = tokio_tungstenite::client_async(req, sock).await.unwrap();
         g.wait_for("the websocket stream's real client", |c| {
             c["tunnels"][0]["streams"][0]["client_addr"] == "198.51.100.77:5555"
@@ -311,15 +304,8 @@ async fn closed_unanswered(mut s: TcpStream) -> bool {
     buf.is_empty()
 }
 
-async fn echoes(s: &mut TcpStream, what: &[u8]) -> bool {
-    s.write_all(what).await.unwrap();
-    let mut back = vec![0u8; what.len()];
-    s.read_exact(&mut back).await.is_ok() && back == what
-}
-
 #[test]
 fn a_tunnel_serves_only_the_client_that_opened_it() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     in_namespace(|| async {
         let g = start_on(ip(GW), json!({"allowed_targets": ["10.77.0.0/24"]})).await;
         let desk = echo_server(ip(DESK)).await;
@@ -358,13 +344,7 @@ fn a_tunnel_serves_only_the_client_that_opened_it() {
         assert!(echoes(&mut mine, b"still mine").await);
 
         // The WebSocket path is bound the same way.
-        let url = format!(
-            "ws://{GW}:8000/v3/connect/?id={}",
-            opened["id"].as_str().unwrap()
-        );
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut()
-            .insert("cli_key", g.cli_key.parse().unwrap());
+        let req = g.ws_request(opened["id"].as_str().unwrap(), &g.cli_key);
         let sock = connect_from(DESK, SocketAddr::new(ip(GW), 8000)).await;
         let refused = tokio_tungstenite::client_async(req, sock)
             .await

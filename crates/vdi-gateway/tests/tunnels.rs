@@ -440,16 +440,14 @@ async fn narrowing_the_range_keeps_running_tunnels() {
 #[tokio::test]
 async fn websocket_streams_relay_bytes() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
     let g = start(json!({})).await;
     let desk = echo_server("127.0.0.1".parse().unwrap()).await;
     let (_, opened) = g.open(desk.addr, None).await;
     let id = opened["id"].as_str().unwrap();
-    let url = format!("ws://{}:8000/v3/connect/?id={id}", g.ip);
-    let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("cli_key", g.cli_key.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(g.ws_request(id, &g.cli_key))
+        .await
+        .unwrap();
     let data = random_bytes(300_000);
     for chunk in data.chunks(50_000) {
         ws.send(Message::Binary(chunk.to_vec().into()))
@@ -483,16 +481,9 @@ async fn websocket_streams_relay_bytes() {
     g.wait_for("the stream to end", |c| c["tunnels"][0]["state"] == "idle")
         .await;
     // Wrong role and unknown tunnel.
-    let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("cli_key", g.api_key.parse().unwrap());
+    let req = g.ws_request(id, &g.api_key);
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
-    let mut req = format!("ws://{}:8000/v3/connect/?id=nope", g.ip)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("cli_key", g.cli_key.parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
+    match tokio_tungstenite::connect_async(g.ws_request("nope", &g.cli_key)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 404),
         other => panic!("expected 404, got {other:?}"),
     }

@@ -158,6 +158,19 @@ impl TestGateway {
             .cloned()
     }
 
+    /// A WebSocket request for `/v3/connect/?id=ID` presenting `key` as cli_key.
+    pub fn ws_request(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{}:8000/v3/connect/?id={id}", self.ip);
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("cli_key", key.parse().unwrap());
+        req
+    }
+
     /// Polls `get_connections` until `cond` holds (bounded: 15 s).
     pub async fn wait_for(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -276,6 +289,13 @@ pub async fn echo_round_trip(mut sock: TcpStream, data: &[u8]) -> Vec<u8> {
     };
     let ((), back) = tokio::join!(send, recv);
     back
+}
+
+/// Sends `what` and whether the same bytes come back (an echoing desktop).
+pub async fn echoes(s: &mut TcpStream, what: &[u8]) -> bool {
+    s.write_all(what).await.unwrap();
+    let mut back = vec![0u8; what.len()];
+    s.read_exact(&mut back).await.is_ok() && back == what
 }
 
 /// True when nothing listens on the address any more (and it can be bound).
