@@ -3,10 +3,11 @@
 use crate::api;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use vdi_wire::console::{AuditFilter, AuditFormat, AuditRecord, ConsoleError};
+use vdi_wire::console::{AuditFilter, AuditFormat, AuditRecord};
 
 #[component]
-pub fn AuditView(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) -> impl IntoView {
+pub fn AuditView() -> impl IntoView {
+    let ctx = crate::pane::Ctx::get();
     let (records, set_records) = signal(Vec::<AuditRecord>::new());
     let (host, set_host) = signal(String::new());
     let (action, set_action) = signal(String::new());
@@ -25,7 +26,7 @@ pub fn AuditView(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) 
         spawn_local(async move {
             match api::audit_list(&f).await {
                 Ok(r) => set_records.set(r),
-                Err(e) => set_notice.set(Some(Err(e))),
+                Err(e) => ctx.fail(e),
             }
         });
     };
@@ -39,7 +40,7 @@ pub fn AuditView(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) 
         spawn_local(async move {
             match api::audit_export(&f, format).await {
                 Ok(text) => crate::save_file(&format!("vdi-console-audit.{ext}"), mime, &text),
-                Err(e) => set_notice.set(Some(Err(e))),
+                Err(e) => ctx.fail(e),
             }
         });
     };

@@ -2,37 +2,22 @@
 //! drift from what the gateway would write (a diff), and the tool's check.
 
 use crate::api;
-use crate::hosts::SshError;
+use crate::pane::{Ctx, Loader, Pane};
 use leptos::prelude::*;
-use leptos::task::spawn_local;
-use vdi_wire::console::{ConfigPreview, ConsoleError};
+use vdi_console_view::{ConfigLine, config_line, diff_class};
+use vdi_wire::console::ConfigPreview;
 
 /// Light highlighting: comments, section headers, the first word of a line.
 fn highlight(text: &str) -> AnyView {
-    const SECTIONS: [&str; 10] = [
-        "global",
-        "defaults",
-        "frontend",
-        "backend",
-        "listen",
-        "peers",
-        "resolvers",
-        "global_defs",
-        "vrrp_instance",
-        "vrrp_script",
-    ];
     text.lines()
         .map(|l| {
-            let t = l.trim_start();
-            let indent = l[..l.len() - t.len()].to_string();
-            let (word, rest) = t.split_at(t.find(char::is_whitespace).unwrap_or(t.len()));
-            let line = if t.starts_with('#') || t.starts_with('!') {
-                view! { <span class="c-comment">{l.to_string()}</span> }.into_any()
-            } else if SECTIONS.contains(&word) {
-                view! { <span class="c-section">{l.to_string()}</span> }.into_any()
-            } else {
-                view! { {indent}<span class="c-key">{word.to_string()}</span>{rest.to_string()} }
-                    .into_any()
+            let line = match config_line(l) {
+                ConfigLine::Comment => view! { <span class="c-comment">{l.to_string()}</span> }.into_any(),
+                ConfigLine::Section => view! { <span class="c-section">{l.to_string()}</span> }.into_any(),
+                ConfigLine::Setting(indent, word, rest) => view! {
+                    {indent.to_string()}<span class="c-key">{word.to_string()}</span>{rest.to_string()}
+                }
+                .into_any(),
             };
             view! { {line}"\n" }
         })
@@ -42,28 +27,20 @@ fn highlight(text: &str) -> AnyView {
 
 fn diff_lines(diff: &str) -> AnyView {
     diff.lines()
-        .map(|l| {
-            let class = match l.chars().next() {
-                Some('+') if !l.starts_with("+++") => "d-add",
-                Some('-') if !l.starts_with("---") => "d-del",
-                Some('@') => "d-hunk",
-                _ => "",
-            };
-            view! { <span class=class>{l.to_string()}</span>"\n" }
-        })
+        .map(|l| view! { <span class=diff_class(l)>{l.to_string()}</span>"\n" })
         .collect_view()
         .into_any()
 }
 
 #[component]
-pub fn ConfigView(selected: ReadSignal<Option<i64>>) -> impl IntoView {
+pub fn ConfigView() -> impl IntoView {
+    let selected = Ctx::get().selected;
     let (which, set_which) = signal("haproxy".to_string());
-    let (preview, set_preview) = signal(None::<Result<ConfigPreview, ConsoleError>>);
+    let preview = Loader::<ConfigPreview>::new();
     let load = move || {
         if let Some(id) = selected.get_untracked() {
             let w = which.get_untracked();
-            set_preview.set(None);
-            spawn_local(async move { set_preview.set(Some(api::config_preview(id, &w).await)) });
+            preview.load(async move { api::config_preview(id, &w).await }, |_| {});
         }
     };
     Effect::new(move |_| {
@@ -81,11 +58,7 @@ pub fn ConfigView(selected: ReadSignal<Option<i64>>) -> impl IntoView {
             </select>
             <button class="plain" id="config-reload" on:click=move |_| load()>"Read again"</button>
         </div>
-        {move || match (selected.get(), preview.get()) {
-            (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
-            (Some(_), None) => view! { <p class="muted">"Reading over SSH…"</p> }.into_any(),
-            (Some(id), Some(Err(e))) => view! { <SshError e id retry/> }.into_any(),
-            (Some(_), Some(Ok(p))) => view! {
+        <Pane state={preview.state} loading="Reading over SSH…" retry data={move |_, p: ConfigPreview| view! {
                 <p class="summary" id="config-summary">
                     <code>{p.path.clone()}</code>" · "
                     {if !p.managed { view! { <span class="muted" id="config-drift">"not managed by the gateway (ha_managed is false); the diff shows what it would write"</span> }.into_any() }
@@ -101,7 +74,6 @@ pub fn ConfigView(selected: ReadSignal<Option<i64>>) -> impl IntoView {
                 {(!p.diff.is_empty()).then(|| view! { <h3>"Diff: rendered → on the host"</h3><pre class="code" id="config-diff">{diff_lines(&p.diff)}</pre> })}
                 <h3>"On the host"</h3>
                 <pre class="code" id="config-file">{highlight(p.on_host.as_deref().unwrap_or(""))}</pre>
-            }.into_any(),
-        }}
+            }}/>
     }
 }

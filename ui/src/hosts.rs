@@ -3,6 +3,7 @@
 //! and the host key prompt every SSH view shares.
 
 use crate::api;
+use crate::pane::{Ctx, Loader, Pane, error_line};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use vdi_wire::console::{
@@ -63,52 +64,42 @@ pub fn SshError(e: ConsoleError, id: i64, retry: Callback<()>) -> impl IntoView 
             }
             .into_any()
         }
-        _ => view! { <p class="error" role="alert">{format!("{} ({})", e.message, e.code)}</p> }
-            .into_any(),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n => format!("{:.0} KiB", n as f64 / 1024.0),
+        _ => error_line(&e).into_any(),
     }
 }
 
 fn since(ts: Option<i64>) -> String {
-    let Some(ts) = ts else { return String::new() };
-    let secs = (js_sys::Date::now() as i64 / 1000 - ts).max(0);
-    match secs {
-        s if s < 60 => format!("{s} s ago"),
-        s if s < 3600 => format!("{} min ago", s / 60),
-        s if s < 86400 => format!("{} h {} min ago", s / 3600, (s % 3600) / 60),
-        s => format!("{} d ago", s / 86400),
-    }
+    ts.map(|ts| {
+        format!(
+            "{} ago",
+            vdi_console_view::age(js_sys::Date::now() as i64 / 1000 - ts)
+        )
+    })
+    .unwrap_or_default()
 }
 
 #[component]
-pub fn ServicesView(
-    selected: ReadSignal<Option<i64>>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
-    let (units, set_units) = signal(None::<Result<Vec<UnitStatus>, ConsoleError>>);
+pub fn ServicesView() -> impl IntoView {
+    let ctx = Ctx::get();
+    let selected = ctx.selected;
+    let units = Loader::<Vec<UnitStatus>>::new();
     // The unit an action is running on, and the last outcome.
     let (busy, set_busy) = signal(None::<String>);
     let (outcome, set_outcome) = signal(None::<ActionOutcome>);
     let (reconnects, set_reconnects) = signal(0u32);
     let load = move || {
         if let Some(id) = selected.get_untracked() {
-            spawn_local(async move {
-                set_units.set(Some(api::services(id).await));
+            let answer = async move {
+                let r = api::services(id).await;
                 // A dropped connection is re-established on use; say so.
                 set_reconnects.set(api::ssh_reconnects(id).await.unwrap_or(0));
-            });
+                r
+            };
+            units.load(answer, |_| {});
         }
     };
     Effect::new(move |_| {
         if selected.get().is_some() {
-            set_units.set(None);
             load();
         }
     });
@@ -130,44 +121,38 @@ pub fn ServicesView(
             set_busy.set(None);
             match r {
                 Ok(o) => {
-                    set_notice.set(Some(Ok(format!("{unit}: {}", o.summary))));
+                    ctx.say(Ok(format!("{unit}: {}", o.summary)));
                     set_outcome.set(Some(o));
                 }
-                Err(e) => set_notice.set(Some(Err(e))),
+                Err(e) => ctx.fail(e),
             }
             load();
         });
     };
-    let (host, set_host) = signal(String::new());
-    Effect::new(move |_| {
-        if let Some(id) = selected.get() {
-            spawn_local(async move {
-                if let Some(g) = crate::inventory::entry(id).await {
-                    set_host.set(format!(
-                        "{} · {}@{}:{}{}",
-                        g.name,
-                        g.ssh_user,
-                        g.ssh_host.unwrap_or_else(|| "(no SSH host)".into()),
-                        g.ssh_port,
-                        g.ssh_jump.map(|j| format!(" via {j}")).unwrap_or_default()
-                    ));
-                }
-            });
+    // Where the view logs in (a resource: an older answer never overwrites a newer one).
+    let host = LocalResource::new(move || {
+        let id = selected.get();
+        async move {
+            let g = crate::inventory::entry(id?).await?;
+            Some(format!(
+                "{} · {}@{}:{}{}",
+                g.name,
+                g.ssh_user,
+                g.ssh_host.unwrap_or_else(|| "(no SSH host)".into()),
+                g.ssh_port,
+                g.ssh_jump.map(|j| format!(" via {j}")).unwrap_or_default()
+            ))
         }
     });
     view! {
         <div class="toolbar">
-            <strong id="services-host">{move || host.get()}</strong>
+            <strong id="services-host">{move || host.get().flatten()}</strong>
             {move || (reconnects.get() > 0).then(|| view! {
                 <span class="muted" id="ssh-reconnects">{format!("SSH connection re-established {}×", reconnects.get())}</span>
             })}
             <button class="plain" id="services-refresh" on:click=move |_| load()>"Refresh"</button>
         </div>
-        {move || match (selected.get(), units.get()) {
-            (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
-            (Some(_), None) => view! { <p class="muted">"Connecting over SSH…"</p> }.into_any(),
-            (Some(id), Some(Err(e))) => view! { <SshError e id retry/> }.into_any(),
-            (Some(_), Some(Ok(list))) => view! {
+        <Pane state={units.state} loading="Connecting over SSH…" retry data={move |_, list: Vec<UnitStatus>| view! {
                 <table id="services-table">
                     <thead><tr><th>"Unit"</th><th>"State"</th><th>"Since"</th><th>"PID"</th><th>"Memory"</th><th>"Restarts"</th><th></th></tr></thead>
                     <tbody>
@@ -197,7 +182,7 @@ pub fn ServicesView(
                                     </td>
                                     <td>{since(u.since)}</td>
                                     <td>{u.main_pid.map(|p| p.to_string())}</td>
-                                    <td>{u.memory_bytes.map(human_bytes)}</td>
+                                    <td>{u.memory_bytes.map(vdi_console_view::bytes)}</td>
                                     <td>{u.restarts.map(|r| r.to_string())}</td>
                                     <td>{buttons}</td>
                                 </tr>
@@ -205,25 +190,23 @@ pub fn ServicesView(
                         }).collect_view()}
                     </tbody>
                 </table>
-            }.into_any(),
-        }}
+            }}/>
         {move || outcome.get().filter(|o| !o.ok).map(|o| view! {
             <div class="error-box" id="action-failure">
                 <p><strong>{format!("{} {} on {}: {}", o.action.verb(), o.unit, o.host, o.summary)}</strong></p>
                 <pre id="action-log">{o.log.join("\n")}</pre>
             </div>
         })}
-        <Deploy selected set_notice/>
-        <Rolling set_notice/>
+        <Deploy/>
+        <Rolling/>
     }
 }
 
 /// Installs or upgrades the gateway package shipped with the console.
 #[component]
-fn Deploy(
-    selected: ReadSignal<Option<i64>>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
+fn Deploy() -> impl IntoView {
+    let ctx = Ctx::get();
+    let selected = ctx.selected;
     let (steps, set_steps) = signal(Vec::<DeployProgress>::new());
     let (report, set_report) = signal(None::<DeployReport>);
     let (force, set_force) = signal(false);
@@ -257,7 +240,7 @@ fn Deploy(
             set_running.set(false);
             match r {
                 Ok(rep) => set_report.set(Some(rep)),
-                Err(e) => set_notice.set(Some(Err(e))),
+                Err(e) => ctx.fail(e),
             }
         });
     };
@@ -290,17 +273,23 @@ fn Deploy(
 
 /// One action over several hosts, one at a time, stopping at the first failure.
 #[component]
-fn Rolling(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) -> impl IntoView {
-    let (hosts, set_hosts) = signal(Vec::<GatewayEntry>::new());
+fn Rolling() -> impl IntoView {
+    let ctx = Ctx::get();
+    // The hosts with SSH, once per showing of the view.
+    let hosts = LocalResource::new(|| async {
+        api::fleet_list()
+            .await
+            .map(|all| {
+                all.into_iter()
+                    .filter(|g| g.ssh_host.is_some())
+                    .collect::<Vec<GatewayEntry>>()
+            })
+            .unwrap_or_default()
+    });
     let (chosen, set_chosen) = signal(Vec::<i64>::new());
     let (unit, set_unit) = signal("vdi-gateway".to_string());
     let (action, set_action) = signal(ServiceAction::Restart);
     let (results, set_results) = signal(Vec::<ActionOutcome>::new());
-    spawn_local(async move {
-        if let Ok(all) = api::fleet_list().await {
-            set_hosts.set(all.into_iter().filter(|g| g.ssh_host.is_some()).collect());
-        }
-    });
     let run = move |_| {
         let ids = chosen.get_untracked();
         if ids.is_empty() {
@@ -322,14 +311,14 @@ fn Rolling(set_notice: WriteSignal<Option<Result<String, ConsoleError>>>) -> imp
             let r =
                 api::rolling_action(&ids, &u, a, move |o| set_results.update(|v| v.push(o))).await;
             if let Err(e) = r {
-                set_notice.set(Some(Err(e)));
+                ctx.fail(e);
             }
         });
     };
     view! {
         <h2>"Rolling action"</h2>
         <div class="toolbar">
-            {move || hosts.get().into_iter().map(|g| {
+            {move || hosts.get().unwrap_or_default().into_iter().map(|g| {
                 let id = g.id;
                 view! { <label><input type="checkbox" class="rolling-host" on:change=move |e| {
                     let on = event_target_checked(&e);

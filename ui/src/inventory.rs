@@ -145,7 +145,8 @@ pub fn GatewayForm(
 }
 
 /// Removes a gateway after a confirmation; reports in `notice`.
-pub fn remove(id: i64, name: String, notice: WriteSignal<Option<Result<String, ConsoleError>>>) {
+pub fn remove(id: i64, name: String) {
+    let ctx = crate::pane::Ctx::get();
     if !window()
         .confirm_with_message(&format!(
             "Remove {name} from the fleet (and its stored keys)?"
@@ -155,11 +156,11 @@ pub fn remove(id: i64, name: String, notice: WriteSignal<Option<Result<String, C
         return;
     }
     spawn_local(async move {
-        notice.set(Some(
+        ctx.say(
             api::fleet_remove(id)
                 .await
                 .map(|()| format!("Removed {name}")),
-        ));
+        );
     });
 }
 

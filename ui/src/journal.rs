@@ -6,97 +6,14 @@
 
 use crate::api;
 use crate::hosts::SshError;
+use crate::pane::Ctx;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use std::collections::VecDeque;
+use vdi_console_view::journal::{KEEP, Row, Store};
+use vdi_console_view::split_matches;
 use vdi_wire::console::{ConsoleError, JournalEntry, JournalEvent, JournalRequest, UNITS};
 
-/// Lines kept in memory.
-pub const KEEP: usize = 100_000;
 const ROW_H: f64 = 20.0;
-
-#[derive(Clone, Debug)]
-enum Row {
-    Entry(JournalEntry),
-    /// A gap or a note, shown across the list.
-    Mark(String),
-}
-
-/// Everything received, plus the indexes the filter lets through.
-#[derive(Default)]
-struct Store {
-    rows: VecDeque<(u64, Row)>,
-    next: u64,
-    /// Sequence numbers of rows matching the filter, ascending.
-    shown: VecDeque<u64>,
-    evicted: u64,
-    priority: u8,
-    text: String,
-}
-
-impl Store {
-    fn matches(&self, r: &Row) -> bool {
-        match r {
-            Row::Mark(_) => true,
-            Row::Entry(e) => {
-                e.priority <= self.priority
-                    && (self.text.is_empty() || e.message.to_lowercase().contains(&self.text))
-            }
-        }
-    }
-
-    fn push(&mut self, r: Row) {
-        let seq = self.next;
-        self.next += 1;
-        if self.matches(&r) {
-            self.shown.push_back(seq);
-        }
-        self.rows.push_back((seq, r));
-        while self.rows.len() > KEEP {
-            let (gone, _) = self.rows.pop_front().expect("not empty");
-            self.evicted += 1;
-            while self.shown.front().is_some_and(|s| *s <= gone) {
-                self.shown.pop_front();
-            }
-        }
-    }
-
-    /// Older entries go before everything there is.
-    fn prepend(&mut self, older: Vec<JournalEntry>) {
-        let first = self.rows.front().map(|r| r.0).unwrap_or(self.next);
-        let n = older.len() as u64;
-        // Older rows take the sequence numbers below the first (numbering
-        // starts at 2^40, so there is room).
-        let base = first.saturating_sub(n);
-        for (i, e) in older.into_iter().enumerate().rev() {
-            self.rows.push_front((base + i as u64, Row::Entry(e)));
-        }
-        self.refilter();
-    }
-
-    fn refilter(&mut self) {
-        self.shown = self
-            .rows
-            .iter()
-            .filter(|(_, r)| self.matches(r))
-            .map(|(s, _)| *s)
-            .collect();
-    }
-
-    fn row(&self, seq: u64) -> Option<&Row> {
-        let first = self.rows.front()?.0;
-        self.rows
-            .get(seq.checked_sub(first)? as usize)
-            .map(|(_, r)| r)
-    }
-
-    fn first_cursor(&self) -> Option<String> {
-        self.rows.iter().find_map(|(_, r)| match r {
-            Row::Entry(e) => Some(e.cursor.clone()),
-            Row::Mark(_) => None,
-        })
-    }
-}
 
 fn time_of(us: i64) -> String {
     let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(us as f64 / 1000.0));
@@ -131,36 +48,24 @@ fn line_text(r: &Row) -> String {
 
 /// The message with every match of `needle` in a `<mark>`.
 fn highlighted(message: &str, needle: &str) -> AnyView {
-    if needle.is_empty() {
-        return message.to_string().into_any();
-    }
-    let lower = message.to_lowercase();
-    let mut parts = Vec::new();
-    let mut at = 0;
-    // Lowercasing may change byte lengths outside ASCII: then no highlight.
-    if lower.len() == message.len() {
-        while let Some(i) = lower[at..].find(needle) {
-            let start = at + i;
-            parts.push(message[at..start].to_string().into_any());
-            let end = start + needle.len();
-            parts.push(view! { <mark>{message[start..end].to_string()}</mark> }.into_any());
-            at = end;
-        }
-    }
-    parts.push(message[at..].to_string().into_any());
-    parts.collect_view().into_any()
+    split_matches(message, needle)
+        .into_iter()
+        .map(|(part, hit)| {
+            if hit {
+                view! { <mark>{part.to_string()}</mark> }.into_any()
+            } else {
+                part.to_string().into_any()
+            }
+        })
+        .collect_view()
+        .into_any()
 }
 
 #[component]
-pub fn JournalView(
-    selected: ReadSignal<Option<i64>>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
-    let store = StoredValue::new(Store {
-        priority: 7,
-        next: 1 << 40,
-        ..Default::default()
-    });
+pub fn JournalView() -> impl IntoView {
+    let ctx = Ctx::get();
+    let selected = ctx.selected;
+    let store = StoredValue::new(Store::new());
     // Bumped on every change of the store: the list re-renders its window.
     let (version, set_version) = signal(0u64);
     let (unit, set_unit) = signal("vdi-gateway".to_string());
@@ -184,11 +89,7 @@ pub fn JournalView(
         let Some(id) = selected.get() else {
             return;
         };
-        store.update_value(|s| {
-            s.rows.clear();
-            s.shown.clear();
-            s.evicted = 0;
-        });
+        store.update_value(Store::clear);
         set_version.update(|v| *v += 1);
         set_error.set(None);
         set_state.set("connecting…".into());
@@ -296,7 +197,7 @@ pub fn JournalView(
         let text = visible_text();
         let n = text.lines().count();
         let _ = window().navigator().clipboard().write_text(&text);
-        set_notice.set(Some(Ok(format!("Copied {n} lines"))));
+        ctx.say(Ok(format!("Copied {n} lines")));
     };
     let export = move |_| {
         let json = store.with_value(|s| {
@@ -331,9 +232,9 @@ pub fn JournalView(
                     store.update_value(|s| s.prepend(older));
                     set_follow.set(false);
                     set_version.update(|v| *v += 1);
-                    set_notice.set(Some(Ok(format!("Loaded {n} earlier lines"))));
+                    ctx.say(Ok(format!("Loaded {n} earlier lines")));
                 }
-                Err(e) => set_notice.set(Some(Err(e))),
+                Err(e) => ctx.fail(e),
             }
         });
     };

@@ -8,10 +8,13 @@ mod config;
 mod hosts;
 mod inventory;
 mod journal;
+mod pane;
 mod settings;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use pane::{Ctx, Pane};
+use vdi_console_view::tables::{self, FleetOrder};
 use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary};
 use vdi_wire::{Connections, Disconnect, StreamInfo, TunnelInfo};
 
@@ -21,7 +24,7 @@ fn main() {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum View {
+pub enum View {
     Fleet,
     Connections,
     Settings,
@@ -65,10 +68,14 @@ pub fn save_file(name: &str, mime: &str, text: &str) {
 
 #[component]
 fn App() -> impl IntoView {
-    let (view, set_view) = signal(View::Fleet);
-    let (selected, set_selected) = signal(None::<i64>);
+    let ctx = Ctx {
+        selected: RwSignal::new(None),
+        view: RwSignal::new(View::Fleet),
+        notice: RwSignal::new(None),
+    };
+    provide_context(ctx);
+    let (view, notice) = (ctx.view, ctx.notice);
     let (info, set_info) = signal(None::<api::AppInfo>);
-    let (notice, set_notice) = signal(None::<Result<String, ConsoleError>>);
     spawn_local(async move {
         if let Ok(i) = api::app_info().await {
             set_info.set(Some(i));
@@ -83,7 +90,7 @@ fn App() -> impl IntoView {
                 .ok()
                 .filter(|n| (1..=VIEWS.len()).contains(n))
         {
-            set_view.set(VIEWS[n - 1].0);
+            view.set(VIEWS[n - 1].0);
         }
     });
     view! {
@@ -92,7 +99,7 @@ fn App() -> impl IntoView {
             <nav aria-label="views">
                 {VIEWS.iter().map(|&(v, id, label)| view! {
                     <button id=id aria-current=move || (view.get() == v).then_some("page")
-                        on:click=move |_| set_view.set(v)>{label}</button>
+                        on:click=move |_| view.set(v)>{label}</button>
                 }).collect_view()}
             </nav>
             <span style="flex:1"></span>
@@ -108,25 +115,25 @@ fn App() -> impl IntoView {
                 Err(e) => view! { <div class="error" role="alert" id="notice">{format!("{} ({})", e.message, e.code)}</div> }.into_any(),
             })}
             <Show when=move || view.get() == View::Fleet>
-                <Fleet selected set_selected set_view set_notice/>
+                <Fleet/>
             </Show>
             <Show when=move || view.get() == View::Connections>
-                <ConnectionsView selected set_notice/>
+                <ConnectionsView/>
             </Show>
             <Show when=move || view.get() == View::Settings>
-                <settings::SettingsView selected set_notice/>
+                <settings::SettingsView/>
             </Show>
             <Show when=move || view.get() == View::Services>
-                <hosts::ServicesView selected set_notice/>
+                <hosts::ServicesView/>
             </Show>
             <Show when=move || view.get() == View::Journal>
-                <journal::JournalView selected set_notice/>
+                <journal::JournalView/>
             </Show>
             <Show when=move || view.get() == View::Config>
-                <config::ConfigView selected/>
+                <config::ConfigView/>
             </Show>
             <Show when=move || view.get() == View::Audit>
-                <audit::AuditView set_notice/>
+                <audit::AuditView/>
             </Show>
         </main>
     }
@@ -154,58 +161,28 @@ fn ThemePicker() -> impl IntoView {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SortBy {
-    Name,
-    Status,
-    Tunnels,
-}
-
 #[component]
-fn Fleet(
-    selected: ReadSignal<Option<i64>>,
-    set_selected: WriteSignal<Option<i64>>,
-    set_view: WriteSignal<View>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
+fn Fleet() -> impl IntoView {
+    let ctx = Ctx::get();
     let (rows, set_rows) = signal(Vec::<FleetRow>::new());
     let (summary, set_summary) = signal(None::<FleetSummary>);
     let (filter, set_filter) = signal(String::new());
-    let (sort, set_sort) = signal(SortBy::Name);
+    let (sort, set_sort) = signal(FleetOrder::Name);
     api::watch_fleet(
         2000,
         move |u| {
             set_rows.set(u.rows);
             set_summary.set(Some(u.summary));
         },
-        move |e| set_notice.set(Some(Err(e))),
+        move |e| ctx.fail(e),
     );
-    let shown = move || {
-        let f = filter.get().to_lowercase();
-        let mut v: Vec<FleetRow> = rows
-            .get()
-            .into_iter()
-            .filter(|r| {
-                f.is_empty()
-                    || r.name.to_lowercase().contains(&f)
-                    || r.tags.iter().any(|t| t.to_lowercase().contains(&f))
-            })
-            .collect();
-        match sort.get() {
-            SortBy::Name => v.sort_by(|a, b| a.name.cmp(&b.name)),
-            SortBy::Status => v.sort_by_key(|r| !r.reachable),
-            SortBy::Tunnels => {
-                v.sort_by_key(|r| std::cmp::Reverse(r.health.as_ref().map_or(0, |h| h.tunnels)))
-            }
-        }
-        v
-    };
+    let shown = move || tables::fleet_rows(rows.get(), &filter.get(), sort.get());
     // None: no form; Some(None): adding; Some(Some(entry)): editing.
     let (form, set_form) = signal(None::<Option<vdi_wire::console::GatewayEntry>>);
     let done = Callback::new(move |saved: Option<String>| {
         set_form.set(None);
         if let Some(m) = saved {
-            set_notice.set(Some(Ok(m)));
+            ctx.say(Ok(m));
         }
     });
     let edit = Callback::new(move |id: i64| {
@@ -225,7 +202,7 @@ fn Fleet(
                     o.port
                 )
             });
-            set_notice.set(Some(n));
+            ctx.say(n);
         });
     };
     view! {
@@ -241,11 +218,11 @@ fn Fleet(
         {move || form.get().map(|editing| view! { <inventory::GatewayForm editing on_done=done/> })}
         <table id="fleet-table">
             <thead><tr>
-                <th on:click=move |_| set_sort.set(SortBy::Name)>"Gateway"</th>
-                <th on:click=move |_| set_sort.set(SortBy::Status)>"Status"</th>
+                <th on:click=move |_| set_sort.set(FleetOrder::Name)>"Gateway"</th>
+                <th on:click=move |_| set_sort.set(FleetOrder::Status)>"Status"</th>
                 <th>"Version"</th>
                 <th>"Enabled"</th>
-                <th on:click=move |_| set_sort.set(SortBy::Tunnels)>"Tunnels / streams"</th>
+                <th on:click=move |_| set_sort.set(FleetOrder::Tunnels)>"Tunnels / streams"</th>
                 <th>"Ports used / free"</th>
                 <th>"gateway · haproxy · keepalived"</th>
                 <th title="holds the virtual IP">"VIP"</th>
@@ -254,7 +231,7 @@ fn Fleet(
             </tr></thead>
             <tbody>
                 <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use))) let:r>
-                    <FleetLine r=r selected set_selected set_view edit set_notice/>
+                    <FleetLine r=r edit/>
                 </For>
             </tbody>
         </table>
@@ -262,14 +239,9 @@ fn Fleet(
 }
 
 #[component]
-fn FleetLine(
-    r: FleetRow,
-    selected: ReadSignal<Option<i64>>,
-    set_selected: WriteSignal<Option<i64>>,
-    set_view: WriteSignal<View>,
-    edit: Callback<i64>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
+fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
+    let ctx = Ctx::get();
+    let selected = ctx.selected;
     let id = r.id;
     let name = r.name.clone();
     let h = r.health.clone();
@@ -286,8 +258,8 @@ fn FleetLine(
             .into_any()
     };
     let open = move || {
-        set_selected.set(Some(id));
-        set_view.set(View::Connections);
+        ctx.selected.set(Some(id));
+        ctx.view.set(View::Connections);
     };
     view! {
         <tr tabindex="0" class="fleet-row" data-name=r.name.clone() aria-selected=move || (selected.get() == Some(id)).to_string()
@@ -305,7 +277,7 @@ fn FleetLine(
                 <button class="plain edit-gateway" on:click=move |e| { e.stop_propagation(); edit.run(id) }>"Edit"</button>
                 <button class="plain remove-gateway" on:click=move |e| {
                     e.stop_propagation();
-                    inventory::remove(id, name.clone(), set_notice)
+                    inventory::remove(id, name.clone())
                 }>"Remove"</button>
             </td>
         </tr>
@@ -313,10 +285,9 @@ fn FleetLine(
 }
 
 #[component]
-fn ConnectionsView(
-    selected: ReadSignal<Option<i64>>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
+fn ConnectionsView() -> impl IntoView {
+    let ctx = Ctx::get();
+    let selected = ctx.selected;
     let (conns, set_conns) = signal(None::<Result<Connections, ConsoleError>>);
     Effect::new(move |_| {
         // Ended when the selection changes or the view goes.
@@ -329,7 +300,7 @@ fn ConnectionsView(
                         set_conns.set(Some(u.result));
                     }
                 },
-                move |e| set_notice.set(Some(Err(e))),
+                move |e| ctx.fail(e),
             );
         }
     });
@@ -351,7 +322,7 @@ fn ConnectionsView(
                     d.streams.len()
                 )
             });
-            set_notice.set(Some(n));
+            ctx.say(n);
         });
     };
     let (filter, set_filter) = signal(String::new());
@@ -368,57 +339,22 @@ fn ConnectionsView(
                 </select>
             </label>
         </div>
-        {move || match (selected.get(), conns.get()) {
-            (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
-            (Some(_), None) => view! { <p class="muted">"Loading…"</p> }.into_any(),
-            (Some(_), Some(Err(e))) => view! { <p class="error" role="alert">{format!("{} ({})", e.message, e.code)}</p> }.into_any(),
-            (Some(_), Some(Ok(c))) => view! {
-                <div class="toolbar">
-                    <span class="summary" id="connections-summary">{format!("{} tunnels, {} streams", c.tunnels.len(),
-                        c.tunnels.iter().map(|t| t.streams.len()).sum::<usize>())}</span>
-                    <button class="plain" id="disconnect-all" on:click=move |_| disconnect(
-                        Disconnect { all: Some(true), ..Default::default() }, "every tunnel".into())>"Disconnect all"</button>
-                </div>
-                <table id="connections-table">
-                    <thead><tr><th>"Tunnel / stream"</th><th>"Port"</th><th>"Target"</th><th>"VM"</th><th>"State"</th>
-                        <th>"Client"</th><th>"To target"</th><th>"To client"</th><th>"Age"</th><th></th></tr></thead>
-                    <tbody>
-                        {visible(c.tunnels, &filter.get(), &sort.get()).into_iter().map(|t| tunnel_rows(t, disconnect)).collect_view()}
-                    </tbody>
-                </table>
-            }.into_any(),
-        }}
+        <Pane state={conns} loading="Loading…" data={move |_, c: Connections| view! {
+            <div class="toolbar">
+                <span class="summary" id="connections-summary">{format!("{} tunnels, {} streams", c.tunnels.len(),
+                    c.tunnels.iter().map(|t| t.streams.len()).sum::<usize>())}</span>
+                <button class="plain" id="disconnect-all" on:click=move |_| disconnect(
+                    Disconnect { all: Some(true), ..Default::default() }, "every tunnel".into())>"Disconnect all"</button>
+            </div>
+            <table id="connections-table">
+                <thead><tr><th>"Tunnel / stream"</th><th>"Port"</th><th>"Target"</th><th>"VM"</th><th>"State"</th>
+                    <th>"Client"</th><th>"To target"</th><th>"To client"</th><th>"Age"</th><th></th></tr></thead>
+                <tbody>
+                    {tables::tunnels(c.tunnels, &filter.get(), &sort.get()).into_iter().map(|t| tunnel_rows(t, disconnect)).collect_view()}
+                </tbody>
+            </table>
+        }}/>
     }
-}
-
-/// The tunnels the filter matches (id, target, VM, protocol, or any stream's
-/// client or id), in the chosen order.
-fn visible(mut tunnels: Vec<TunnelInfo>, filter: &str, sort: &str) -> Vec<TunnelInfo> {
-    let f = filter.trim().to_lowercase();
-    if !f.is_empty() {
-        tunnels.retain(|t| {
-            let mut hay = vec![t.id.clone(), t.target_host.clone(), t.port.to_string()];
-            hay.extend(t.vm_id.clone());
-            hay.extend(t.protocol.clone());
-            for s in &t.streams {
-                hay.push(s.client_addr.clone());
-                hay.push(s.id.clone());
-            }
-            hay.iter().any(|h| h.to_lowercase().contains(&f))
-        });
-    }
-    let traffic = |t: &TunnelInfo| {
-        t.streams
-            .iter()
-            .map(|s| s.bytes_to_target + s.bytes_to_client)
-            .sum::<u64>()
-    };
-    match sort {
-        "port" => tunnels.sort_by_key(|t| t.port),
-        "traffic" => tunnels.sort_by_key(|t| std::cmp::Reverse(traffic(t))),
-        _ => tunnels.sort_by_key(|t| std::cmp::Reverse(t.created_at)),
-    }
-    tunnels
 }
 
 fn tunnel_rows(
@@ -447,8 +383,8 @@ fn tunnel_rows(
                     <td class="muted">{format!("  └ {}", s.id)}</td><td></td><td></td><td></td>
                     <td>{format!("{:?}", s.via).to_lowercase()}</td>
                     <td>{s.client_addr.clone()}</td>
-                    <td>{human_bytes(s.bytes_to_target)}</td>
-                    <td>{human_bytes(s.bytes_to_client)}</td>
+                    <td>{vdi_console_view::bytes(s.bytes_to_target)}</td>
+                    <td>{vdi_console_view::bytes(s.bytes_to_client)}</td>
                     <td>{human_age(s.started_at)}</td>
                     <td><button class="plain" on:click=move |_| disconnect(
                         Disconnect { stream_id: Some(sid.clone()), ..Default::default() }, format!("stream {}", sid))>"Close"</button></td>
@@ -458,27 +394,7 @@ fn tunnel_rows(
     }
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
+/// How long ago `since` was.
 fn human_age(since: chrono::DateTime<chrono::Utc>) -> String {
-    let secs = ((js_sys::Date::now() as i64) - since.timestamp_millis()).max(0) / 1000;
-    match secs {
-        s if s < 60 => format!("{s} s"),
-        s if s < 3600 => format!("{} min", s / 60),
-        s if s < 86400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-        s => format!("{} d", s / 86400),
-    }
+    vdi_console_view::age(((js_sys::Date::now() as i64) - since.timestamp_millis()) / 1000)
 }

@@ -3,130 +3,47 @@
 //! of what is pending, and the server's per-field errors shown inline.
 
 use crate::api;
+use crate::pane::{Ctx, Loader, Pane};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use vdi_console_view::settings::{self as form, masked, patch_of, texts};
 use vdi_core::settings as rules;
 use vdi_wire::console::ConsoleError;
 use vdi_wire::{FieldError, SECRET_FIELDS, SETTINGS_FIELDS, Settings};
 
-/// A field's value as the form shows it: lists as `a, b`, unset optional as "".
-fn as_text(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| as_text(Some(i)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn texts(s: &Settings) -> BTreeMap<String, String> {
-    let doc = serde_json::to_value(s).unwrap_or(Value::Null);
-    SETTINGS_FIELDS
-        .iter()
-        .map(|f| (f.to_string(), as_text(doc.get(*f))))
-        .collect()
-}
-
-/// The patch of the fields that differ from the original; "" resets an optional field.
-fn patch_of(
-    original: &BTreeMap<String, String>,
-    edited: &BTreeMap<String, String>,
-) -> Result<Map<String, Value>, Vec<FieldError>> {
-    let mut patch = Map::new();
-    let mut errors = Vec::new();
-    for (k, v) in edited {
-        if original.get(k) == Some(v) {
-            continue;
-        }
-        let text = if v.trim().is_empty() {
-            "null".to_string()
-        } else {
-            v.trim().to_string()
-        };
-        match rules::parse_assignment(&format!("{k}={text}")) {
-            Ok((k, v)) => {
-                patch.insert(k, v);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(patch)
-    } else {
-        Err(errors)
-    }
-}
-
-/// How a value appears in the pending diff: keys masked, unset as "default".
-fn masked(field: &str, v: &str) -> String {
-    if v.is_empty() {
-        "default".into()
-    } else if SECRET_FIELDS.contains(&field) {
-        "•".repeat(8)
-    } else {
-        v.to_string()
-    }
-}
-
-fn random_key() -> String {
-    let mut bytes = [0u8; 16];
-    if let Some(c) = web_crypto() {
-        let _ = c.get_random_values_with_u8_array(&mut bytes);
-    }
-    base64(&bytes)
-}
-
-fn web_crypto() -> Option<web_sys::Crypto> {
-    window().crypto().ok()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// A new key from the webview's secure random numbers, or why there is none.
+fn random_key() -> Result<String, ConsoleError> {
+    let random = window().crypto().ok().and_then(|c| {
+        let mut bytes = [0u8; 16];
+        c.get_random_values_with_u8_array(&mut bytes).ok()?;
+        Some(bytes)
+    });
+    form::new_key(random).map_err(|message| ConsoleError {
+        code: "no_random".into(),
+        message,
+        fields: vec![],
+        detail: None,
+    })
 }
 
 #[component]
-pub fn SettingsView(
-    selected: ReadSignal<Option<i64>>,
-    set_notice: WriteSignal<Option<Result<String, ConsoleError>>>,
-) -> impl IntoView {
-    let (current, set_current) = signal(None::<Result<Settings, ConsoleError>>);
+pub fn SettingsView() -> impl IntoView {
+    let ctx = Ctx::get();
+    let selected = ctx.selected;
+    let current = Loader::<Settings>::new();
     let (original, set_original) = signal(BTreeMap::<String, String>::new());
     let (edited, set_edited) = signal(BTreeMap::<String, String>::new());
     let (server_errors, set_server_errors) = signal(Vec::<FieldError>::new());
     let (revealed, set_revealed) = signal(false);
     let load = move || {
         if let Some(id) = selected.get_untracked() {
-            spawn_local(async move {
-                let r = api::gateway_settings(id).await;
-                if let Ok(s) = &r {
+            current.load(api::gateway_settings(id), move |r| {
+                if let Ok(s) = r {
                     set_original.set(texts(s));
                     set_edited.set(texts(s));
                     set_server_errors.set(Vec::new());
                 }
-                set_current.set(Some(r));
             });
         }
     };
@@ -136,7 +53,7 @@ pub fn SettingsView(
     });
     // The gateway's own rules, on every keystroke.
     let local_errors = Memo::new(move |_| {
-        let Some(Ok(s)) = current.get() else {
+        let Some(Ok(s)) = current.state.get() else {
             return Vec::new();
         };
         match patch_of(&original.get(), &edited.get()) {
@@ -181,25 +98,21 @@ pub fn SettingsView(
         spawn_local(async move {
             match api::change_settings(id, &patch).await {
                 Ok(c) => {
-                    set_notice.set(Some(Ok(format!("Changed: {}", c.changed.join(", ")))));
+                    ctx.say(Ok(format!("Changed: {}", c.changed.join(", "))));
                     set_original.set(texts(&c.settings));
                     set_edited.set(texts(&c.settings));
-                    set_current.set(Some(Ok(c.settings)));
+                    current.state.set(Some(Ok(c.settings)));
                     set_server_errors.set(Vec::new());
                 }
                 Err(e) => {
                     set_server_errors.set(e.fields.clone());
-                    set_notice.set(Some(Err(e)));
+                    ctx.fail(e);
                 }
             }
         });
     };
     view! {
-        {move || match (selected.get(), current.get()) {
-            (None, _) => view! { <p class="muted">"Choose a gateway in the fleet view."</p> }.into_any(),
-            (Some(_), None) => view! { <p class="muted">"Loading…"</p> }.into_any(),
-            (Some(_), Some(Err(e))) => view! { <p class="error" role="alert">{format!("{} ({})", e.message, e.code)}</p> }.into_any(),
-            (Some(_), Some(Ok(_))) => view! {
+        <Pane state={current.state} loading="Loading…" data={move |_, _: Settings| view! {
                 <div class="toolbar">
                     <button class="action" id="settings-apply"
                         disabled=move || pending.get().is_empty() || !local_errors.get().is_empty()
@@ -237,11 +150,11 @@ pub fn SettingsView(
                                             <button class="plain" on:click=move |_| {
                                                 let v = edited.get_untracked().get(&fc).cloned().unwrap_or_default();
                                                 let _ = window().navigator().clipboard().write_text(&v);
-                                                set_notice.set(Some(Ok(format!("{fc} copied"))));
+                                                ctx.say(Ok(format!("{fc} copied")));
                                             }>"Copy"</button>
-                                            <button class="plain" on:click=move |_| {
-                                                let k = random_key();
-                                                set_edited.update(|m| { m.insert(fr.clone(), k); });
+                                            <button class="plain" on:click=move |_| match random_key() {
+                                                Ok(k) => set_edited.update(|m| { m.insert(fr.clone(), k); }),
+                                                Err(e) => ctx.fail(e),
                                             }>"Rotate"</button>
                                         }
                                     })}</td>
@@ -250,7 +163,6 @@ pub fn SettingsView(
                         }).collect_view()}
                     </tbody>
                 </table>
-            }.into_any(),
-        }}
+            }}/>
     }
 }

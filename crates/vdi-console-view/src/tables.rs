@@ -1,0 +1,168 @@
+//! What the fleet and connections tables show, and in which order.
+
+use vdi_wire::TunnelInfo;
+use vdi_wire::console::FleetRow;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetOrder {
+    Name,
+    /// Reachable gateways first.
+    Status,
+    /// Most tunnels first.
+    Tunnels,
+}
+
+/// The rows whose name or a tag contains `filter` (any case), in `order`.
+pub fn fleet_rows(rows: Vec<FleetRow>, filter: &str, order: FleetOrder) -> Vec<FleetRow> {
+    let f = filter.to_lowercase();
+    let mut v: Vec<FleetRow> = rows
+        .into_iter()
+        .filter(|r| {
+            f.is_empty()
+                || r.name.to_lowercase().contains(&f)
+                || r.tags.iter().any(|t| t.to_lowercase().contains(&f))
+        })
+        .collect();
+    match order {
+        FleetOrder::Name => v.sort_by(|a, b| a.name.cmp(&b.name)),
+        FleetOrder::Status => v.sort_by_key(|r| !r.reachable),
+        FleetOrder::Tunnels => {
+            v.sort_by_key(|r| std::cmp::Reverse(r.health.as_ref().map_or(0, |h| h.tunnels)))
+        }
+    }
+    v
+}
+
+/// The tunnels the filter matches (id, target, port, VM, protocol, or any
+/// stream's client or id), in the chosen order: `port`, `traffic`, else
+/// newest first.
+pub fn tunnels(mut tunnels: Vec<TunnelInfo>, filter: &str, sort: &str) -> Vec<TunnelInfo> {
+    let f = filter.trim().to_lowercase();
+    if !f.is_empty() {
+        tunnels.retain(|t| {
+            let mut hay = vec![t.id.clone(), t.target_host.clone(), t.port.to_string()];
+            hay.extend(t.vm_id.clone());
+            hay.extend(t.protocol.clone());
+            for s in &t.streams {
+                hay.push(s.client_addr.clone());
+                hay.push(s.id.clone());
+            }
+            hay.iter().any(|h| h.to_lowercase().contains(&f))
+        });
+    }
+    let traffic = |t: &TunnelInfo| {
+        t.streams
+            .iter()
+            .map(|s| s.bytes_to_target + s.bytes_to_client)
+            .sum::<u64>()
+    };
+    match sort {
+        "port" => tunnels.sort_by_key(|t| t.port),
+        "traffic" => tunnels.sort_by_key(|t| std::cmp::Reverse(traffic(t))),
+        _ => tunnels.sort_by_key(|t| std::cmp::Reverse(t.created_at)),
+    }
+    tunnels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(id: i64, name: &str, tags: &[&str], reachable: bool, tunnels: u64) -> FleetRow {
+        let health = reachable.then(|| {
+            serde_json::from_value(json!({
+                "status": "ok", "version": "0.1.0", "uptime_secs": 1, "is_enabled": true,
+                "tunnels": tunnels, "streams": 0, "ports_in_use": 0, "ports_free": 10,
+                "units": {"vdi_gateway": "active", "haproxy": "active", "keepalived": "active"},
+                "ha": {"status": "unmanaged"}
+            }))
+            .unwrap()
+        });
+        FleetRow {
+            id,
+            name: name.into(),
+            api_url: String::new(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            reachable,
+            error: None,
+            health,
+            latency_ms: None,
+        }
+    }
+
+    #[test]
+    fn fleet_filters_and_orders() {
+        let rows = vec![
+            row(1, "gw-b", &["DC1"], false, 0),
+            row(2, "gw-a", &["dc2"], true, 3),
+            row(3, "edge", &[], true, 9),
+        ];
+        let ids = |v: Vec<FleetRow>| v.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(fleet_rows(rows.clone(), "", FleetOrder::Name)),
+            [3, 2, 1]
+        );
+        assert_eq!(
+            ids(fleet_rows(rows.clone(), "dc", FleetOrder::Name)),
+            [2, 1]
+        );
+        assert_eq!(
+            ids(fleet_rows(rows.clone(), "GW", FleetOrder::Status)),
+            [2, 1]
+        );
+        assert_eq!(ids(fleet_rows(rows, "", FleetOrder::Tunnels)), [3, 2, 1]);
+    }
+
+    /// A tunnel opened at `created` (RFC 3339) with `streams` (client, bytes).
+    fn tunnel(id: &str, port: u16, vm: &str, created: &str, streams: &[(&str, u64)]) -> TunnelInfo {
+        serde_json::from_value(json!({
+            "id": id, "port": port, "target_host": "10.1.0.5", "target_port": 5900,
+            "target_addr": "10.1.0.5:5900", "vm_id": vm, "protocol": "vnc", "state": "active",
+            "created_at": created,
+            "streams": streams.iter().map(|(client, bytes)| json!({
+                "id": format!("{id}-s"), "client_addr": client, "via": "tcp",
+                "started_at": created, "last_activity": created,
+                "bytes_to_target": bytes, "bytes_to_client": 1
+            })).collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn tunnels_filter_on_streams_too_and_sort() {
+        let all = vec![
+            tunnel(
+                "aaaa",
+                5902,
+                "vm-1",
+                "2026-11-28T10:00:00Z",
+                &[("10.9.0.7:5000", 10)],
+            ),
+            tunnel(
+                "bbbb",
+                5900,
+                "vm-2",
+                "2026-11-28T10:00:20Z",
+                &[("10.9.0.8:5000", 99)],
+            ),
+            tunnel("cccc", 5901, "vm-3", "2026-11-28T10:00:10Z", &[]),
+        ];
+        let ids = |v: Vec<TunnelInfo>| v.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(tunnels(all.clone(), "", "newest")),
+            ["bbbb", "cccc", "aaaa"]
+        );
+        assert_eq!(
+            ids(tunnels(all.clone(), "", "port")),
+            ["bbbb", "cccc", "aaaa"]
+        );
+        assert_eq!(
+            ids(tunnels(all.clone(), "", "traffic")),
+            ["bbbb", "aaaa", "cccc"]
+        );
+        assert_eq!(ids(tunnels(all.clone(), " 10.9.0.7 ", "port")), ["aaaa"]);
+        assert_eq!(ids(tunnels(all.clone(), "VM-3", "port")), ["cccc"]);
+        assert_eq!(ids(tunnels(all, "5901", "port")), ["cccc"]);
+    }
+}
