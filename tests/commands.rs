@@ -9,12 +9,7 @@ use tauri::webview::InvokeRequest;
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
 
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use vdi_gateway::testing::TempDir;
 
 fn invoke(
     w: &tauri::WebviewWindow<tauri::test::MockRuntime>,
@@ -39,8 +34,7 @@ fn invoke(
 
 #[test]
 fn commands_wrap_the_console() {
-    let dir = TempDir(std::env::temp_dir().join(format!("vdi-app-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let console =
         Arc::new(Console::with_secrets(&dir.0, Secrets::file(dir.0.join("secrets.json"))).unwrap());
     let app = vdi_console_app::configure(mock_builder(), console)

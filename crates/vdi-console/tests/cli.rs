@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Scratch, lookup, session};
+use common::{TempDir, lookup, session};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -261,7 +261,7 @@ fn every_subcommand(cli: &Cli) -> (i64, String) {
         "{csv}"
     );
     // With other gateways and no embedded one, `embedded` refuses.
-    let other = Scratch::new("vdi-cli-other");
+    let other = TempDir::new();
     let other = Cli {
         data: &other.0,
         home: cli.home,
@@ -274,7 +274,7 @@ fn every_subcommand(cli: &Cli) -> (i64, String) {
 
 #[test]
 fn every_subcommand_without_a_keyring() {
-    let home = Scratch::new("vdi-cli");
+    let home = TempDir::new();
     let data = home.0.join("data");
     let cli = Cli {
         data: &data,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Scratch;
+use common::TempDir;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,7 +19,7 @@ fn counter() -> (Arc<AtomicUsize>, impl Fn() -> usize) {
 
 #[tokio::test]
 async fn watches_stop_when_unwatched_replaced_or_refused() {
-    let dir = Scratch::new("vdi-watch");
+    let dir = TempDir::new();
     let c =
         Arc::new(Console::with_secrets(&dir.0, Secrets::file(dir.0.join("secrets.json"))).unwrap());
     // Nothing listens there: every update is an error, quickly.
