@@ -43,12 +43,32 @@ pub enum Error {
     NoPackage,
     #[error("audit log: {0}")]
     Audit(String),
+    /// Host-local settings over SSH (refused by the host's CLI, not applied, …).
+    #[error("{0}")]
+    HostSettings(#[from] crate::host_local::HostSetError),
+    /// A change applied in part: `applied` is in force, the rest failed.
+    #[error("applied only {}: the rest failed: {source}", applied.join(", "))]
+    Partial {
+        applied: Vec<String>,
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let m = message.into();
         Error::Invalid(format!("{field}: {m}"), vec![FieldError::new(field, m)])
+    }
+
+    /// Per-field problems, for forms.
+    pub fn fields(&self) -> Vec<FieldError> {
+        match self {
+            Error::Invalid(_, f) => f.clone(),
+            Error::Api(_, body) => body.fields.clone(),
+            Error::HostSettings(e) => e.fields(),
+            Error::Partial { source, .. } => source.fields(),
+            _ => Vec::new(),
+        }
     }
 
     pub fn code(&self) -> &str {
@@ -69,17 +89,15 @@ impl Error {
             Error::ActionFailed(_) => "action_failed",
             Error::NoPackage => "no_package",
             Error::Audit(_) => "audit",
+            Error::HostSettings(e) => e.code(),
+            Error::Partial { .. } => "partially_applied",
         }
     }
 }
 
 impl From<Error> for ConsoleError {
     fn from(e: Error) -> Self {
-        let fields = match &e {
-            Error::Invalid(_, f) => f.clone(),
-            Error::Api(_, body) => body.fields.clone(),
-            _ => Vec::new(),
-        };
+        let fields = e.fields();
         let detail = match &e {
             Error::Ssh(s) => s.detail().map(Box::new),
             _ => None,

@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod embedded;
 mod error;
 pub mod fleet;
+pub mod host_local;
 pub mod inventory;
 pub mod journal;
 pub mod preview;
@@ -31,11 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vdi_wire::console::{
     AppInfo, ConnectionsUpdate, FleetRow, FleetSummary, FleetUpdate, GatewayDraft, GatewayEntry,
-    WatchId,
+    SettingsParams, WatchId,
 };
 use vdi_wire::{
-    ConnectionOpened, Connections, Disconnect, Disconnected, OpenConnection, Secret, Settings,
-    SettingsChanged,
+    ConnectionOpened, Connections, Disconnect, Disconnected, FieldError, OpenConnection, Secret,
+    Settings, SettingsChanged,
 };
 
 /// Default per-host time limit of API calls.
@@ -210,13 +211,20 @@ impl Console {
         self.client(id)?.get_settings().await
     }
 
+    /// Changes settings of gateway `id`: host-local fields
+    /// (`vdi_wire::HOST_LOCAL_FIELDS`) on the host over SSH, the others
+    /// through the API (see [`host_local`]). Audited with field names only.
     pub async fn change_settings(
         &self,
         id: i64,
         patch: Map<String, Value>,
     ) -> Result<SettingsChanged> {
-        let params = Value::Object(patch.clone());
-        let r = self.change_settings_unaudited(id, patch).await;
+        let (api, host) = host_local::split(patch.clone());
+        let params = SettingsParams {
+            api: api.keys().cloned().collect(),
+            host: host.keys().cloned().collect(),
+        };
+        let r = self.change_settings_unaudited(id, patch, api, host).await;
         let v = remote::verdict(&r, |c| (true, format!("changed: {}", c.changed.join(", "))));
         self.audited(
             Some(id),
@@ -234,18 +242,74 @@ impl Console {
             .unwrap_or_else(|_| id.to_string())
     }
 
+    /// Every check first (the gateway's rules on the whole patch, an SSH host
+    /// for host-local fields), then the host-local half (the host's CLI may
+    /// still refuse: nothing is applied then), then the API half; a failure
+    /// after the host half reports what is in force ([`Error::Partial`]).
     async fn change_settings_unaudited(
         &self,
         id: i64,
         patch: Map<String, Value>,
+        api: Map<String, Value>,
+        host: Map<String, Value>,
     ) -> Result<SettingsChanged> {
-        // The same rules as the gateway, before anything is sent.
         let current = self.settings(id).await?;
-        vdi_core::settings::apply_patch(&current, &patch).map_err(|e| {
-            let fields = e.field_errors();
-            Error::Invalid(e.to_string(), fields)
-        })?;
-        let changed = self.client(id)?.change_settings(patch).await?;
+        let mut errors = Vec::new();
+        let whole = match vdi_core::settings::apply_patch(&current, &patch) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors = e.field_errors();
+                None
+            }
+        };
+        let assignments = host_local::assignments(&host).unwrap_or_else(|e| {
+            errors.extend(e);
+            Vec::new()
+        });
+        if !host.is_empty() && self.get(id)?.ssh_host.is_none() {
+            errors.extend(
+                host.keys()
+                    .map(|f| FieldError::new(f, vdi_wire::console::NO_SSH_FOR_HOST_LOCAL)),
+            );
+        }
+        let Some(whole) = whole.filter(|_| errors.is_empty()) else {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::Invalid(message, errors));
+        };
+        let mut on_host = Vec::new();
+        let mut settings = current.clone();
+        if !host.is_empty() {
+            let fields: Vec<String> = host.keys().cloned().collect();
+            settings = self
+                .set_on_host(id, &assignments, &current, &whole.settings, &fields)
+                .await?;
+            on_host = whole
+                .changed
+                .iter()
+                .filter(|f| host.contains_key(*f))
+                .cloned()
+                .collect();
+        }
+        if api.is_empty() {
+            return Ok(SettingsChanged {
+                changed: on_host,
+                settings,
+            });
+        }
+        let mut changed = match self.client(id)?.change_settings(api).await {
+            Ok(c) => c,
+            Err(e) if on_host.is_empty() => return Err(e),
+            Err(e) => {
+                return Err(Error::Partial {
+                    applied: on_host,
+                    source: Box::new(e),
+                });
+            }
+        };
         // A rotated key: keep talking to the gateway with the new one.
         for (kind, field, value) in [
             (Kind::ApiKey, "api_key", &changed.settings.api_key),
@@ -256,6 +320,12 @@ impl Console {
                 self.secrets.set(id, kind, value.expose())?;
             }
         }
+        // Both halves, in document order.
+        changed.changed = vdi_wire::SETTINGS_FIELDS
+            .iter()
+            .filter(|f| on_host.iter().chain(&changed.changed).any(|c| c == *f))
+            .map(|f| f.to_string())
+            .collect();
         Ok(changed)
     }
 

@@ -3,6 +3,7 @@
 //! previews, deploys, host key decisions. Every admin action is audited.
 
 use crate::error::{Error, Result};
+use crate::host_local::{self, HostSetError};
 use crate::secrets::Kind;
 use crate::ssh::{Credentials, Session, Target, config};
 use crate::{Console, audit, deploy, journal, preview, services, watch};
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use vdi_wire::Settings;
 use vdi_wire::console::{
     ActionOutcome, AuditFormat, ConfigPreview, DeployParams, DeployProgress, DeployReport,
     GatewayEntry, JournalEntry, JournalEvent, JournalRequest, ServiceAction, ServiceParams,
@@ -279,6 +281,63 @@ impl Console {
             }
         }
         Ok(done)
+    }
+
+    /// Writes host-local fields with the host's CLI, has the running gateway
+    /// re-read its database and waits until its API shows them in force
+    /// (`expected`); otherwise writes back their values from `current`, so
+    /// the host is left as it was. Returns the settings in force.
+    pub(crate) async fn set_on_host(
+        &self,
+        id: i64,
+        assignments: &[String],
+        current: &Settings,
+        expected: &Settings,
+        fields: &[String],
+    ) -> Result<Settings> {
+        let s = self.ssh(id).await?;
+        host_local::write(&s, assignments).await?;
+        let why = match host_local::reload(&s).await {
+            Ok(()) => match self.wait_in_force(id, expected, fields).await {
+                Ok(now) => return Ok(now),
+                Err(why) => why,
+            },
+            Err(e) => e.to_string(),
+        };
+        let restored = match host_local::assignments(&host_local::previous(current, fields)) {
+            Ok(back) => {
+                host_local::write(&s, &back).await.is_ok() && host_local::reload(&s).await.is_ok()
+            }
+            Err(_) => false,
+        };
+        Err(HostSetError::NotApplied {
+            fields: fields.to_vec(),
+            why,
+            secs: host_local::IN_FORCE_LIMIT.as_secs(),
+            restored,
+        }
+        .into())
+    }
+
+    /// The settings in force once they hold `expected`'s `fields`, or why not.
+    async fn wait_in_force(
+        &self,
+        id: i64,
+        expected: &Settings,
+        fields: &[String],
+    ) -> Result<Settings, String> {
+        let t = Instant::now();
+        loop {
+            let last = match self.client(id).map_err(|e| e.to_string())?.get_settings().await {
+                Ok(now) if host_local::in_force(&now, expected, fields) => return Ok(now),
+                Ok(_) => "its API still shows the previous values; see `journalctl -u vdi-gateway` on the host".to_string(),
+                Err(e) => format!("its API: {e}"),
+            };
+            if t.elapsed() > host_local::IN_FORCE_LIMIT {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Polls the gateway's health until it answers (bounded).

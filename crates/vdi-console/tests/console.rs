@@ -213,6 +213,88 @@ async fn settings_change_and_rejection() {
 }
 
 #[tokio::test]
+async fn host_local_fields_need_an_ssh_host_and_nothing_is_applied_without() {
+    let g = gateway().await;
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let id = c.add(&draft("gw", &g.url, Some(&g))).unwrap().id;
+    let before = c.settings(id).await.unwrap();
+    // A mixed patch: the host-local half cannot go anywhere, so neither does the rest.
+    let e: vdi_wire::console::ConsoleError = c
+        .change_settings(
+            id,
+            json!({"tunnel_ttl_secs": 77, "haproxy_admin_socket": "/run/haproxy/other.sock",
+                "keepalived_reload_cmd": "systemctl reload keepalived"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        )
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(e.code, "invalid_input", "{e:?}");
+    let fields: Vec<_> = e.fields.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(fields, ["haproxy_admin_socket", "keepalived_reload_cmd"]);
+    assert!(
+        e.fields
+            .iter()
+            .all(|f| f.message == vdi_wire::console::NO_SSH_FOR_HOST_LOCAL)
+    );
+    assert_eq!(c.settings(id).await.unwrap(), before);
+    // The gateway's own rules still come first and together, per field.
+    let e: vdi_wire::console::ConsoleError = c
+        .change_settings(
+            id,
+            json!({"haproxy_cfg_path": "relative.cfg", "api_port": 0})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .await
+        .unwrap_err()
+        .into();
+    let mut fields: Vec<_> = e.fields.iter().map(|f| f.field.as_str()).collect();
+    fields.sort();
+    fields.dedup();
+    assert_eq!(fields, ["api_port", "haproxy_cfg_path"], "{e:?}");
+    assert!(e.message.contains("absolute"), "{e:?}");
+    // The other fields go through the API as before; the audit log names
+    // the fields of each half, never a value.
+    let changed = c
+        .change_settings(
+            id,
+            json!({"cli_key": "Q2xpS2V5Um90YXRlZDEyMzQ="})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.changed, ["cli_key"]);
+    let log = c
+        .audit_log(&vdi_console::audit::AuditFilter {
+            action: Some("change_settings".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let params: Vec<_> = log.iter().map(|r| r.params.as_str()).collect();
+    assert!(
+        params.contains(&r#"{"api":["cli_key"],"host":[]}"#),
+        "{params:?}"
+    );
+    assert!(
+        params.contains(&r#"{"api":["tunnel_ttl_secs"],"host":["haproxy_admin_socket","keepalived_reload_cmd"]}"#),
+        "{params:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|r| !r.params.contains("Q2xpS2V5") && !r.params.contains("other.sock")),
+        "{log:?}"
+    );
+    g.stop.cancel();
+}
+
+#[tokio::test]
 async fn connections_and_disconnect() {
     let g = gateway().await;
     let dir = TempDir::new();

@@ -423,6 +423,21 @@ pub struct DeployParams {
     pub force: bool,
 }
 
+/// An audit record's `params` for `change_settings`: field names only (a
+/// value may be a key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsParams {
+    /// Fields sent through the API.
+    pub api: Vec<String>,
+    /// Host-local fields (`crate::HOST_LOCAL_FIELDS`), set on the host over SSH.
+    pub host: Vec<String>,
+}
+
+/// Why a host-local field cannot be changed from the console: they are set
+/// on the host, over SSH, and this gateway has no SSH host.
+pub const NO_SSH_FOR_HOST_LOCAL: &str =
+    "set an SSH host to change host-local fields (Edit in the fleet view)";
+
 /// An audit record's `params` for `trust_host_key`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustParams {
