@@ -537,3 +537,140 @@ fn console_deploys_upgrades_and_rolls_back() {
     .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Host-local settings, which the API refuses, set by the console over SSH
+/// through the host's own CLI: a mixed change (one field over the API, two on
+/// the host, quoting put to the test) read back on the host and in force; a
+/// path the console's own check refuses, and one only the host can refuse
+/// (the database's directory), both per field, nothing written anywhere.
+#[test]
+fn console_sets_host_local_fields_over_ssh() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let bed = Arc::new(Bed::up("chl", 1, &deb));
+    let h1 = bed.ip("h1");
+    let keys: serde_json::Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    let api_key = keys["api_key"].as_str().unwrap().to_string();
+    let key = bed.key();
+    let data = std::env::temp_dir().join(format!("vdi-chl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap();
+        let g = c
+            .add(&GatewayDraft {
+                api_key: Some(api_key.clone().into()),
+                ..draft("h1", &h1.to_string(), &key)
+            })
+            .unwrap()
+            .id;
+        c.trust_host_key(g, &h1.to_string(), 22, &bed.host_fingerprint("h1"))
+            .await
+            .unwrap();
+        let patch = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let show = || sh(&bed, "h1", "vdi-gateway settings show".into());
+
+        // A quote in a path and spaces in a command survive the remote shell.
+        let socket = "/run/haproxy/it's-other.sock";
+        let cmd = "systemctl reload-or-restart keepalived.service";
+        let r = c
+            .change_settings(
+                g,
+                patch(serde_json::json!({"haproxy_admin_socket": socket,
+                    "keepalived_reload_cmd": cmd, "tunnel_ttl_secs": 90})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.changed,
+            [
+                "tunnel_ttl_secs",
+                "keepalived_reload_cmd",
+                "haproxy_admin_socket"
+            ]
+        );
+        let on_host: serde_json::Value = serde_json::from_str(&show().await).unwrap();
+        assert_eq!(on_host["haproxy_admin_socket"], socket, "{on_host}");
+        assert_eq!(on_host["keepalived_reload_cmd"], cmd, "{on_host}");
+        assert_eq!(on_host["tunnel_ttl_secs"], 90, "{on_host}");
+        // In force in the running gateway (reloaded), as its API says.
+        let now = c.settings(g).await.unwrap();
+        assert_eq!(now.haproxy_admin_socket.as_deref(), Some(socket));
+        assert_eq!(now.keepalived_reload_cmd.as_deref(), Some(cmd));
+        assert_eq!(r.settings, now);
+
+        let before = show().await;
+        let db_sum = || {
+            sh(
+                &bed,
+                "h1",
+                "sha256sum /opt/vdi-gateway/app/settings.db".into(),
+            )
+        };
+        let sum = db_sum().await;
+        // The database itself: the console's own check (vdi-core) refuses it.
+        let e = expect_err(
+            c.change_settings(
+                g,
+                patch(serde_json::json!({"haproxy_cfg_path": "/opt/vdi-gateway/app/settings.db"})),
+            )
+            .await,
+            "invalid_input",
+        );
+        assert_eq!(e.fields[0].field, "haproxy_cfg_path", "{e:?}");
+        // Next to the database: only the host can tell; its CLI refuses per
+        // field, and the API half of the change is not sent either.
+        let e = expect_err(
+            c.change_settings(
+                g,
+                patch(serde_json::json!({"tunnel_ttl_secs": 91,
+                    "haproxy_cfg_path": "/opt/vdi-gateway/app/settings.db.cfg",
+                    "keepalived_conf_path": "/srv/keepalived.conf"})),
+            )
+            .await,
+            "host_refused",
+        );
+        let fields: Vec<_> = e.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["haproxy_cfg_path", "keepalived_conf_path"],
+            "{e:?}"
+        );
+        assert!(e.fields[0].message.contains("settings database"), "{e:?}");
+        assert!(e.fields[1].message.contains("/etc/keepalived"), "{e:?}");
+        assert_eq!(show().await, before, "the host's settings are unchanged");
+        assert_eq!(db_sum().await, sum, "the database file is untouched");
+        assert_eq!(c.settings(g).await.unwrap().tunnel_ttl_secs, Some(90));
+
+        // Audited with field names, never values.
+        let log = c
+            .audit_log(&AuditFilter {
+                action: Some("change_settings".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            log.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
+            ["failed", "failed", "ok"]
+        );
+        assert!(
+            log[2].params.contains("haproxy_admin_socket"),
+            "{:?}",
+            log[2]
+        );
+        assert!(
+            log.iter()
+                .all(|r| !r.params.contains("other.sock") && !r.params.contains(&api_key)),
+            "{log:?}"
+        );
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("vdi-chl-{}", std::process::id())),
+    );
+}
