@@ -106,7 +106,10 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     let _ = writeln!(w, "listen peers_guard");
     let _ = writeln!(w, "    bind {}", host_port(node, HAPROXY_PEERS_PORT));
     let _ = writeln!(w, "    maxconn 100");
-    let _ = writeln!(w, "    tcp-request connection reject unless {{ src {nodes} }}");
+    let _ = writeln!(
+        w,
+        "    tcp-request connection reject unless {{ src {nodes} }}"
+    );
     let _ = writeln!(w, "    server local_peers {local_peers}");
     let _ = writeln!(w);
     let _ = writeln!(w, "peers sticktables");
@@ -156,7 +159,10 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     // per-client limit is kept here at the edge).
     let limits = |w: &mut String, name: &str, per_source: u32| {
         let _ = writeln!(w, "    maxconn {max}");
-        let _ = writeln!(w, "    tcp-request connection track-sc0 src table per_source_{name}");
+        let _ = writeln!(
+            w,
+            "    tcp-request connection track-sc0 src table per_source_{name}"
+        );
         let _ = writeln!(
             w,
             "    tcp-request connection reject if {{ sc0_conn_cur gt {per_source} }}"
@@ -164,7 +170,10 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     };
     let table = |w: &mut String, name: &str| {
         let _ = writeln!(w, "backend per_source_{name}");
-        let _ = writeln!(w, "    stick-table type ip size 100k expire 1m store conn_cur");
+        let _ = writeln!(
+            w,
+            "    stick-table type ip size 100k expire 1m store conn_cur"
+        );
     };
     let per_client = rules::max_connections_per_client(s);
     let _ = writeln!(w);

@@ -15,7 +15,7 @@ pub struct BadRequest(pub String);
 pub fn check(req: &OpenConnection) -> Result<(), BadRequest> {
     let host = &req.target_host;
     if host.is_empty()
-        || host.len() > 253
+        || host.chars().count() > 253
         || host.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(BadRequest(

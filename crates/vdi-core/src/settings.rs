@@ -250,6 +250,75 @@ macro_rules! parse_fields {
 
 vdi_wire::settings_fields!(parse_fields);
 
+macro_rules! field_rules {
+    (required: [$(($r:ident, $rc:ident)),* $(,)?], optional: [$(($o:ident, $oc:ident)),* $(,)?] $(,)?) => {
+        /// Each field with the name of the rule that parses it, in document order.
+        pub const FIELD_RULES: &[(&str, &str)] =
+            &[$((stringify!($r), stringify!($rc)),)* $((stringify!($o), stringify!($oc)),)*];
+    };
+}
+
+vdi_wire::settings_fields!(field_rules);
+
+/// What a field's rule accepts, for the API's schema (bounds inclusive).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Hints {
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub pattern: Option<&'static str>,
+    /// A list with at least one item, none twice.
+    pub non_empty_unique: bool,
+    /// An IP address (or a list of them).
+    pub ip: bool,
+}
+
+/// The [`Hints`] of `field`, from the rule that parses it.
+pub fn hints(field: &str) -> Hints {
+    let rule = FIELD_RULES
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or("", |(_, r)| *r);
+    let range = |min: f64, max: f64| Hints {
+        minimum: Some(min),
+        maximum: Some(max),
+        ..Hints::default()
+    };
+    match rule {
+        "port_of" => range(1.0, 65535.0),
+        "duration_of" => range(1.0, MAX_DURATION_SECS as f64),
+        "timeout_of" => range(1.0, 300.0),
+        "max_streams_of" | "per_client_of" => range(1.0, 100_000.0),
+        "router_id_of" => range(1.0, 255.0),
+        "advert_int_of" => range(0.01, 255.0),
+        "header_timeout_of" => range(1.0, 30.0),
+        "idle_timeout_of" => range(1.0, 3600.0),
+        "max_connections_of" => range(1.0, 1_000_000.0),
+        "key_of" => Hints {
+            min_length: Some(MIN_KEY_LEN),
+            pattern: Some("^[!-~]+$"),
+            ..Hints::default()
+        },
+        "interface_of" => Hints {
+            min_length: Some(1),
+            max_length: Some(15),
+            pattern: Some("^[A-Za-z0-9._@-]+$"),
+            ..Hints::default()
+        },
+        "ip_of" => Hints {
+            ip: true,
+            ..Hints::default()
+        },
+        "ip_list_of" => Hints {
+            ip: true,
+            non_empty_unique: true,
+            ..Hints::default()
+        },
+        _ => Hints::default(),
+    }
+}
+
 struct Fields<'a> {
     map: &'a Map<String, Value>,
     errors: &'a mut Vec<FieldError>,

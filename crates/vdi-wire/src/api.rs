@@ -115,12 +115,23 @@ pub struct SettingsChanged {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenConnection {
     /// Desktop address: IP or DNS name (resolved once, at open).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 253,
+            pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+        )
+    )]
     pub target_host: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub target_port: u16,
     /// Informational: `spice`, `rdp`, `vnc`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub protocol: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub vm_id: Option<String>,
 }
 
@@ -130,6 +141,7 @@ pub struct ConnectionOpened {
     pub id: String,
     /// The gateway's public address (`public_addr`), to which the client connects.
     pub address: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u16,
     /// When the tunnel expires if no stream reaches it.
     pub expires_at: DateTime<Utc>,
@@ -174,8 +186,10 @@ pub struct StreamInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TunnelInfo {
     pub id: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u16,
     pub target_host: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub target_port: u16,
     /// The address `target_host` resolved to at open; streams go there.
     pub target_addr: String,

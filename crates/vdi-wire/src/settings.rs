@@ -57,12 +57,15 @@ pub struct Settings {
     pub ssl: bool,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["10.244.32.32"])))]
     pub disp_addrs: Vec<IpAddr>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub disp_port: u16,
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.254.150.136"))]
     pub public_addr: IpAddr,
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.254.150.136"))]
     pub virtual_addr: IpAddr,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub api_port: u16,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub balancer_api_port: u16,
     pub port_range_start: u16,
     pub port_range_stop: u16,

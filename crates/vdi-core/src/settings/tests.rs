@@ -357,3 +357,39 @@ fn host_paths_are_plain_absolute_paths_of_the_right_kind() {
         );
     }
 }
+
+#[test]
+fn every_field_has_its_rule_and_the_hints_match_the_rules() {
+    let names: Vec<&str> = FIELD_RULES.iter().map(|(f, _)| *f).collect();
+    assert_eq!(names, vdi_wire::SETTINGS_FIELDS);
+    // The bounds a hint states are the rule's: the edges pass, one step past fails.
+    for (field, _) in FIELD_RULES {
+        let h = hints(field);
+        let (Some(min), Some(max)) = (h.minimum, h.maximum) else {
+            continue;
+        };
+        let step = if min < 1.0 { 0.001 } else { 1.0 };
+        for (v, ok) in [
+            (min, true),
+            (max, true),
+            (min - step, false),
+            (max + step, false),
+        ] {
+            let value = if step < 1.0 {
+                json!(v)
+            } else {
+                json!(v as i64)
+            };
+            let mut patch = serde_json::Map::new();
+            patch.insert(field.to_string(), value.clone());
+            // Ranges that cross other fields (ports) may fail for other reasons:
+            // only the field's own error counts here.
+            let own_error = apply_patch(&seed(), &patch).err().is_some_and(|e| {
+                e.field_errors()
+                    .iter()
+                    .any(|f| f.field == *field && f.message.contains("out of range"))
+            });
+            assert_eq!(!own_error, ok, "{field}={value}");
+        }
+    }
+}

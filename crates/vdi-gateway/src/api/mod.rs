@@ -71,6 +71,148 @@ impl Modify for Security {
     }
 }
 
+/// `disconnect`'s body: exactly one of the three (the handler parses
+/// `vdi_wire::Disconnect` and says which rule a body breaks).
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+#[schema(as = DisconnectRequest)]
+enum DisconnectDoc {
+    #[schema(title = "Close one tunnel and its streams")]
+    Tunnel(TunnelSelector),
+    #[schema(title = "Close one stream")]
+    Stream(StreamSelector),
+    #[schema(title = "Close everything")]
+    All(AllSelector),
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct TunnelSelector {
+    tunnel_id: String,
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct StreamSelector {
+    /// `s42`
+    #[schema(pattern = "^s[0-9]+$")]
+    stream_id: String,
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct AllSelector {
+    /// Must be `true`.
+    all: bool,
+}
+
+/// Placeholder for the generated `SettingsPatch` schema (see [`SettingsPatch`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(as = SettingsPatch)]
+struct SettingsPatchDoc {}
+
+/// Builds the `SettingsPatch` schema from `Settings`: every field optional,
+/// `null` resets an optional one, nothing else allowed, the rules' bounds,
+/// host-local fields read-only (`x-host-local`: refused through the API).
+struct SettingsPatch;
+
+impl Modify for SettingsPatch {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(c) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(settings) = c.schemas.get("Settings") else {
+            return;
+        };
+        let mut doc = serde_json::to_value(settings).unwrap_or(Value::Null);
+        let Some(obj) = doc.as_object_mut() else {
+            return;
+        };
+        obj.remove("required");
+        obj.insert("additionalProperties".into(), Value::Bool(false));
+        obj.insert("description".into(), Value::String(
+            "Any subset of the settings fields; `null` resets an optional field to its default.".into(),
+        ));
+        if let Some(Value::Object(props)) = obj.get_mut("properties") {
+            for (name, prop) in props.iter_mut() {
+                hint(name, prop);
+            }
+        }
+        if let Ok(schema) = serde_json::from_value(doc) {
+            c.schemas.insert("SettingsPatch".into(), schema);
+        }
+        // Each disconnect selector is exact: its one field, nothing else.
+        for (name, field, value) in [
+            ("TunnelSelector", "tunnel_id", None),
+            ("StreamSelector", "stream_id", None),
+            (
+                "AllSelector",
+                "all",
+                Some(serde_json::json!({"type": "boolean", "enum": [true]})),
+            ),
+        ] {
+            let Some(schema) = c.schemas.get(name) else {
+                continue;
+            };
+            let mut doc = serde_json::to_value(schema).unwrap_or(Value::Null);
+            if let Some(obj) = doc.as_object_mut() {
+                obj.insert("additionalProperties".into(), Value::Bool(false));
+                obj.insert("required".into(), serde_json::json!([field]));
+                if let Some(v) = value {
+                    obj["properties"][field] = v;
+                }
+            }
+            if let Ok(schema) = serde_json::from_value(doc) {
+                c.schemas.insert(name.into(), schema);
+            }
+        }
+    }
+}
+
+/// Adds a field's rule (vdi-core's hints) to its property schema.
+fn hint(name: &str, prop: &mut Value) {
+    let Some(p) = prop.as_object_mut() else {
+        return;
+    };
+    if vdi_wire::HOST_LOCAL_FIELDS.contains(&name) {
+        p.insert("readOnly".into(), Value::Bool(true));
+        p.insert("x-host-local".into(), Value::Bool(true));
+        return;
+    }
+    let h = vdi_core::settings::hints(name);
+    let mut put = |k: &str, v: Value| {
+        p.insert(k.into(), v);
+    };
+    if let Some(v) = h.minimum {
+        put("minimum", serde_json::json!(v));
+    }
+    if let Some(v) = h.maximum {
+        put("maximum", serde_json::json!(v));
+    }
+    if let Some(v) = h.min_length {
+        put("minLength", serde_json::json!(v));
+    }
+    if let Some(v) = h.max_length {
+        put("maxLength", serde_json::json!(v));
+    }
+    if let Some(v) = h.pattern {
+        put("pattern", serde_json::json!(v));
+    }
+    let ip = serde_json::json!({"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]});
+    if h.non_empty_unique {
+        put("minItems", serde_json::json!(1));
+        put("uniqueItems", Value::Bool(true));
+        if h.ip {
+            put("items", ip);
+        }
+    } else if h.ip {
+        p.remove("type");
+        p.extend(ip.as_object().cloned().unwrap_or_default());
+    }
+}
+
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes_and_doc().1
@@ -89,10 +231,13 @@ fn routes_and_doc() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(open_connection))
         .routes(routes!(ws::connect))
         .route_layer(middleware::from_fn(require_client));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(dispatcher)
         .merge(client)
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes brought their schemas in.
+    SettingsPatch.modify(&mut doc);
+    (router, doc)
 }
 
 pub fn router(gw: Shared) -> Router {
@@ -229,8 +374,33 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Body) -> Result<T, ApiError
         ),
         other => ApiError::BadRequest(other.body_text()),
     })?;
-    serde_json::from_slice(bytes)
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    whole_numbers(&mut value);
+    serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// JSON Schema counts `300.0` as an integer; serde does not. Integral floats
+/// become integers, so what the OpenAPI document allows is what is read.
+fn whole_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15)
+            {
+                *v = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 /// Health of this node.
@@ -253,9 +423,10 @@ async fn get_settings(State(gw): State<Shared>) -> Json<Settings> {
 /// Validated as a whole, persisted, applied at once. A rejected change changes nothing.
 #[utoipa::path(post, path = "/v3/change_settings/", tag = "dispatcher",
     security(("api_key" = []), ("bearer" = [])),
-    request_body(content = Object, description = "Any subset of the settings fields", example = json!({"port_range_stop": 5949})),
+    request_body(content = SettingsPatchDoc, description = "Any subset of the settings fields (schema `SettingsPatch`); host-local fields are read-only here", example = json!({"port_range_stop": 5949})),
     responses((status = 200, body = SettingsChanged), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Wrong key role, or a host-local field (`host_local_field`)"),
+        (status = 413, body = ErrorBody, description = "Body over 64 KiB"),
         (status = 409, body = ErrorBody, description = "Valid, but cannot be applied (e.g. the new API port is taken)"),
         (status = 422, body = ErrorBody, description = "Invalid; `fields` names each problem")))]
 async fn change_settings(
@@ -353,8 +524,8 @@ impl serde::Serialize for ConnectionsView<'_> {
 /// Closes a tunnel (with its streams), one stream, or everything; answers with what it closed.
 #[utoipa::path(post, path = "/v3/disconnect/", tag = "dispatcher",
     security(("api_key" = []), ("bearer" = [])),
-    request_body(content = Disconnect, example = json!({"tunnel_id": "3f2c..."})),
-    responses((status = 200, body = Disconnected), (status = 400, body = ErrorBody),
+    request_body(content = DisconnectDoc, example = json!({"tunnel_id": "3f2c..."})),
+    responses((status = 200, body = Disconnected), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn disconnect(State(gw): State<Shared>, body: Body) -> Result<Json<Disconnected>, ApiError> {
     let what = match parse_body(&body)? {
@@ -388,7 +559,9 @@ async fn disconnect(State(gw): State<Shared>, body: Body) -> Result<Json<Disconn
     request_body(content = OpenConnection, example = json!({"target_host": "10.1.2.3", "target_port": 5900, "protocol": "spice", "vm_id": "vm-42"})),
     responses((status = 200, body = ConnectionOpened), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Wrong key role, or target outside allowed_targets"),
+        (status = 413, body = ErrorBody, description = "Body over 64 KiB"),
         (status = 422, body = ErrorBody, description = "Target name does not resolve"),
+        (status = 429, body = ErrorBody, description = "The client holds max_tunnels_per_client tunnels (`too_many_tunnels`)"),
         (status = 503, body = ErrorBody, description = "Gateway disabled, or no free port")))]
 async fn open_connection(
     State(gw): State<Shared>,
@@ -419,9 +592,27 @@ async fn metrics(State(gw): State<Shared>) -> impl IntoResponse {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConnectQuery {
     /// Tunnel id from `open_connection`.
     pub id: String,
+}
+
+/// The headers of a WebSocket upgrade (RFC 6455), as the schema of
+/// `/v3/connect/` (read by axum's `WebSocketUpgrade`, not from this struct).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct UpgradeHeaders {
+    #[param(rename = "Connection", pattern = "^[Uu]pgrade$")]
+    connection: String,
+    #[param(rename = "Upgrade", pattern = "^websocket$")]
+    upgrade: String,
+    #[param(rename = "Sec-WebSocket-Version", pattern = "^13$")]
+    sec_websocket_version: String,
+    /// 16 random bytes, base64.
+    #[param(rename = "Sec-WebSocket-Key", pattern = "^[A-Za-z0-9+/]{22}==$")]
+    sec_websocket_key: String,
 }
 
 #[cfg(test)]

@@ -332,3 +332,50 @@ mod in_process {
         assert_error(&b, "gateway_disabled");
     }
 }
+
+/// The document says what the API does: typed settings patch (host-local
+/// fields read-only), ports 1-65535, `disconnect` as exactly one of three,
+/// `id` a required query parameter of `/v3/connect/`.
+#[test]
+fn the_openapi_document_describes_the_api() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let patch = &schemas["SettingsPatch"];
+    assert_eq!(patch["additionalProperties"], false);
+    assert!(patch.get("required").is_none());
+    for f in vdi_wire::SETTINGS_FIELDS {
+        assert!(patch["properties"].get(*f).is_some(), "{f} missing");
+    }
+    for f in vdi_wire::HOST_LOCAL_FIELDS {
+        assert_eq!(patch["properties"][*f]["readOnly"], true, "{f}");
+    }
+    assert_eq!(patch["properties"]["api_port"]["minimum"], 1.0);
+    assert_eq!(patch["properties"]["api_port"]["maximum"], 65535.0);
+    assert_eq!(patch["properties"]["tunnel_ttl_secs"]["maximum"], 604800.0);
+    let body = &doc["paths"]["/v3/change_settings/"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/SettingsPatch");
+    let port = &schemas["OpenConnection"]["properties"]["target_port"];
+    assert_eq!(
+        (port["minimum"].as_f64(), port["maximum"].as_f64()),
+        (Some(1.0), Some(65535.0))
+    );
+    assert_eq!(
+        schemas["DisconnectRequest"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    for s in ["TunnelSelector", "StreamSelector", "AllSelector"] {
+        assert_eq!(schemas[s]["additionalProperties"], false, "{s}");
+    }
+    let params = doc["paths"]["/v3/connect/"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let id = params.iter().find(|p| p["name"] == "id").unwrap();
+    assert_eq!(
+        (id["in"].as_str(), id["required"].as_bool()),
+        (Some("query"), Some(true))
+    );
+}

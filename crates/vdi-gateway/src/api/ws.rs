@@ -6,6 +6,7 @@ use super::{ApiError, ClientAddr, ConnectQuery};
 use crate::gateway::Shared;
 use crate::relay::{self, Counters, Direction, RelayError};
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
@@ -26,7 +27,7 @@ pub const WS_MAX_FRAME: usize = 64 * 1024;
 /// WebSocket relay to the tunnel's target (binary frames both ways).
 #[utoipa::path(get, path = "/v3/connect/", tag = "client",
     security(("cli_key" = []), ("bearer" = [])),
-    params(ConnectQuery),
+    params(ConnectQuery, super::UpgradeHeaders),
     responses((status = 101, description = "Switching to WebSocket; binary frames are relayed"),
         (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -35,9 +36,11 @@ pub const WS_MAX_FRAME: usize = 64 * 1024;
 pub async fn connect(
     State(gw): State<Shared>,
     client: Option<Extension<ClientAddr>>,
-    Query(q): Query<ConnectQuery>,
+    query: Result<Query<ConnectQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::BadRequest(format!("{}: give ?id=TUNNEL", e.body_text())))?;
     let upgrade =
         upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     // Frames are relayed as they come: nothing needs a large message, so no
