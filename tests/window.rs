@@ -143,6 +143,25 @@ async fn console_window_end_to_end() {
         "Apply is disabled while a field is invalid"
     );
     click(&c, "settings-reset").await;
+    // Host-local fields are marked; the embedded gateway has no SSH host, so
+    // they are locked, with the reason.
+    let badges = c
+        .find_all(Locator::Css("#settings-table .badge.host-local"))
+        .await
+        .unwrap();
+    assert_eq!(badges.len(), vdi_wire::HOST_LOCAL_FIELDS.len());
+    let socket = c
+        .find(Locator::Id("set-haproxy_admin_socket"))
+        .await
+        .unwrap();
+    assert!(
+        socket.attr("disabled").await.unwrap().is_some(),
+        "locked without an SSH host"
+    );
+    wait_text(&c, "host-local-note", |t| {
+        t.contains(vdi_wire::console::NO_SSH_FOR_HOST_LOCAL)
+    })
+    .await;
     let ttl = c
         .wait()
         .for_element(Locator::Id("set-tunnel_ttl_secs"))

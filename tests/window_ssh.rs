@@ -6,7 +6,7 @@
 
 mod desktop;
 
-use desktop::{Desktop, choose, click, click_css, shots, wait_css, wait_css_text};
+use desktop::{Desktop, choose, click, click_css, set_value, shots, wait_css, wait_css_text};
 use std::sync::Arc;
 use std::time::Duration;
 use vdi_console::Console;
@@ -181,6 +181,29 @@ fn console_window_over_ssh() {
         )
         .await;
         std::fs::write(shots().join("audit.png"), c.screenshot().await.unwrap()).unwrap();
+
+        // A host-local field through the settings form: over SSH, read back on the host.
+        click(&c, "nav-settings").await;
+        let cmd = "systemctl reload-or-restart keepalived.service";
+        let field = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(fantoccini::Locator::Id("set-keepalived_reload_cmd"))
+            .await
+            .unwrap();
+        assert!(
+            field.attr("disabled").await.unwrap().is_none(),
+            "h1 has an SSH host"
+        );
+        set_value(&c, &field, cmd).await;
+        click(&c, "settings-apply").await;
+        wait_css_text(&c, "#notice", Duration::from_secs(30), |t| {
+            t == "Changed: keepalived_reload_cmd"
+        })
+        .await;
+        let shown: serde_json::Value =
+            serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show")).unwrap();
+        assert_eq!(shown["keepalived_reload_cmd"], cmd, "{shown}");
         c.close().await.unwrap();
     })
     .join()

@@ -1,15 +1,17 @@
 //! The settings of one gateway: a form for every field, checked with the
 //! gateway's own rules (vdi-core, compiled to WebAssembly) as you type, a diff
 //! of what is pending, and the server's per-field errors shown inline.
+//! Host-local fields are marked: the console sets them on the host over SSH
+//! (so they are locked for a gateway without an SSH host).
 
 use crate::api;
 use crate::pane::{Ctx, Loader, Pane};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::collections::BTreeMap;
-use vdi_console_view::settings::{self as form, masked, patch_of, texts};
+use vdi_console_view::settings::{self as form, HOST_LOCAL_BADGE, masked, patch_of, texts};
 use vdi_core::settings as rules;
-use vdi_wire::console::ConsoleError;
+use vdi_wire::console::{ConsoleError, NO_SSH_FOR_HOST_LOCAL};
 use vdi_wire::{FieldError, SECRET_FIELDS, SETTINGS_FIELDS, Settings};
 
 /// A new key from the webview's secure random numbers, or why there is none.
@@ -36,6 +38,19 @@ pub fn SettingsView() -> impl IntoView {
     let (edited, set_edited) = signal(BTreeMap::<String, String>::new());
     let (server_errors, set_server_errors) = signal(Vec::<FieldError>::new());
     let (revealed, set_revealed) = signal(false);
+    // Host-local fields go over SSH: does this gateway have an SSH host?
+    let ssh = LocalResource::new(move || {
+        let id = selected.get();
+        async move {
+            match id {
+                Some(id) => crate::inventory::entry(id)
+                    .await
+                    .is_some_and(|g| g.ssh_host.is_some()),
+                None => false,
+            }
+        }
+    });
+    let has_ssh = move || ssh.get().unwrap_or(false);
     let load = move || {
         if let Some(id) = selected.get_untracked() {
             current.load(api::gateway_settings(id), move |r| {
@@ -104,6 +119,11 @@ pub fn SettingsView() -> impl IntoView {
                     current.state.set(Some(Ok(c.settings)));
                     set_server_errors.set(Vec::new());
                 }
+                // The host-local half is in force: show what is now.
+                Err(e) if e.code == "partially_applied" => {
+                    load();
+                    ctx.fail(e);
+                }
                 Err(e) => {
                     set_server_errors.set(e.fields.clone());
                     ctx.fail(e);
@@ -121,6 +141,9 @@ pub fn SettingsView() -> impl IntoView {
                     <label class="muted"><input type="checkbox" id="reveal-keys"
                         on:change=move |e| set_revealed.set(event_target_checked(&e))/>" Reveal keys"</label>
                 </div>
+                {move || (!has_ssh()).then(|| view! {
+                    <p class="muted" id="host-local-note">{format!("Host-local fields: {NO_SSH_FOR_HOST_LOCAL}.")}</p>
+                })}
                 <div class="summary" id="settings-pending">{move || {
                     let p = pending.get();
                     if p.is_empty() { "No pending changes.".to_string() } else {
@@ -134,11 +157,20 @@ pub fn SettingsView() -> impl IntoView {
                             let field = f.to_string();
                             let secret = SECRET_FIELDS.contains(f);
                             let (f1, f2, f3, f4) = (field.clone(), field.clone(), field.clone(), field.clone());
+                            let name: &'static str = f;
+                            let lock = move || form::host_local_lock(name, has_ssh());
                             view! {
                                 <tr>
-                                    <td><label for=format!("set-{field}")>{field.clone()}</label></td>
+                                    <td>
+                                        <label for=format!("set-{field}")>{field.clone()}</label>
+                                        {form::is_host_local(f).then(|| view! {
+                                            <span class="badge host-local" title=HOST_LOCAL_BADGE>"host-local"</span>
+                                        })}
+                                    </td>
                                     <td>
                                         <input id=format!("set-{field}") size="40"
+                                            disabled=move || lock().is_some()
+                                            title=move || lock().unwrap_or_default()
                                             type=move || if secret && !revealed.get() { "password" } else { "text" }
                                             prop:value=move || edited.get().get(&f1).cloned().unwrap_or_default()
                                             on:input=move |e| { let v = event_target_value(&e); set_edited.update(|m| { m.insert(f2.clone(), v); }); }/>

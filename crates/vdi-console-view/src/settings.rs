@@ -5,7 +5,23 @@
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use vdi_core::settings as rules;
-use vdi_wire::{FieldError, SECRET_FIELDS, SETTINGS_FIELDS, Settings};
+use vdi_wire::console::NO_SSH_FOR_HOST_LOCAL;
+use vdi_wire::{FieldError, HOST_LOCAL_FIELDS, SECRET_FIELDS, SETTINGS_FIELDS, Settings};
+
+/// The badge of a host-local field: the API refuses them, the console sets
+/// them on the host over SSH.
+pub const HOST_LOCAL_BADGE: &str = "host-local: set over SSH";
+
+/// How the form offers a host-local field: why it cannot be edited (no SSH
+/// host), or `None` when it can; not a host-local field: `None` too.
+pub fn host_local_lock(field: &str, has_ssh_host: bool) -> Option<&'static str> {
+    (HOST_LOCAL_FIELDS.contains(&field) && !has_ssh_host).then_some(NO_SSH_FOR_HOST_LOCAL)
+}
+
+/// Whether `field` is host-local (shown with [`HOST_LOCAL_BADGE`]).
+pub fn is_host_local(field: &str) -> bool {
+    HOST_LOCAL_FIELDS.contains(&field)
+}
 
 /// A field's value as the form shows it: lists as `a, b`, unset optional as "".
 pub fn as_text(v: Option<&Value>) -> String {
@@ -144,6 +160,22 @@ mod tests {
             patch_of(&from, &edited).unwrap()["tunnel_ttl_secs"],
             Value::Null
         );
+    }
+
+    #[test]
+    fn host_local_fields_are_marked_and_locked_without_an_ssh_host() {
+        assert!(is_host_local("haproxy_cfg_path") && !is_host_local("api_port"));
+        assert_eq!(host_local_lock("haproxy_cfg_path", true), None);
+        assert_eq!(
+            host_local_lock("tls_key_path", false),
+            Some(NO_SSH_FOR_HOST_LOCAL)
+        );
+        assert_eq!(host_local_lock("api_port", false), None);
+        let marked: Vec<_> = SETTINGS_FIELDS
+            .iter()
+            .filter(|f| is_host_local(f))
+            .collect();
+        assert_eq!(marked.len(), HOST_LOCAL_FIELDS.len());
     }
 
     #[test]
