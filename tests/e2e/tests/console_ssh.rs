@@ -646,6 +646,34 @@ fn console_sets_host_local_fields_over_ssh() {
         assert_eq!(db_sum().await, sum, "the database file is untouched");
         assert_eq!(c.settings(g).await.unwrap().tunnel_ttl_secs, Some(90));
 
+        // Accepted by the CLI, refused by the running gateway on reload (with
+        // HA managed, a new admin socket rewrites haproxy.cfg and HAProxy's
+        // reload command fails): the previous values are put back on the host.
+        let net = h1.to_string().rsplit_once('.').unwrap().0.to_string();
+        sh(&bed, "h1", format!("vdi-gateway settings set haproxy_admin_socket=null virtual_addr={net}.100 ha_managed=true && systemctl reload vdi-gateway")).await;
+        let b2 = bed.clone();
+        tokio::task::spawn_blocking(move || {
+            b2.wait("the gateway's haproxy.cfg", Duration::from_secs(20), || {
+                b2.ssh("h1", "grep -q 'Written by vdi-gateway' /etc/haproxy/haproxy.cfg").0 == 0
+            })
+        })
+        .await
+        .unwrap();
+        let before = show().await;
+        let e = expect_err(
+            c.change_settings(
+                g,
+                patch(serde_json::json!({"haproxy_admin_socket": "/run/haproxy/other.sock",
+                    "haproxy_reload_cmd": "/bin/false"})),
+            )
+            .await,
+            "host_not_applied",
+        );
+        assert!(e.message.contains("previous values were put back"), "{e:?}");
+        assert_eq!(show().await, before, "put back on the host");
+        let now = c.settings(g).await.unwrap();
+        assert_eq!((now.haproxy_admin_socket, now.haproxy_reload_cmd), (None, None));
+
         // Audited with field names, never values.
         let log = c
             .audit_log(&AuditFilter {
@@ -655,12 +683,12 @@ fn console_sets_host_local_fields_over_ssh() {
             .unwrap();
         assert_eq!(
             log.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
-            ["failed", "failed", "ok"]
+            ["failed", "failed", "failed", "ok"]
         );
         assert!(
-            log[2].params.contains("haproxy_admin_socket"),
+            log[3].params.contains("haproxy_admin_socket"),
             "{:?}",
-            log[2]
+            log[3]
         );
         assert!(
             log.iter()
