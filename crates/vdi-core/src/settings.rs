@@ -518,6 +518,11 @@ fn path_of(v: &Value) -> Result<String, String> {
             "{s:?} must not contain whitespace or control characters"
         ));
     }
+    // Paths are written into haproxy.cfg and keepalived.conf, where these
+    // quote, escape or start a comment.
+    if s.contains(['\'', '"', '#', '\\']) {
+        return Err(format!("{s:?} must not contain quotes, '#' or '\\'"));
+    }
     if s[1..]
         .split('/')
         .any(|c| c.is_empty() || c == "." || c == "..")

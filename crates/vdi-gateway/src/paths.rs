@@ -18,10 +18,23 @@ fn default_roots(field: &str) -> &'static [&'static str] {
     }
 }
 
-/// The directories the host adds (`VDI_GATEWAY_CONFIG_ROOTS`, colon-separated
-/// absolute paths), for every path setting.
+/// Where the host lists extra directories: the daemon's unit reads it as its
+/// `EnvironmentFile`, and the CLI reads it too, so both accept the same paths.
+pub const ENVIRONMENT_FILE: &str = "/etc/default/vdi-gateway";
+
+/// The directories the host adds for every path setting:
+/// `VDI_GATEWAY_CONFIG_ROOTS` (colon-separated absolute paths) from the
+/// environment, else from [`ENVIRONMENT_FILE`].
 pub fn roots_from_env() -> Vec<PathBuf> {
-    std::env::var("VDI_GATEWAY_CONFIG_ROOTS")
+    let value = std::env::var("VDI_GATEWAY_CONFIG_ROOTS").ok().or_else(|| {
+        let text = std::fs::read_to_string(ENVIRONMENT_FILE).ok()?;
+        text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("VDI_GATEWAY_CONFIG_ROOTS=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+    });
+    value
         .unwrap_or_default()
         .split(':')
         .filter(|p| p.starts_with('/'))

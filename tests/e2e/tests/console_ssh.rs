@@ -574,9 +574,9 @@ fn console_sets_host_local_fields_over_ssh() {
         let patch = |v: serde_json::Value| v.as_object().unwrap().clone();
         let show = || sh(&bed, "h1", "vdi-gateway settings show".into());
 
-        // A quote in a path and spaces in a command survive the remote shell.
-        let socket = "/run/haproxy/it's-other.sock";
-        let cmd = "systemctl reload-or-restart keepalived.service";
+        // A quote and spaces in a command survive the remote shell.
+        let socket = "/run/haproxy/other.sock";
+        let cmd = "/usr/local/bin/it's-reload keepalived.service";
         let r = c
             .change_settings(
                 g,
@@ -650,7 +650,7 @@ fn console_sets_host_local_fields_over_ssh() {
         // HA managed, a new admin socket rewrites haproxy.cfg and HAProxy's
         // reload command fails): the previous values are put back on the host.
         let net = h1.to_string().rsplit_once('.').unwrap().0.to_string();
-        sh(&bed, "h1", format!("vdi-gateway settings set haproxy_admin_socket=null virtual_addr={net}.100 ha_managed=true && systemctl reload vdi-gateway")).await;
+        sh(&bed, "h1", format!("vdi-gateway settings set haproxy_admin_socket=null keepalived_reload_cmd=null virtual_addr={net}.100 ha_managed=true && systemctl reload vdi-gateway")).await;
         let b2 = bed.clone();
         tokio::task::spawn_blocking(move || {
             b2.wait("the gateway's haproxy.cfg", Duration::from_secs(20), || {

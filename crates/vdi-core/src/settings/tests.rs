@@ -346,6 +346,9 @@ fn host_paths_are_plain_absolute_paths_of_the_right_kind() {
         ),
         ("haproxy_admin_socket", "/run/haproxy/admin sock.sock"),
         ("tls_cert_path", "/etc/shadow"),
+        ("haproxy_admin_socket", "/run/haproxy/it's.sock"),
+        ("haproxy_admin_socket", "/run/haproxy/a#b.sock"),
+        ("haproxy_cfg_path", "/etc/haproxy/a\\b.cfg"),
     ];
     for (field, path) in bad {
         let patch = serde_json::json!({ field: path });
