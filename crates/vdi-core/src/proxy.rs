@@ -89,8 +89,11 @@ fn sniff_v1(buf: &[u8]) -> Sniff {
         };
     };
     let len = end + 2;
-    let Ok(text) = std::str::from_utf8(&buf[..len]) else {
-        return Sniff::Invalid("PROXY v1 header is not text".into());
+    // The spec's header is US-ASCII. (ppp slices the text at its first CR
+    // plus two bytes, which panics inside a multi-byte character: found by
+    // fuzzing.)
+    let Some(text) = std::str::from_utf8(&buf[..len]).ok().filter(|t| t.is_ascii()) else {
+        return Sniff::Invalid("PROXY v1 header is not ASCII text".into());
     };
     match ppp::v1::Header::try_from(text) {
         Ok(header) => {
@@ -263,5 +266,20 @@ mod tests {
         assert!(is_trusted("::1".parse().unwrap(), &internal));
         assert!(is_trusted("::ffff:10.0.0.9".parse().unwrap(), &internal));
         assert!(!is_trusted("10.0.0.10".parse().unwrap(), &internal));
+    }
+}
+
+#[cfg(test)]
+mod fuzz_findings {
+    use super::*;
+
+    /// Found by `scripts/fuzz` (proxy_header): a lone CR before the end and a
+    /// multi-byte character made the PROXY v1 parser panic.
+    #[test]
+    fn a_non_ascii_v1_header_is_refused_not_a_panic() {
+        let crash = b"PROXY TCP6 .7PROXY TC P4 100\r\xcf\xbe8\r\n\xff";
+        assert!(matches!(sniff(crash), Sniff::Invalid(_)));
+        let lone_cr = b"PROXY TCP4 1.2.3.4\r5.6.7.8 1 2\r\n";
+        assert!(matches!(sniff(lone_cr), Sniff::Invalid(_)));
     }
 }
