@@ -92,7 +92,10 @@ fn sniff_v1(buf: &[u8]) -> Sniff {
     // The spec's header is US-ASCII. (ppp slices the text at its first CR
     // plus two bytes, which panics inside a multi-byte character: found by
     // fuzzing.)
-    let Some(text) = std::str::from_utf8(&buf[..len]).ok().filter(|t| t.is_ascii()) else {
+    let Some(text) = std::str::from_utf8(&buf[..len])
+        .ok()
+        .filter(|t| t.is_ascii())
+    else {
         return Sniff::Invalid("PROXY v1 header is not ASCII text".into());
     };
     match ppp::v1::Header::try_from(text) {

@@ -262,7 +262,10 @@ fn two_node_cluster() {
         }
         got
     });
-    assert!(stranger_got.join().unwrap().is_empty(), "a stranger's stream was relayed");
+    assert!(
+        stranger_got.join().unwrap().is_empty(),
+        "a stranger's stream was relayed"
+    );
     let (url, key) = (c.node_api(first_owner), c.api_key.clone());
     let metrics = c.client(move || async move {
         let r = reqwest::Client::new()
