@@ -184,6 +184,9 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
         &format!("port_range_stop={}", spec.range.1),
         "allowed_targets=127.0.61.0/24",
         "max_streams_per_tunnel=100000",
+        // One load generator is one client address: no per-client quota.
+        "max_streams_per_client=100000",
+        "max_tunnels_per_client=100000",
         "tunnel_idle_secs=3600",
         "tunnel_ttl_secs=3600",
         "ha_managed=false",
