@@ -145,11 +145,24 @@ async fn console_window_end_to_end() {
     click(&c, "settings-reset").await;
     // Host-local fields are marked; the embedded gateway has no SSH host, so
     // they are locked, with the reason.
-    let badges = c
-        .find_all(Locator::Css("#settings-table .badge.host-local"))
-        .await
-        .unwrap();
-    assert_eq!(badges.len(), vdi_wire::HOST_LOCAL_FIELDS.len());
+    // (Reset re-renders the table: wait until it is back.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let badges = c
+            .find_all(Locator::Css("#settings-table .badge.host-local"))
+            .await
+            .unwrap();
+        if badges.len() == vdi_wire::HOST_LOCAL_FIELDS.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} host-local badges, want {}",
+            badges.len(),
+            vdi_wire::HOST_LOCAL_FIELDS.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let socket = c
         .find(Locator::Id("set-haproxy_admin_socket"))
         .await
