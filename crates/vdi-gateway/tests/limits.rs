@@ -106,11 +106,16 @@ async fn a_full_api_port_closes_new_connections_at_once() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        g.metrics()
-            .await
-            .contains("vdi_gateway_connections_refused_total{reason=\"connection_limit\"} 1")
-    );
+    // At least the sixth (a retry above may have met a place not yet given back).
+    let metrics = g.metrics().await;
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("vdi_gateway_connections_refused_total{reason=\"connection_limit\"} ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{metrics}");
     g.stop().await;
 }
 
