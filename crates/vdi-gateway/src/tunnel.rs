@@ -127,7 +127,7 @@ pub struct Stream {
     pub counters: Counters,
     token: CancellationToken,
     done: CancellationToken,
-    _slot: ClientSlot,
+    _slot: Option<ClientSlot>,
 }
 
 pub fn stream_id(n: u64) -> String {
@@ -319,7 +319,12 @@ impl Registry {
         if streams.len() >= max as usize {
             return Err(refused(Refused::Full(max)));
         }
-        let slot = {
+        // A trusted proxy as the client (binding off: HAProxy's connections
+        // are admitted before its header is read) carries many clients: it is
+        // not capped as one; HAProxy caps its sources at the edge.
+        let slot = if proxy::is_trusted(client.ip(), &settings.internal_addrs) {
+            None
+        } else {
             let mut counts = self.per_client.lock().unwrap();
             let n = counts.entry(client.ip()).or_insert(0);
             if *n >= per_client {
@@ -327,10 +332,10 @@ impl Registry {
                 return Err(refused(Refused::ClientFull(per_client)));
             }
             *n += 1;
-            ClientSlot {
+            Some(ClientSlot {
                 counts: self.per_client.clone(),
                 ip: client.ip(),
-            }
+            })
         };
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let s = Arc::new(Stream {

@@ -424,6 +424,16 @@ fn per_client_quotas_refuse_the_greedy_client_only() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // A trusted proxy carries many clients: with binding off its
+        // connections are admitted as its own and not capped as one client.
+        let (s, _) = g.change(json!({"tunnel_client_binding": "off"})).await;
+        assert_eq!(s, 200);
+        let mut via_proxy = Vec::new();
+        for i in 0..3u8 {
+            let mut p = connect_from(GW, port).await;
+            assert!(echoes(&mut p, &[b'p', i]).await, "proxied stream {i}");
+            via_proxy.push(p);
+        }
         g.stop().await;
     });
 }
