@@ -32,6 +32,11 @@ async fn gateway() -> Gw {
     }
 }
 
+/// A settings patch as `change_settings` takes it.
+fn patch(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().expect("a JSON object").clone()
+}
+
 fn console(dir: &TempDir) -> Console {
     Console::with_secrets(&dir.0, Secrets::file(dir.0.join("secrets.json"))).unwrap()
 }
@@ -155,26 +160,14 @@ async fn settings_change_and_rejection() {
     let c = console(&dir);
     let id = c.add(&draft("gw", &g.url, Some(&g))).unwrap().id;
     let changed = c
-        .change_settings(
-            id,
-            json!({"port_range_stop": 21004})
-                .as_object()
-                .unwrap()
-                .clone(),
-        )
+        .change_settings(id, patch(json!({"port_range_stop": 21004})))
         .await
         .unwrap();
     assert_eq!(changed.changed, ["port_range_stop"]);
     assert_eq!(c.settings(id).await.unwrap().port_range_stop, 21004);
     // Rotating the api_key through the console keeps the console connected.
     let rotated = c
-        .change_settings(
-            id,
-            json!({"api_key": "Um90YXRlZEtleTEyMzQ1Ng=="})
-                .as_object()
-                .unwrap()
-                .clone(),
-        )
+        .change_settings(id, patch(json!({"api_key": "Um90YXRlZEtleTEyMzQ1Ng=="})))
         .await
         .unwrap();
     assert_eq!(rotated.changed, ["api_key"]);
@@ -184,13 +177,7 @@ async fn settings_change_and_rejection() {
     );
     // Refused by the console's own check (the gateway's rules), per field.
     match c
-        .change_settings(
-            id,
-            json!({"api_port": 0, "public_addr": "x"})
-                .as_object()
-                .unwrap()
-                .clone(),
-        )
+        .change_settings(id, patch(json!({"api_port": 0, "public_addr": "x"})))
         .await
     {
         Err(Error::Invalid(_, fields)) => {
@@ -202,7 +189,7 @@ async fn settings_change_and_rejection() {
     // Refused by the gateway (cannot apply): its own code and message come through.
     let _taken = std::net::TcpListener::bind((g.ip, 8300)).unwrap();
     let e: vdi_wire::console::ConsoleError = c
-        .change_settings(id, json!({"api_port": 8300}).as_object().unwrap().clone())
+        .change_settings(id, patch(json!({"api_port": 8300})))
         .await
         .unwrap_err()
         .into();
@@ -223,11 +210,10 @@ async fn host_local_fields_need_an_ssh_host_and_nothing_is_applied_without() {
     let e: vdi_wire::console::ConsoleError = c
         .change_settings(
             id,
-            json!({"tunnel_ttl_secs": 77, "haproxy_admin_socket": "/run/haproxy/other.sock",
-                "keepalived_reload_cmd": "systemctl reload keepalived"})
-            .as_object()
-            .unwrap()
-            .clone(),
+            patch(
+                json!({"tunnel_ttl_secs": 77, "haproxy_admin_socket": "/run/haproxy/other.sock",
+                "keepalived_reload_cmd": "systemctl reload keepalived"}),
+            ),
         )
         .await
         .unwrap_err()
@@ -245,10 +231,7 @@ async fn host_local_fields_need_an_ssh_host_and_nothing_is_applied_without() {
     let e: vdi_wire::console::ConsoleError = c
         .change_settings(
             id,
-            json!({"haproxy_cfg_path": "relative.cfg", "api_port": 0})
-                .as_object()
-                .unwrap()
-                .clone(),
+            patch(json!({"haproxy_cfg_path": "relative.cfg", "api_port": 0})),
         )
         .await
         .unwrap_err()
@@ -261,13 +244,7 @@ async fn host_local_fields_need_an_ssh_host_and_nothing_is_applied_without() {
     // The other fields go through the API as before; the audit log names
     // the fields of each half, never a value.
     let changed = c
-        .change_settings(
-            id,
-            json!({"cli_key": "Q2xpS2V5Um90YXRlZDEyMzQ="})
-                .as_object()
-                .unwrap()
-                .clone(),
-        )
+        .change_settings(id, patch(json!({"cli_key": "Q2xpS2V5Um90YXRlZDEyMzQ="})))
         .await
         .unwrap();
     assert_eq!(changed.changed, ["cli_key"]);
