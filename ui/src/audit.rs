@@ -49,7 +49,7 @@ pub fn AuditView() -> impl IntoView {
             <input id="audit-host" placeholder="host" on:change=move |e| { set_host.set(event_target_value(&e)); load() }/>
             <select id="audit-action" on:change=move |e| { set_action.set(event_target_value(&e)); load() }>
                 <option value="">"any action"</option>
-                {["change_settings", "disconnect", "service", "deploy", "trust_host_key"].iter()
+                {["change_settings", "disconnect", "service", "deploy", "trust_host_key", "inventory_add", "inventory_edit", "inventory_remove"].iter()
                     .map(|a| view! { <option value=*a>{*a}</option> }).collect_view()}
             </select>
             <input id="audit-text" placeholder="text in parameters or result" on:change=move |e| { set_text.set(event_target_value(&e)); load() }/>

@@ -120,13 +120,26 @@ impl Audit {
     }
 }
 
-/// CSV (RFC 4180 quoting) with a header line.
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a
+/// tab or carriage return in front of one) gets a leading `'`, which makes
+/// it text: a host name or a remote error message is data, never a formula
+/// (CSV injection, OWASP).
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// CSV (RFC 4180 quoting, formula cells [`neutralise`]d) with a header line.
 pub fn to_csv(records: &[AuditRecord]) -> String {
     fn q(s: &str) -> String {
+        let s = neutralise(s);
         if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))
         } else {
-            s.to_string()
+            s.into_owned()
         }
     }
     let mut out = String::from("id,at,os_user,gateway,host,action,params,result,detail\n");
@@ -209,6 +222,63 @@ mod tests {
         let csv = to_csv(&all);
         assert_eq!(csv.lines().count(), 3);
         assert!(csv.contains(r#""409: ""bad"", value""#), "{csv}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn csv_cells_are_never_formulas() {
+        let path = std::env::temp_dir().join(format!("vdi-audit-csv-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let a = Audit::open(&path).unwrap();
+        let hostile = [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ];
+        for h in hostile {
+            a.record(None, h, "inventory_add", &json!({"name": h}), false, h)
+                .unwrap();
+        }
+        a.record(None, "gw-1", "service", &json!({}), true, "a-b = c")
+            .unwrap();
+        let csv = to_csv(&a.list(&AuditFilter::default()).unwrap());
+        // Parsed back as a spreadsheet would: no cell starts a formula.
+        let mut cells = vec![];
+        for line in csv.lines().skip(1) {
+            let mut cell = String::new();
+            let mut quoted = false;
+            let mut chars = line.chars().peekable();
+            while let Some(ch) = chars.next() {
+                match ch {
+                    '"' if quoted && chars.peek() == Some(&'"') => {
+                        chars.next();
+                        cell.push('"');
+                    }
+                    '"' => quoted = !quoted,
+                    ',' if !quoted => cells.push(std::mem::take(&mut cell)),
+                    c => cell.push(c),
+                }
+            }
+            cells.push(cell);
+        }
+        for c in &cells {
+            assert!(
+                !c.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "a formula cell: {c:?} in\n{csv}"
+            );
+        }
+        for h in hostile {
+            assert!(
+                cells.contains(&format!("'{h}")),
+                "{h:?} kept as text:\n{csv}"
+            );
+        }
+        assert!(cells.contains(&"gw-1".to_string()), "others untouched");
+        assert!(cells.contains(&"a-b = c".to_string()));
+        assert_eq!(neutralise("10.0.0.1"), "10.0.0.1");
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vdi_wire::console::{
     AppInfo, ConnectionsUpdate, FleetRow, FleetSummary, FleetUpdate, GatewayDraft, GatewayEntry,
-    SettingsParams, WatchId,
+    InventoryParams, SettingsParams, WatchId,
 };
 use vdi_wire::{
     ConnectionOpened, Connections, Disconnect, Disconnected, FieldError, OpenConnection, Secret,
@@ -131,8 +131,13 @@ impl Console {
         self.entry(g)
     }
 
+    /// Adds a gateway (audited as `inventory_add`, secrets by name only).
     pub fn add(&self, d: &GatewayDraft) -> Result<GatewayEntry> {
-        self.add_as(d, false)
+        let r = self.add_as(d, false);
+        let v = remote::verdict(&r, |g| (true, format!("added gateway {}", g.id)));
+        let id = r.as_ref().ok().map(|g| g.id);
+        self.audited(id, &d.name, "inventory_add", &InventoryParams::of(d), v);
+        r
     }
 
     fn add_as(&self, d: &GatewayDraft, embedded: bool) -> Result<GatewayEntry> {
@@ -141,7 +146,26 @@ impl Console {
         self.get(id)
     }
 
+    /// Changes gateway `id` (audited as `inventory_edit`).
     pub fn update(&self, id: i64, d: &GatewayDraft) -> Result<GatewayEntry> {
+        let before = self.host_label(id);
+        let r = self.update_unaudited(id, d);
+        let v = remote::verdict(&r, |g| {
+            let renamed = (g.name != before).then(|| format!(" (was {before:?})"));
+            (true, format!("edited{}", renamed.unwrap_or_default()))
+        });
+        self.audited(
+            Some(id),
+            &d.name,
+            "inventory_edit",
+            &InventoryParams::of(d),
+            v,
+        );
+        r
+    }
+
+    /// The console's own edits (the embedded gateway's keys at each start).
+    fn update_unaudited(&self, id: i64, d: &GatewayDraft) -> Result<GatewayEntry> {
         self.inventory.lock().unwrap().update(id, d)?;
         self.store_secrets(id, d)?;
         self.get(id)
@@ -162,10 +186,33 @@ impl Console {
         Ok(())
     }
 
+    /// Removes gateway `id` and its secrets (audited as `inventory_remove`).
     pub fn remove(&self, id: i64) -> Result<()> {
-        self.inventory.lock().unwrap().remove(id)?;
-        self.clients.lock().unwrap().remove(&id);
-        self.secrets.forget(id)
+        let params = match self.get(id) {
+            Ok(g) => InventoryParams {
+                name: g.name,
+                api_url: g.api_url,
+                ssh_host: g.ssh_host,
+                ssh_port: Some(g.ssh_port),
+                ssh_user: Some(g.ssh_user),
+                ssh_jump: g.ssh_jump,
+                tags: g.tags,
+                credentials_changed: vec![],
+            },
+            Err(_) => InventoryParams {
+                name: id.to_string(),
+                ..Default::default()
+            },
+        };
+        let r = (|| {
+            self.inventory.lock().unwrap().remove(id)?;
+            self.clients.lock().unwrap().remove(&id);
+            self.secrets.forget(id)
+        })();
+        let v = remote::verdict(&r, |_| (true, "removed with its secrets".into()));
+        let host = params.name.clone();
+        self.audited(Some(id), &host, "inventory_remove", &params, v);
+        r
     }
 
     /// The API client of gateway `id`, with its keys from the secret store.
@@ -362,7 +409,7 @@ impl Console {
             ..Default::default()
         };
         let entry = match existing {
-            Some(g) => self.update(
+            Some(g) => self.update_unaudited(
                 g.id,
                 &GatewayDraft {
                     name: g.name,

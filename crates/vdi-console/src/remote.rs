@@ -445,6 +445,7 @@ impl Console {
         let params = DeployParams {
             package: deb.display().to_string(),
             force,
+            sha256: None,
         };
         let v = verdict(&r, |rep| {
             (

@@ -112,6 +112,68 @@ fn inventory_round_trip_and_validation() {
     assert!(matches!(c.remove(b.id), Err(Error::NotFound(_))));
 }
 
+/// Adding, editing and removing gateways is in the audit log (the real
+/// SQLite files): who, which entry, which secrets changed (by name, never
+/// their values), refusals as failures; the CSV export keeps a hostile name
+/// as text.
+#[test]
+fn inventory_changes_are_audited() {
+    use vdi_console::audit::AuditFilter;
+    use vdi_wire::console::AuditFormat;
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let mut d = draft("=HYPERLINK(\"http://evil\")", "http://10.0.0.11:8000", None);
+    d.api_key = Some("api-secret-value-1".into());
+    d.ssh_password = Some("ssh-secret-value-2".into());
+    let g = c.add(&d).unwrap();
+    assert!(c.add(&d).is_err(), "the same name twice");
+    d.name = "gw-renamed".into();
+    d.api_key = None;
+    d.ssh_password = Some("".into());
+    c.update(g.id, &d).unwrap();
+    c.remove(g.id).unwrap();
+    assert!(c.remove(g.id).is_err());
+
+    let log = c.audit_log(&AuditFilter::default()).unwrap();
+    let seen: Vec<(&str, &str)> = log
+        .iter()
+        .rev()
+        .map(|r| (r.action.as_str(), r.result.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("inventory_add", "ok"),
+            ("inventory_add", "failed"),
+            ("inventory_edit", "ok"),
+            ("inventory_remove", "ok"),
+            ("inventory_remove", "failed"),
+        ]
+    );
+    let added: serde_json::Value = serde_json::from_str(&log[4].params).unwrap();
+    assert_eq!(
+        added["credentials_changed"],
+        json!(["api_key", "ssh_password"])
+    );
+    assert_eq!(added["api_url"], "http://10.0.0.11:8000");
+    assert_eq!(log[4].gateway, Some(g.id));
+    let edited: serde_json::Value = serde_json::from_str(&log[2].params).unwrap();
+    assert_eq!(edited["credentials_changed"], json!(["ssh_password"]));
+    assert!(log[2].detail.contains("was \"=HYPERLINK"), "{:?}", log[2]);
+    assert_eq!(log[1].host, "gw-renamed");
+    let dump = serde_json::to_string(&log).unwrap();
+    assert!(!dump.contains("secret-value"), "{dump}");
+
+    let csv = c
+        .audit_export(&AuditFilter::default(), AuditFormat::Csv)
+        .unwrap();
+    assert!(csv.contains(",\"'=HYPERLINK("), "{csv}");
+    assert!(
+        !csv.contains(",\"=HYPERLINK(") && !csv.contains(",=HYPERLINK("),
+        "{csv}"
+    );
+}
+
 #[tokio::test]
 async fn overview_in_parallel_with_dead_and_silent_hosts() {
     let g = gateway().await;

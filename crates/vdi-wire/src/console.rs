@@ -421,6 +421,59 @@ pub struct ServiceParams {
 pub struct DeployParams {
     pub package: String,
     pub force: bool,
+    /// The SHA-256 (hex) of the package that was checked locally and on the
+    /// host before `dpkg -i` (absent in records older than the check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// An audit record's `params` for `inventory_add`, `inventory_edit` and
+/// `inventory_remove`: the entry as the admin gave it, and which of its
+/// secrets were set or cleared (names only, never values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryParams {
+    pub name: String,
+    #[serde(default)]
+    pub api_url: String,
+    #[serde(default)]
+    pub ssh_host: Option<String>,
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    #[serde(default)]
+    pub ssh_jump: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `api_key`, `cli_key`, `ssh_password`: given in this change (set, or
+    /// cleared when given empty).
+    #[serde(default)]
+    pub credentials_changed: Vec<String>,
+}
+
+impl InventoryParams {
+    /// What an add or edit of `d` records (secret names only).
+    pub fn of(d: &GatewayDraft) -> Self {
+        let credentials_changed = [
+            ("api_key", &d.api_key),
+            ("cli_key", &d.cli_key),
+            ("ssh_password", &d.ssh_password),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(n, _)| n.to_string())
+        .collect();
+        Self {
+            name: d.name.clone(),
+            api_url: d.api_url.clone(),
+            ssh_host: d.ssh_host.clone(),
+            ssh_port: d.ssh_port,
+            ssh_user: d.ssh_user.clone(),
+            ssh_jump: d.ssh_jump.clone(),
+            tags: d.tags.clone(),
+            credentials_changed,
+        }
+    }
 }
 
 /// An audit record's `params` for `change_settings`: field names only (a
