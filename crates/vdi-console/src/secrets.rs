@@ -37,8 +37,10 @@ impl Kind {
 
 enum Store {
     Keyring,
-    /// Plain file, owner-only: only where no keyring exists.
-    File(PathBuf),
+    /// Plain file, owner-only: only where no keyring exists. `why`: the
+    /// keyring probe's failure when the file is a fallback (`None`: chosen
+    /// explicitly, as the tests do).
+    File { path: PathBuf, why: Option<String> },
 }
 
 pub struct Secrets {
@@ -69,14 +71,21 @@ impl Secrets {
         match probe {
             Ok(()) => Self::new(Store::Keyring),
             Err(e) => {
-                tracing::warn!(error = %e, "no OS keyring available; secrets are kept in an owner-only file instead");
-                Secrets::file(data_dir.join("secrets.json"))
+                let path = data_dir.join("secrets.json");
+                // Said once here (the log) and by `warning` (the CLI's
+                // stderr, the UI's banner), with the reason.
+                tracing::warn!(error = %e, file = %path.display(), "the OS keyring did not answer; secrets are kept in an owner-only file instead");
+                Self::new(Store::File {
+                    path,
+                    why: Some(e.to_string()),
+                })
             }
         }
     }
 
+    /// The owner-only file, chosen explicitly (no keyring is tried).
     pub fn file(path: PathBuf) -> Self {
-        Self::new(Store::File(path))
+        Self::new(Store::File { path, why: None })
     }
 
     fn new(store: Store) -> Self {
@@ -95,8 +104,16 @@ impl Secrets {
     pub fn warning(&self) -> Option<String> {
         match &self.store {
             Store::Keyring => None,
-            Store::File(path) => Some(format!(
-                "No OS keyring is available: keys are stored in {} (readable by your user only).",
+            Store::File { path, why: None } => Some(format!(
+                "No OS keyring is used: keys are stored in {} (readable by your user only).",
+                path.display()
+            )),
+            Store::File {
+                path,
+                why: Some(why),
+            } => Some(format!(
+                "No OS keyring is available (the keyring probe failed: {}): keys are stored in {} (readable by your user only) instead.",
+                why.trim(),
                 path.display()
             )),
         }
@@ -125,7 +142,7 @@ impl Secrets {
                     Err(e) => Err(Error::Secrets(e.to_string())),
                 }
             }),
-            Store::File(path) => Ok(read_file(path)?.remove(account)),
+            Store::File { path, .. } => Ok(read_file(path)?.remove(account)),
         }
     }
 
@@ -155,7 +172,7 @@ impl Secrets {
                     Err(e) => Err(Error::Secrets(e.to_string())),
                 }
             }),
-            Store::File(path) => {
+            Store::File { path, .. } => {
                 let mut all = read_file(path)?;
                 if value.is_empty() {
                     all.remove(account);

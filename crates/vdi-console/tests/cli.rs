@@ -77,6 +77,30 @@ impl Cli<'_> {
         run
     }
 
+    /// Like `run`, with `input` on stdin.
+    fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
     fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);
         assert!(r.ok, "vdi-console {args:?}: {}{}", r.stdout, r.stderr);
@@ -142,6 +166,43 @@ fn every_subcommand(cli: &Cli) -> (i64, String) {
     );
 
     let key = format!("api-{}", uuid::Uuid::new_v4().simple());
+    // Keys never on the command line (nor in the variables that carried
+    // them): refused with what to use instead, nothing added.
+    for flag in ["--api-key", "--cli-key"] {
+        let r = cli.run(&[
+            "add",
+            "--name",
+            "gw-argv",
+            "--api-url",
+            "http://127.0.0.1:9",
+            flag,
+            &key,
+        ]);
+        r.failed_with("invalid_input");
+        assert!(
+            r.stderr.contains("visible to every user")
+                && r.stderr.contains(&format!("{flag}-file")),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains(&key),
+            "the refused key is not echoed: {}",
+            r.stderr
+        );
+    }
+    let r = {
+        let out = cli
+            .command(&["add", "--name", "gw-env", "--api-url", "http://127.0.0.1:9"])
+            .env("VDI_API_KEY", &key)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(r.contains("VDI_API_KEY is no longer read"), "{r}");
+    // From a file (its line end dropped) and from stdin.
+    let key_file = cli.home.join("api.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
     let added = cli
         .ok(&[
             "add",
@@ -149,8 +210,8 @@ fn every_subcommand(cli: &Cli) -> (i64, String) {
             "gw-cli",
             "--api-url",
             "http://127.0.0.1:9",
-            "--api-key",
-            &key,
+            "--api-key-file",
+            key_file.to_str().unwrap(),
             "--tag",
             "lab",
         ])
@@ -158,6 +219,35 @@ fn every_subcommand(cli: &Cli) -> (i64, String) {
     assert_eq!(added["has_api_key"], true, "{added}");
     assert_eq!(added["has_cli_key"], false, "{added}");
     let id = added["id"].as_i64().unwrap();
+    let piped = cli.run_with_stdin(
+        &[
+            "add",
+            "--name",
+            "gw-stdin",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--cli-key-file",
+            "-",
+        ],
+        "cli-from-stdin\n",
+    );
+    assert!(piped.ok, "{}", piped.stderr);
+    let piped = piped.json();
+    assert_eq!(
+        (&piped["has_api_key"], &piped["has_cli_key"]),
+        (&Value::Bool(false), &Value::Bool(true))
+    );
+    cli.ok(&["remove", &piped["id"].to_string()]);
+    cli.run(&[
+        "add",
+        "--name",
+        "gw-empty",
+        "--api-url",
+        "http://127.0.0.1:9",
+        "--api-key-file",
+        "/dev/null",
+    ])
+    .failed_with("invalid_input");
     let other = cli
         .ok(&[
             "add",
@@ -282,11 +372,14 @@ fn every_subcommand_without_a_keyring() {
         bus: format!("unix:path={}", home.0.join("no-bus").display()),
     };
     let r = cli.ok(&["list"]);
+    // Said plainly, with the probe's reason (here: no session bus at that address).
     assert!(
-        r.stderr.contains("warning: No OS keyring is available"),
+        r.stderr
+            .contains("warning: No OS keyring is available (the keyring probe failed: "),
         "{}",
         r.stderr
     );
+    assert!(r.stderr.contains("secrets.json"), "{}", r.stderr);
     let (_, key) = every_subcommand(&cli);
     // The warned fallback: an owner-only file.
     let file = std::fs::read_to_string(data.join("secrets.json")).unwrap();

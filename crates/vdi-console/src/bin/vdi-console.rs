@@ -26,15 +26,25 @@ struct Cli {
 enum Command {
     /// The gateways of the fleet.
     List,
-    /// Add a gateway (keys go to the OS keyring).
+    /// Add a gateway (keys go to the OS keyring). Keys are read from a file
+    /// or from stdin (`-`), never from the command line.
     Add {
         #[arg(long)]
         name: String,
         #[arg(long)]
         api_url: String,
-        #[arg(long, env = "VDI_API_KEY")]
+        /// A file holding the gateway's api_key (`-`: read it from stdin).
+        #[arg(long, value_name = "PATH")]
+        api_key_file: Option<PathBuf>,
+        /// A file holding the gateway's cli_key (`-`: read it from stdin).
+        #[arg(long, value_name = "PATH")]
+        cli_key_file: Option<PathBuf>,
+        /// Refused: a key on the command line is seen by every user (ps,
+        /// /proc) and kept in shell history.
+        #[arg(long, hide = true, value_name = "KEY")]
         api_key: Option<String>,
-        #[arg(long, env = "VDI_CLI_KEY")]
+        /// Refused, as --api-key.
+        #[arg(long, hide = true, value_name = "KEY")]
         cli_key: Option<String>,
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -98,6 +108,66 @@ enum Command {
     },
 }
 
+/// The most a key file may hold (keys are a few dozen bytes).
+const KEY_FILE_LIMIT: u64 = 64 * 1024;
+
+/// Refuses a key given on the command line, or in the variables that used
+/// to carry one, saying what to use instead.
+fn refuse_argv_key(flag: &str, given: bool, var: &str) -> Result<(), Error> {
+    let file = flag.replace("key", "key-file");
+    if given {
+        return Err(Error::invalid(
+            flag.trim_start_matches('-'),
+            format!(
+                "a key on the command line is visible to every user of this machine (ps, /proc) and stays in the shell's history; use {file} PATH, or {file} - to read it from stdin"
+            ),
+        ));
+    }
+    if std::env::var_os(var).is_some() {
+        return Err(Error::invalid(
+            flag.trim_start_matches('-'),
+            format!(
+                "{var} is no longer read (keys come from a file or stdin); unset it and use {file} PATH, or {file} -"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A key from `path` (`-`: stdin), without its line end; bounded.
+fn read_key(path: &std::path::Path, what: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let mut text = String::new();
+    let r = if path.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .take(KEY_FILE_LIMIT + 1)
+            .read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(KEY_FILE_LIMIT + 1).read_to_string(&mut text))
+    };
+    let name = if path.as_os_str() == "-" {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
+    r.map_err(|e| Error::invalid(what, format!("{name}: {e}")))?;
+    if text.len() as u64 > KEY_FILE_LIMIT {
+        return Err(Error::invalid(
+            what,
+            format!("{name}: more than {KEY_FILE_LIMIT} bytes: not a key"),
+        ));
+    }
+    let key = text.trim_end_matches(['\n', '\r']).to_string();
+    if key.is_empty() || key.contains(['\n', '\r']) {
+        return Err(Error::invalid(
+            what,
+            format!("{name}: expected one line holding the key"),
+        ));
+    }
+    Ok(key)
+}
+
 fn print<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
 }
@@ -120,17 +190,32 @@ fn main() -> ExitCode {
             Command::Add {
                 name,
                 api_url,
+                api_key_file,
+                cli_key_file,
                 api_key,
                 cli_key,
                 tags,
-            } => print(&console.add(&GatewayDraft {
-                name,
-                api_url,
-                api_key: api_key.map(Into::into),
-                cli_key: cli_key.map(Into::into),
-                tags,
-                ..Default::default()
-            })?),
+            } => {
+                refuse_argv_key("--api-key", api_key.is_some(), "VDI_API_KEY")?;
+                refuse_argv_key("--cli-key", cli_key.is_some(), "VDI_CLI_KEY")?;
+                let stdin = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+                if stdin(&api_key_file) && stdin(&cli_key_file) {
+                    return Err(Error::invalid(
+                        "cli_key_file",
+                        "only one key can come from stdin; give the other in a file",
+                    ));
+                }
+                let api_key = api_key_file.map(|p| read_key(&p, "api_key_file")).transpose()?;
+                let cli_key = cli_key_file.map(|p| read_key(&p, "cli_key_file")).transpose()?;
+                print(&console.add(&GatewayDraft {
+                    name,
+                    api_url,
+                    api_key: api_key.map(Into::into),
+                    cli_key: cli_key.map(Into::into),
+                    tags,
+                    ..Default::default()
+                })?)
+            }
             Command::Remove { id } => console.remove(id)?,
             Command::Overview => print(&console.overview().await?),
             Command::Settings { id } => {
