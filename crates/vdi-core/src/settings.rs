@@ -272,6 +272,35 @@ pub struct Hints {
     pub non_empty_unique: bool,
     /// An IP address (or a list of them).
     pub ip: bool,
+    /// A list of networks: addresses or CIDR ([`CIDR_V4_PATTERN`], [`CIDR_V6_PATTERN`]).
+    pub cidr_list: bool,
+}
+
+const H16: &str = "[0-9A-Fa-f]{1,4}";
+
+/// An IPv4 network in CIDR notation, as ECMA-262 (no leading zeros, as the
+/// parser). Host bits set are refused too, which no pattern can state.
+pub const CIDR_V4_PATTERN: &str = "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(?:3[0-2]|[12]?[0-9])$";
+
+/// An IPv6 network in CIDR notation: the hexadecimal forms (no embedded
+/// IPv4), a subset of what the parser takes.
+pub fn cidr_v6_pattern() -> String {
+    let h = H16;
+    let forms = [
+        format!("(?:{h}:){{7}}{h}"),
+        format!("(?:{h}:){{1,7}}:"),
+        format!("(?:{h}:){{1,6}}:{h}"),
+        format!("(?:{h}:){{1,5}}(?::{h}){{1,2}}"),
+        format!("(?:{h}:){{1,4}}(?::{h}){{1,3}}"),
+        format!("(?:{h}:){{1,3}}(?::{h}){{1,4}}"),
+        format!("(?:{h}:){{1,2}}(?::{h}){{1,5}}"),
+        format!("{h}:(?::{h}){{1,6}}"),
+        format!(":(?:(?::{h}){{1,7}}|:)"),
+    ];
+    format!(
+        "^(?:{})/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9])$",
+        forms.join("|")
+    )
 }
 
 /// The [`Hints`] of `field`, from the rule that parses it.
@@ -313,6 +342,10 @@ pub fn hints(field: &str) -> Hints {
         "ip_list_of" => Hints {
             ip: true,
             non_empty_unique: true,
+            ..Hints::default()
+        },
+        "cidr_list_of" => Hints {
+            cidr_list: true,
             ..Hints::default()
         },
         _ => Hints::default(),

@@ -481,6 +481,8 @@ impl Gateway {
     ) -> Result<SocketAddr, OpenError> {
         let addrs: Vec<SocketAddr> = match req.target_host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, req.target_port)],
+            // An IPv6 literal that does not parse is no name to look up.
+            Err(_) if req.target_host.contains(':') => Vec::new(),
             Err(_) => {
                 let timeout = Duration::from_secs(rules::connect_timeout_secs(s));
                 let lookup = tokio::net::lookup_host((req.target_host.as_str(), req.target_port));

@@ -125,6 +125,13 @@ fn check_one(
             .chain(extra_roots.iter().cloned())
             .any(|root| inside(&real, &root))
     };
+    if !allowed && in_db_dir && !tls {
+        return Err(format!(
+            "{} is in the settings database's directory {}, which holds only the gateway's own files",
+            path.display(),
+            db_dir.display()
+        ));
+    }
     if !allowed {
         let mut dirs: Vec<String> = default_roots(field).iter().map(|d| d.to_string()).collect();
         if tls {

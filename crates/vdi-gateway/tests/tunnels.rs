@@ -349,7 +349,7 @@ async fn allow_list_refusals() {
         .await;
     assert_eq!(
         (s, body["code"].as_str()),
-        (422, Some("unresolvable_target")),
+        (404, Some("unresolvable_target")),
         "{body}"
     );
     assert!(

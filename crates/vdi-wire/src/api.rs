@@ -111,16 +111,25 @@ pub struct SettingsChanged {
     pub settings: Settings,
 }
 
+/// The grammar of `target_host` (ECMA-262, as the OpenAPI document says it):
+/// dot-separated labels of letters, digits, `-` and `_` (IPv4 literals are
+/// such names) or an IPv6 literal's characters; at most 253 characters.
+/// `vdi_core::open::is_target_host` is the check, tested equal.
+pub const TARGET_HOST_PATTERN: &str =
+    r"^(?:[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenConnection {
-    /// Desktop address: IP or DNS name (resolved once, at open).
+    /// Desktop address: IP or DNS name (resolved once, at open). A name
+    /// that does not resolve is `404 unresolvable_target`.
     #[cfg_attr(
         feature = "openapi",
+        // TARGET_HOST_PATTERN (utoipa takes a literal; a gateway test holds them equal)
         schema(
             min_length = 1,
             max_length = 253,
-            pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+            pattern = r"^(?:[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$"
         )
     )]
     pub target_host: String,

@@ -353,6 +353,9 @@ pub struct DeployReport {
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
+    /// The package's SHA-256 (hex), as checked on the host before `dpkg -i`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 /// How a deployment ended, in the words of the wire (`rolled_back`, ...).

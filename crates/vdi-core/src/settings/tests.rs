@@ -396,3 +396,79 @@ fn every_field_has_its_rule_and_the_hints_match_the_rules() {
         }
     }
 }
+
+/// The OpenAPI patterns of `allowed_targets` items admit only what the
+/// parser takes (host bits aside, which no pattern states), and what std
+/// prints for a network matches them.
+#[test]
+fn the_documented_network_patterns_hold() {
+    use crate::allow::parse_net;
+    let v4 = regex::Regex::new(CIDR_V4_PATTERN).unwrap();
+    let v6 = regex::Regex::new(&cidr_v6_pattern()).unwrap();
+    let taken = |s: &str| match parse_net(s) {
+        Ok(_) => true,
+        Err(e) => e.contains("host bits"),
+    };
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut v4_hits, mut v6_hits) = (0, 0);
+    for _ in 0..100_000 {
+        let r = next();
+        let ip: std::net::IpAddr = if r % 2 == 0 {
+            std::net::Ipv4Addr::from((next() >> 32) as u32).into()
+        } else {
+            // Runs of zero groups, so std compresses with `::`.
+            let groups: Vec<u16> = (0..8)
+                .map(|i| {
+                    if (r >> (i + 8)) & 1 == 0 {
+                        0
+                    } else {
+                        next() as u16
+                    }
+                })
+                .collect();
+            let g: [u16; 8] = groups.try_into().unwrap();
+            std::net::Ipv6Addr::from(g).into()
+        };
+        let max = if ip.is_ipv4() { 33 } else { 129 };
+        let s = format!("{ip}/{}", next() % max);
+        let re = if ip.is_ipv4() { &v4 } else { &v6 };
+        // std prints embedded-IPv4 forms for ::a.b.c.d; the pattern leaves them out.
+        if !s.contains('.') || ip.is_ipv4() {
+            assert!(re.is_match(&s), "{s} does not match its pattern");
+        }
+        assert!(taken(&s), "{s}");
+        // Mutations: whatever still matches a pattern must be taken.
+        let mut m: Vec<char> = s.chars().collect();
+        let i = (next() as usize) % m.len();
+        m[i] = b"0123456789abcdef:./"[(next() % 19) as usize] as char;
+        if next() % 3 == 0 {
+            m.remove((next() as usize) % m.len());
+        }
+        let m: String = m.into_iter().collect();
+        if v4.is_match(&m) {
+            v4_hits += 1;
+            assert!(taken(&m), "{m} matches the IPv4 pattern but is refused");
+        }
+        if v6.is_match(&m) {
+            v6_hits += 1;
+            assert!(taken(&m), "{m} matches the IPv6 pattern but is refused");
+        }
+    }
+    assert!(v4_hits > 1000 && v6_hits > 1000, "{v4_hits} {v6_hits}");
+    for bad in [
+        "10.0.0.0/33",
+        "010.0.0.0/8",
+        "1.2.3/8",
+        "::/129",
+        "1:2:3:4:5:6:7:8:9/64",
+        ":::/8",
+    ] {
+        assert!(!v4.is_match(bad) && !v6.is_match(bad), "{bad}");
+    }
+}

@@ -54,7 +54,9 @@ impl ApiError {
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             InvalidSettings(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_settings"),
             HostLocal(_) => (StatusCode::FORBIDDEN, "host_local_field"),
-            Unresolvable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unresolvable_target"),
+            // Not 422: the request is well-formed (the schema cannot tell names
+            // that resolve); the desktop it names is not found.
+            Unresolvable(_) => (StatusCode::NOT_FOUND, "unresolvable_target"),
             Conflict(_) => (StatusCode::CONFLICT, "cannot_apply"),
             Disabled(_) => (StatusCode::SERVICE_UNAVAILABLE, "gateway_disabled"),
             NoFreePort(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_free_port"),

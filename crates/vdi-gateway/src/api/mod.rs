@@ -211,6 +211,17 @@ fn hint(name: &str, prop: &mut Value) {
         p.remove("type");
         p.extend(ip.as_object().cloned().unwrap_or_default());
     }
+    if h.cidr_list {
+        p.insert(
+            "items".into(),
+            serde_json::json!({"anyOf": [
+                {"type": "string", "format": "ipv4"},
+                {"type": "string", "format": "ipv6"},
+                {"type": "string", "pattern": vdi_core::settings::CIDR_V4_PATTERN},
+                {"type": "string", "pattern": vdi_core::settings::cidr_v6_pattern()},
+            ]}),
+        );
+    }
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
@@ -560,7 +571,7 @@ async fn disconnect(State(gw): State<Shared>, body: Body) -> Result<Json<Disconn
     responses((status = 200, body = ConnectionOpened), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Wrong key role, or target outside allowed_targets"),
         (status = 413, body = ErrorBody, description = "Body over 64 KiB"),
-        (status = 422, body = ErrorBody, description = "Target name does not resolve"),
+        (status = 404, body = ErrorBody, description = "`target_host` does not resolve (`unresolvable_target`)"),
         (status = 429, body = ErrorBody, description = "The client holds max_tunnels_per_client tunnels (`too_many_tunnels`)"),
         (status = 503, body = ErrorBody, description = "Gateway disabled, or no free port")))]
 async fn open_connection(
@@ -604,9 +615,13 @@ pub struct ConnectQuery {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub struct UpgradeHeaders {
-    #[param(rename = "Connection", pattern = "^[Uu]pgrade$")]
+    /// A token list with `upgrade` in it (any case).
+    #[param(
+        rename = "Connection",
+        pattern = "^(?:[^,]*,)*[ \\t]*[Uu][Pp][Gg][Rr][Aa][Dd][Ee][ \\t]*(?:,[^,]*)*$"
+    )]
     connection: String,
-    #[param(rename = "Upgrade", pattern = "^websocket$")]
+    #[param(rename = "Upgrade", pattern = "^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$")]
     upgrade: String,
     #[param(rename = "Sec-WebSocket-Version", pattern = "^13$")]
     sec_websocket_version: String,

@@ -355,6 +355,9 @@ fn the_openapi_document_describes_the_api() {
     let body = &doc["paths"]["/v3/change_settings/"]["post"]["requestBody"]["content"]["application/json"]
         ["schema"];
     assert_eq!(body["$ref"], "#/components/schemas/SettingsPatch");
+    let host = &schemas["OpenConnection"]["properties"]["target_host"];
+    assert_eq!(host["pattern"], vdi_wire::TARGET_HOST_PATTERN);
+    assert_eq!(host["maxLength"], 253);
     let port = &schemas["OpenConnection"]["properties"]["target_port"];
     assert_eq!(
         (port["minimum"].as_f64(), port["maximum"].as_f64()),
@@ -378,4 +381,52 @@ fn the_openapi_document_describes_the_api() {
         (id["in"].as_str(), id["required"].as_bool()),
         (Some("query"), Some(true))
     );
+}
+
+/// The handshake check is the document's header patterns: what they admit is
+/// taken, the rest refused (RFC 6455 4.2.1).
+#[test]
+fn the_websocket_handshake_is_checked_as_documented() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    let params = doc["paths"]["/v3/connect/"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let pattern = |name: &str| {
+        let p = params.iter().find(|p| p["name"] == name).unwrap();
+        regex::Regex::new(p["schema"]["pattern"].as_str().unwrap()).unwrap()
+    };
+    let good = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let headers = |over: &[(&str, &str)]| {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in good.iter().chain(over) {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    };
+    assert_eq!(super::ws::handshake_check(&headers(&[])), Ok(()));
+    for (name, value) in [
+        ("Connection", "keep-alive, Upgrade"),
+        ("Connection", " upgrade\t,x"),
+        ("Connection", "xupgradex"),
+        ("Connection", "keep-alive"),
+        ("Upgrade", "WebSocket"),
+        ("Upgrade", "websocket2"),
+        ("Sec-WebSocket-Version", "8"),
+        ("Sec-WebSocket-Key", "short=="),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=!"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ"),
+    ] {
+        let documented = pattern(name).is_match(value);
+        let taken = super::ws::handshake_check(&headers(&[(name, value)])).is_ok();
+        assert_eq!(documented, taken, "{name}: {value:?}");
+    }
 }

@@ -11,6 +11,7 @@ use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -23,6 +24,33 @@ use vdi_wire::{ErrorBody, StreamVia};
 /// Largest WebSocket frame and message accepted (the relay sends at most
 /// `relay::BUF_SIZE` per frame).
 pub const WS_MAX_FRAME: usize = 64 * 1024;
+
+/// The handshake as RFC 6455 4.2.1 says it and the OpenAPI document
+/// (`UpgradeHeaders`) states it: `Connection` lists `upgrade`, `Upgrade` is
+/// `websocket`, version 13, and a key of 16 bytes in base64. (axum's
+/// extractor checks less: any `Connection` containing "upgrade", any key.)
+pub(super) fn handshake_check(headers: &HeaderMap) -> Result<(), String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let connection = text("connection").is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case("upgrade"))
+    });
+    let upgrade = text("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    if !connection || !upgrade {
+        return Err(
+            "expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)".into(),
+        );
+    }
+    if text("sec-websocket-version") != Some("13") {
+        return Err("Sec-WebSocket-Version must be 13".into());
+    }
+    let key = text("sec-websocket-key").unwrap_or("");
+    let b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    if !(key.len() == 24 && key.ends_with("==") && key.bytes().take(22).all(b64)) {
+        return Err("Sec-WebSocket-Key must be 16 bytes in base64".into());
+    }
+    Ok(())
+}
 
 /// WebSocket relay to the tunnel's target (binary frames both ways).
 #[utoipa::path(get, path = "/v3/connect/", tag = "client",
@@ -37,10 +65,12 @@ pub async fn connect(
     State(gw): State<Shared>,
     client: Option<Extension<ClientAddr>>,
     query: Result<Query<ConnectQuery>, QueryRejection>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::BadRequest(format!("{}: give ?id=TUNNEL", e.body_text())))?;
+    handshake_check(&headers).map_err(ApiError::BadRequest)?;
     let upgrade =
         upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     // Frames are relayed as they come: nothing needs a large message, so no
