@@ -8,6 +8,7 @@
 //! report the median. Only loopback addresses; every loop is bounded in count
 //! and time. `--smoke` runs the same steps in seconds (for CI).
 
+mod faults;
 mod journal;
 mod load;
 mod procs;
@@ -75,6 +76,11 @@ struct Args {
     /// test bed).
     #[arg(long, default_value_t = 200_000)]
     journal_lines: u64,
+    /// Concurrent streams of the soak step, and megabytes each moves each way.
+    #[arg(long, default_value_t = 1000)]
+    soak_streams: usize,
+    #[arg(long, default_value_t = 10)]
+    soak_mb: u64,
     /// Write the results as Markdown here too.
     #[arg(long, default_value = "target/bench/latest.md")]
     out: PathBuf,
@@ -92,6 +98,8 @@ enum Step {
     Concurrency,
     Api,
     Journal,
+    Soak,
+    Faults,
 }
 
 /// Loopback addresses of this run (away from the tests' ranges).
@@ -130,17 +138,23 @@ impl Ctx {
         let n = self.next_gateway.get();
         self.next_gateway.set(n + 1);
         let [a, b, c] = GATEWAY_NET;
-        procs::gateway(GatewaySpec {
-            bin: &self.bin,
-            dir: &self.dir,
-            name: &format!("{n}-{relay}"),
-            relay,
-            ip: ip([a, b, c, 10 + n]),
-            range: (20_000, 29_999),
-            api_port: 17_100,
-            cpus: self.relay_cpus(),
-        })
-        .await
+        let name = format!("{n}-{relay}");
+        let mut spec = GatewaySpec::new(&self.bin, &self.dir, &name, ip([a, b, c, 10 + n]), 17_100);
+        spec.relay = relay;
+        spec.cpus = self.relay_cpus();
+        procs::gateway(spec).await
+    }
+
+    /// A gateway set up as `with` says (the fault steps: extra settings, a
+    /// descriptor limit, a log), on the next address.
+    async fn gateway_with(&self, with: impl FnOnce(&mut GatewaySpec<'_>)) -> Result<Gateway> {
+        let n = self.next_gateway.get();
+        self.next_gateway.set(n + 1);
+        let [a, b, c] = GATEWAY_NET;
+        let name = format!("{n}-faults");
+        let mut spec = GatewaySpec::new(&self.bin, &self.dir, &name, ip([a, b, c, 10 + n]), 17_100);
+        with(&mut spec);
+        procs::gateway(spec).await
     }
 
     fn haproxy(&self, port: u16, target: SocketAddr, splice: bool) -> Result<Proc> {
@@ -292,6 +306,8 @@ async fn main() -> Result<()> {
             Step::Concurrency => step_concurrency(&ctx, &mut rep).await,
             Step::Api => step_api(&ctx, &mut rep).await,
             Step::Journal => step_journal(&ctx, &mut rep).await,
+            Step::Soak => faults::step_soak(&ctx, &mut rep).await,
+            Step::Faults => faults::step_faults(&ctx, &mut rep).await,
         }
         .with_context(|| format!("step {step:?}"))?;
         // A shared host's neighbours take CPU time away: said beside every

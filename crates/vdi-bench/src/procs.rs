@@ -149,6 +149,39 @@ pub struct GatewaySpec<'a> {
     pub range: (u16, u16),
     pub api_port: u16,
     pub cpus: Option<&'a [usize]>,
+    /// More `KEY=VALUE` settings, after the bench's own.
+    pub extra: Vec<String>,
+    /// More environment for the daemon.
+    pub env: Vec<(&'static str, String)>,
+    /// The daemon's open-files limit (soft and hard).
+    pub nofile: Option<u64>,
+    /// Where the daemon's log goes (default: nowhere).
+    pub log: Option<PathBuf>,
+    /// A command the daemon runs under, given the prepared database: the
+    /// program and its arguments before `vdi-gateway` (e.g. `unshare
+    /// --mount …`), and the database path the daemon is to use.
+    #[allow(clippy::type_complexity)]
+    pub wrap: Option<Box<dyn Fn(&Path) -> (Vec<String>, PathBuf) + 'a>>,
+}
+
+impl<'a> GatewaySpec<'a> {
+    pub fn new(bin: &'a Path, dir: &'a Path, name: &'a str, ip: IpAddr, api_port: u16) -> Self {
+        GatewaySpec {
+            bin,
+            dir,
+            name,
+            relay: "splice",
+            ip,
+            range: (20_000, 29_999),
+            api_port,
+            cpus: None,
+            extra: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+            log: None,
+            wrap: None,
+        }
+    }
 }
 
 pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
@@ -191,11 +224,24 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
         "tunnel_ttl_secs=3600",
         "ha_managed=false",
     ])?;
+    if !spec.extra.is_empty() {
+        let extra: Vec<&str> = spec.extra.iter().map(String::as_str).collect();
+        run(&[&["settings", "set"], &extra[..]].concat())?;
+    }
     let doc: serde_json::Value = serde_json::from_str(&run(&["settings", "show", "--reveal"])?)?;
-    let mut cmd = Command::new(bin);
+    let (mut cmd, db_arg) = match &spec.wrap {
+        Some(wrap) => {
+            let (w, db_arg) = wrap(&db);
+            let mut c = Command::new(&w[0]);
+            c.args(&w[1..]).arg(bin);
+            (c, db_arg)
+        }
+        None => (Command::new(bin), db.clone()),
+    };
     cmd.arg("--db")
-        .arg(&db)
+        .arg(&db_arg)
         .arg("serve")
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("VDI_GATEWAY_RELAY", spec.relay)
         .env("VDI_GATEWAY_LOG", "warn")
         .env(
@@ -203,8 +249,26 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
             std::env::var("VDI_GATEWAY_WORKERS").unwrap_or_default(),
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(match &spec.log {
+            Some(p) => Stdio::from(std::fs::File::create(p)?),
+            None => Stdio::null(),
+        });
     pin(&mut cmd, spec.cpus);
+    if let Some(n) = spec.nofile {
+        // Safety: setrlimit is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let gw = Gateway {
         proc: Proc(cmd.spawn()?),
         ip: g,

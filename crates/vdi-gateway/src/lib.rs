@@ -10,6 +10,7 @@
 // The layers (docs/ARCHITECTURE.md): store, paths, tls, ha, units, metrics ->
 // relay (splice) -> tunnel -> gateway -> conn -> api, service -> server.
 // No module imports from a layer above its own.
+mod accept;
 mod api;
 #[cfg(feature = "daemon")]
 pub mod cli;

@@ -248,24 +248,45 @@ pub fn splice_enabled() -> bool {
 
 /// [`relay`] for two TCP sockets: through splice(2) on Linux (zero copy, no
 /// user-space buffers, nothing held by an idle stream), else the copy loop.
+///
+/// A stream that ends in an I/O error (a reset, a vanished peer) is aborted
+/// on both sockets (RST, not FIN): the other end must not take an aborted
+/// stream for a complete one.
 pub async fn relay_tcp(
     client: TcpStream,
     target: TcpStream,
     counters: &Counters,
     start: Start,
 ) -> Result<(), RelayError> {
+    let (mut client, mut target) = (client, target);
+    let r = relay_tcp_inner(&mut client, &mut target, counters, start).await;
+    if matches!(r, Err(RelayError::Io(_))) {
+        for s in [&client, &target] {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+    r
+}
+
+async fn relay_tcp_inner(
+    client: &mut TcpStream,
+    target: &mut TcpStream,
+    counters: &Counters,
+    start: Start,
+) -> Result<(), RelayError> {
     #[cfg(target_os = "linux")]
     if splice_enabled() {
+        let (client, target): (&TcpStream, &TcpStream) = (client, target);
         let upstream = async {
             let first = match start {
-                Start::Sniff(s) => sniff_stream(&mut SharedRead(&client), s, counters).await?,
+                Start::Sniff(s) => sniff_stream(&mut SharedRead(client), s, counters).await?,
                 Start::Known(first) => first,
             };
-            crate::splice::copy(&client, &target, &first, counters, Direction::ToTarget).await?;
+            crate::splice::copy(client, target, &first, counters, Direction::ToTarget).await?;
             Ok::<_, RelayError>(())
         };
         let downstream = async {
-            crate::splice::copy(&target, &client, &[], counters, Direction::ToClient).await?;
+            crate::splice::copy(target, client, &[], counters, Direction::ToClient).await?;
             Ok::<_, RelayError>(())
         };
         tokio::try_join!(upstream, downstream)?;
@@ -336,15 +357,38 @@ where
     }
 }
 
+/// How long a peer that vanished (powered off, cable cut, a firewall now
+/// dropping its packets) holds a stream: `VDI_GATEWAY_PEER_TIMEOUT_SECS`,
+/// default 120, read once.
+pub fn peer_timeout() -> Duration {
+    static T: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let secs = std::env::var("VDI_GATEWAY_PEER_TIMEOUT_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| (2..=86_400).contains(s))
+            .unwrap_or(120);
+        Duration::from_secs(secs)
+    })
+}
+
 /// Socket options for every relayed TCP connection: no Nagle delay for
-/// interactive desktop traffic, keepalive to notice vanished peers.
+/// interactive desktop traffic; a vanished peer is noticed within
+/// [`peer_timeout`] both when the stream is idle (keepalive: probes after
+/// half of it, six more over the other half) and when data waits for an
+/// acknowledgement that never comes (`TCP_USER_TIMEOUT`; without it the
+/// kernel retransmits for about 15 minutes).
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
+    let t = peer_timeout();
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10))
+        .with_time(t / 2)
+        .with_interval((t / 12).max(Duration::from_secs(1)))
         .with_retries(6);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    let sock = socket2::SockRef::from(stream);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+    #[cfg(target_os = "linux")]
+    let _ = sock.set_tcp_user_timeout(Some(t));
 }
 
 /// Connects to a target with a time limit, tuned for relaying.

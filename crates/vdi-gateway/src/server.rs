@@ -117,16 +117,17 @@ async fn accept_loop(
     listener: TcpListener,
     token: CancellationToken,
 ) {
+    let mut backoff = crate::accept::Backoff::default();
     loop {
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => return,
             a = listener.accept() => match a {
-                Ok(a) => a,
+                Ok(a) => { backoff.ok(); a }
                 Err(e) => {
-                    tracing::warn!(?kind, %addr, error = %e, "accept failed");
+                    let pause = backoff.failed(&format_args!("{kind:?} {addr}"), &e);
                     tokio::select! {
                         _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = tokio::time::sleep(pause) => continue,
                     }
                 }
             },

@@ -45,6 +45,41 @@ pub enum StoreError {
     Rejected(SettingsError),
 }
 
+/// Why the disk refused a write, where it did (the API says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// No space left (`SQLITE_FULL`, ENOSPC, EDQUOT).
+    Full,
+    /// The file system is read-only or the file cannot be written.
+    ReadOnly,
+}
+
+impl StoreError {
+    /// Whether this is the disk refusing, not the database's content.
+    pub fn storage(&self) -> Option<Storage> {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => match e.code {
+                C::DiskFull => Some(Storage::Full),
+                C::ReadOnly | C::CannotOpen | C::PermissionDenied => Some(Storage::ReadOnly),
+                C::SystemIoFailure => Some(Storage::ReadOnly),
+                _ => None,
+            },
+            StoreError::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => Some(Storage::Full),
+                Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                    Some(Storage::ReadOnly)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     path: PathBuf,

@@ -668,19 +668,22 @@ async fn accept_loop(
     listener: TcpListener,
     settings: watch::Receiver<Arc<Settings>>,
 ) {
+    let mut backoff = crate::accept::Backoff::default();
     loop {
         let accepted = tokio::select! {
             _ = t.token.cancelled() => return,
             a = listener.accept() => a,
         };
         let (sock, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.ok();
+                a
+            }
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                let pause = backoff.failed(&format_args!("tunnel {}", t.id), &e);
                 tokio::select! {
                     _ = t.token.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = tokio::time::sleep(pause) => continue,
                 }
             }
         };

@@ -673,3 +673,41 @@ async fn get_connections_is_the_typed_document() {
     let _: vdi_wire::Connections = serde_json::from_value(served).unwrap();
     g.stop().await;
 }
+
+/// A desktop that aborts its stream (RST) is passed on as an abort, not a
+/// clean end: a client must not take a cut-off stream for a complete one.
+/// (A desktop that closes normally is passed on as EOF: the half-close test.)
+#[tokio::test]
+async fn a_desktop_reset_reaches_the_client_as_a_reset() {
+    for relay_bytes in [1usize, 300 * 1024] {
+        let g = start(json!({})).await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = l.local_addr().unwrap();
+        let desk = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; relay_bytes];
+            s.read_exact(&mut buf).await.unwrap();
+            socket2::SockRef::from(&s)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .unwrap();
+        });
+        let (st, opened) = g.open(target, None).await;
+        assert_eq!(st, 200, "{opened}");
+        let mut c = TcpStream::connect(tunnel_addr(&g, &opened)).await.unwrap();
+        c.write_all(&random_bytes(relay_bytes)).await.unwrap();
+        desk.await.unwrap();
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("the client hears of the reset");
+        let e = r.expect_err("a reset, not EOF");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        g.wait_for("the stream gone", |c| {
+            c["tunnels"][0]["streams"]
+                .as_array()
+                .is_some_and(|s| s.is_empty())
+        })
+        .await;
+        g.stop().await;
+    }
+}

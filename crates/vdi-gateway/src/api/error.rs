@@ -40,6 +40,10 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
+    StorageFull(String),
+    #[error("{0}")]
+    StorageUnavailable(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -65,6 +69,8 @@ impl ApiError {
             ClientMismatch(_) => (StatusCode::FORBIDDEN, "client_mismatch"),
             MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -157,7 +163,17 @@ impl From<crate::gateway::ChangeError> for ApiError {
             ChangeError::Store(StoreError::Rejected(s)) => {
                 ApiError::InvalidSettings(s.field_errors())
             }
-            ChangeError::Store(other) => ApiError::Internal(other.to_string()),
+            // The disk refused the write: nothing changed (SQLite's
+            // transaction), and the admin is told what to fix.
+            ChangeError::Store(other) => match other.storage() {
+                Some(crate::store::Storage::Full) => ApiError::StorageFull(format!(
+                    "{other}; nothing was changed (free space on that file system)"
+                )),
+                Some(crate::store::Storage::ReadOnly) => ApiError::StorageUnavailable(format!(
+                    "{other}; nothing was changed (the file system is read-only or the file cannot be written)"
+                )),
+                None => ApiError::Internal(other.to_string()),
+            },
         }
     }
 }

@@ -439,7 +439,9 @@ async fn get_settings(State(gw): State<Shared>) -> Json<Settings> {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Wrong key role, or a host-local field (`host_local_field`)"),
         (status = 413, body = ErrorBody, description = "Body over 64 KiB"),
         (status = 409, body = ErrorBody, description = "Valid, but cannot be applied (e.g. the new API port is taken)"),
-        (status = 422, body = ErrorBody, description = "Invalid; `fields` names each problem")))]
+        (status = 422, body = ErrorBody, description = "Invalid; `fields` names each problem"),
+        (status = 503, body = ErrorBody, description = "The database's file system is read-only (`storage_unavailable`); nothing changed"),
+        (status = 507, body = ErrorBody, description = "The database's disk is full (`storage_full`); nothing changed")))]
 async fn change_settings(
     State(gw): State<Shared>,
     body: Body,

@@ -44,6 +44,8 @@ fn every_error_has_the_one_shape() {
         ApiError::NoFreePort("p".into()),
         ApiError::StreamLimit("s".into()),
         ApiError::MethodNotAllowed("m".into()),
+        ApiError::StorageFull("f".into()),
+        ApiError::StorageUnavailable("u".into()),
         ApiError::Internal("i".into()),
     ];
     let shapes: Vec<(u16, Value)> = errors

@@ -178,3 +178,32 @@ fn random_keys_are_base64_and_valid() {
     assert_eq!(s.api_key.expose().len(), 24);
     assert_ne!(s.api_key, s.cli_key);
 }
+
+/// The disk refusing a write is told apart from a broken database: the API
+/// answers 507 or 503 for it (the fault harness drives a real full and a
+/// real read-only tmpfs, `vdi-bench --steps faults`).
+#[test]
+fn storage_failures_are_classified() {
+    let path = std::path::PathBuf::from("/x/settings.db");
+    let io = |errno| StoreError::Io {
+        path: path.clone(),
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    let sql = |code| StoreError::Sqlite {
+        path: path.clone(),
+        source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+    };
+    assert_eq!(io(libc::ENOSPC).storage(), Some(Storage::Full));
+    assert_eq!(io(libc::EROFS).storage(), Some(Storage::ReadOnly));
+    assert_eq!(io(libc::ENOENT).storage(), None);
+    assert_eq!(
+        sql(rusqlite::ffi::SQLITE_FULL).storage(),
+        Some(Storage::Full)
+    );
+    assert_eq!(
+        sql(rusqlite::ffi::SQLITE_READONLY).storage(),
+        Some(Storage::ReadOnly)
+    );
+    assert_eq!(sql(rusqlite::ffi::SQLITE_CORRUPT).storage(), None);
+    assert_eq!(StoreError::Conflict.storage(), None);
+}
