@@ -95,7 +95,7 @@ pub async fn deploy(
     channel: Channel<DeployProgress>,
 ) -> Res<DeployReport> {
     let progress = |p| drop(channel.send(p));
-    Ok(console.deploy(id, None, force, progress).await?)
+    Ok(console.deploy(id, None, force, None, progress).await?)
 }
 
 #[tauri::command]

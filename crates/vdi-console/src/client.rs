@@ -9,6 +9,13 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 use vdi_wire::*;
 
+/// The most bytes of one API answer the console reads. The largest real
+/// answer is `get_connections` of a busy gateway: about 200 bytes a stream,
+/// so 8 MiB hold some 40 000 streams (the default limits allow 6 400 per
+/// 100 ports). A gateway sending more is refused ([`Error::TooLarge`]),
+/// read no further.
+pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct GatewayClient {
     base: String,
@@ -62,9 +69,23 @@ impl GatewayClient {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let mut resp = req.send().await.map_err(|e| self.transport(e))?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        let too_large = || Error::TooLarge {
+            what: format!("the answer of {}{path}", self.base),
+            limit: MAX_ANSWER,
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(too_large());
+        }
+        // Chunk by chunk: a body without a length (chunked) is bounded too.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(e))? {
+            if bytes.len() + chunk.len() > MAX_ANSWER {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()));
         }

@@ -6,6 +6,12 @@
 //! by version: that is what a rollback installs. A host whose installed
 //! version has no package there (installed by hand) is upgraded only with
 //! `force`, because it could not be rolled back.
+//!
+//! What is installed is what the admin chose: the caller checks the
+//! package's SHA-256 locally ([`crate::Console::deploy`]: the bundled
+//! package, or one confirmed by its hash), and the copy on the host is
+//! hashed there (`sha256sum`) right after the upload, before anything reads
+//! it; a different hash removes it and installs nothing.
 
 use crate::error::Error;
 use crate::services;
@@ -25,6 +31,32 @@ fn fail(what: &str, out: &crate::ssh::Output) -> SshError {
         out.stdout_text().trim(),
         out.stderr_text().trim()
     ))
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex (as `sha256sum` prints it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The SHA-256 that `sha256sum` on the host reports for `file`.
+async fn remote_sha256(s: &Session, file: &str) -> Result<String, SshError> {
+    let out = s
+        .exec(
+            &format!("LC_ALL=C sha256sum -b -- {}", shell_quote(file)),
+            Duration::from_secs(120),
+        )
+        .await?;
+    let text = out.stdout_text();
+    match text.split_whitespace().next() {
+        Some(h) if out.success() && h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(h.to_ascii_lowercase())
+        }
+        _ => Err(fail("sha256sum on the host failed", &out)),
+    }
 }
 
 /// The installed version, if any.
@@ -105,7 +137,8 @@ async fn install_and_check(
     Ok(Ok(()))
 }
 
-/// Deploys the package `deb` (its bytes) to the host of session `s`.
+/// Deploys the package `deb` (its bytes, whose SHA-256 the caller checked)
+/// to the host of session `s`.
 pub async fn deploy(
     s: &Session,
     gateway: i64,
@@ -153,6 +186,27 @@ pub async fn deploy(
         .await?;
     if !out.success() {
         return Err(fail("upload failed", &out).into());
+    }
+    // The host's copy is what was sent, or nothing goes further.
+    let sha256 = sha256_hex(deb);
+    step(
+        "verify",
+        format!("sha256sum on the host: expecting {sha256}"),
+        None,
+    );
+    let found = remote_sha256(s, &upload).await?;
+    if found != sha256 {
+        let _ = s
+            .exec(
+                &format!("rm -f {}", shell_quote(&upload)),
+                Duration::from_secs(20),
+            )
+            .await;
+        return Err(Error::PackageMismatch {
+            host: s.target().host.clone(),
+            expected: sha256,
+            found,
+        });
     }
     let fields = s
         .exec(
@@ -209,6 +263,7 @@ pub async fn deploy(
         outcome: DeployOutcome::Failed,
         message: String::new(),
         log: vec![],
+        sha256,
     };
     if before.as_deref() == Some(wanted.as_str()) {
         report.outcome = DeployOutcome::Unchanged;
@@ -284,6 +339,14 @@ pub async fn deploy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_as_sha256sum_prints_them() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn versions_in_file_names() {

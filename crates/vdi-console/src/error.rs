@@ -20,6 +20,10 @@ pub enum Error {
     Api(u16, ErrorBody),
     #[error("unexpected answer from the gateway: {0}")]
     Decode(String),
+    /// More than the console reads from a gateway's API
+    /// ([`crate::client::MAX_ANSWER`]).
+    #[error("{what} is larger than {} MiB; the console stopped reading it", limit / (1024 * 1024))]
+    TooLarge { what: String, limit: usize },
     #[error("inventory database: {0}")]
     Inventory(#[from] rusqlite::Error),
     /// The console's data directory cannot be created or written.
@@ -41,6 +45,25 @@ pub enum Error {
         "this console has no bundled gateway package (install the console's .deb, set VDI_GATEWAY_DEB, or give the package's path)"
     )]
     NoPackage,
+    /// A package that is neither the bundled one nor confirmed by its hash.
+    #[error(
+        "{package} is not the package this console bundles; its SHA-256 is {sha256}{}. Compare it with the build's own checksum, then deploy it confirming that hash (CLI: --sha256 {sha256})",
+        if let Some(g) = .given { format!(" (not {g}, the one given)") } else { String::new() }
+    )]
+    PackageUnconfirmed {
+        package: String,
+        sha256: String,
+        given: Option<String>,
+    },
+    /// The copy on the host does not hash to what was sent: not installed.
+    #[error(
+        "the package on {host} has SHA-256 {found}, not {expected} as sent; it was removed and nothing was installed"
+    )]
+    PackageMismatch {
+        host: String,
+        expected: String,
+        found: String,
+    },
     #[error("audit log: {0}")]
     Audit(String),
     /// Host-local settings over SSH (refused by the host's CLI, not applied, …).
@@ -80,6 +103,7 @@ impl Error {
             Error::MissingKey(_) => "missing_key",
             Error::Api(_, body) => &body.code,
             Error::Decode(_) => "bad_answer",
+            Error::TooLarge { .. } => "too_large",
             Error::Inventory(_) => "inventory",
             Error::DataDir(_) => "data_dir",
             Error::Secrets(_) => "secrets",
@@ -88,6 +112,8 @@ impl Error {
             Error::HostKeys(_) => "known_hosts",
             Error::ActionFailed(_) => "action_failed",
             Error::NoPackage => "no_package",
+            Error::PackageUnconfirmed { .. } => "package_unconfirmed",
+            Error::PackageMismatch { .. } => "package_mismatch",
             Error::Audit(_) => "audit",
             Error::HostSettings(e) => e.code(),
             Error::Partial { .. } => "partially_applied",

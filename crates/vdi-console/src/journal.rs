@@ -44,6 +44,21 @@ fn valid_time(v: &str) -> bool {
 pub const MAX_LINES: u32 = 100_000;
 pub const MAX_EARLIER: u32 = 10_000;
 
+/// The longest journal line (one entry as JSON) the console reads. Without
+/// `--all`, journalctl prints a field over 4096 bytes as `null`, so a real
+/// entry with our few fields stays well below (4096 bytes escaped at most
+/// six times, plus the cursor and timestamps); longer is not journalctl.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The most bytes one read (no follow) takes in: [`MAX_EARLIER`] entries
+/// are a few MiB in practice.
+pub const MAX_READ: usize = 64 * 1024 * 1024;
+
+/// A line longer than [`MAX_LINE`] (or an unfinished one grown past it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a journal line longer than {} KiB: not journalctl's output; the console stopped reading", MAX_LINE / 1024)]
+pub struct LineTooLong;
+
 impl Query {
     /// The query of a view's request: a known unit, at most [`MAX_LINES`],
     /// blank times left out, checked.
@@ -145,17 +160,21 @@ pub fn parse_line(line: &str) -> Result<JournalEntry, String> {
     })
 }
 
-/// Splits a byte stream into lines; keeps the unfinished tail.
+/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes; keeps the
+/// unfinished tail (bounded too).
 #[derive(Default)]
 pub struct Lines {
     tail: Vec<u8>,
 }
 
 impl Lines {
-    pub fn push(&mut self, data: &[u8], mut each: impl FnMut(&str)) {
+    pub fn push(&mut self, data: &[u8], mut each: impl FnMut(&str)) -> Result<(), LineTooLong> {
         self.tail.extend_from_slice(data);
         let mut start = 0;
         while let Some(pos) = self.tail[start..].iter().position(|b| *b == b'\n') {
+            if pos > MAX_LINE {
+                return Err(LineTooLong);
+            }
             let line = String::from_utf8_lossy(&self.tail[start..start + pos]);
             if !line.trim().is_empty() {
                 each(&line);
@@ -163,6 +182,10 @@ impl Lines {
             start += pos + 1;
         }
         self.tail.drain(..start);
+        if self.tail.len() > MAX_LINE {
+            return Err(LineTooLong);
+        }
+        Ok(())
     }
 }
 
@@ -184,13 +207,28 @@ pub async fn read(
         ),
         None => q.command(false),
     };
-    let out = s.exec(&cmd, Duration::from_secs(30)).await?;
+    let out = s
+        .exec_bounded(&cmd, Duration::from_secs(30), MAX_READ)
+        .await?;
     if !out.success() {
         return Err(SshError::Protocol(format!("journalctl: {}", out.stderr_text().trim())).into());
     }
     let mut entries = Vec::new();
-    for line in out.stdout_text().lines().filter(|l| !l.trim().is_empty()) {
-        entries.push(parse_line(line).map_err(SshError::Protocol)?);
+    let mut bad: Option<String> = None;
+    let mut each = |l: &str| match parse_line(l) {
+        Ok(e) => entries.push(e),
+        Err(e) => {
+            bad.get_or_insert(e);
+        }
+    };
+    // Line by line, each bounded; the last may lack its line end.
+    let mut lines = Lines::default();
+    lines
+        .push(&out.stdout, &mut each)
+        .and_then(|()| lines.push(b"\n", &mut each))
+        .map_err(|e| SshError::Protocol(e.to_string()))?;
+    if let Some(e) = bad {
+        return Err(SshError::Protocol(e).into());
     }
     if before_cursor.is_some() {
         entries.retain(|e| Some(e.cursor.as_str()) != before_cursor);
@@ -264,10 +302,14 @@ pub async fn follow<C, Fut>(
                 m = tokio::time::timeout(Duration::from_millis(50), ch.wait()) => m,
             };
             match msg {
-                Ok(Some(ChannelMsg::Data { data })) => lines.push(&data, |l| match parse_line(l) {
-                    Ok(e) => batch.push(e),
-                    Err(e) => bad = Some(e),
-                }),
+                Ok(Some(ChannelMsg::Data { data })) => {
+                    if let Err(e) = lines.push(&data, |l| match parse_line(l) {
+                        Ok(e) => batch.push(e),
+                        Err(e) => bad = Some(e),
+                    }) {
+                        bad = Some(e.to_string());
+                    }
+                }
                 Ok(Some(ChannelMsg::ExitStatus { exit_status })) => {
                     break format!("journalctl ended with status {exit_status}");
                 }
@@ -394,11 +436,41 @@ mod tests {
     fn splits_lines_across_chunks() {
         let mut l = Lines::default();
         let mut got = vec![];
-        l.push(b"one\ntw", |s| got.push(s.to_string()));
-        l.push(b"o\n\nthree", |s| got.push(s.to_string()));
+        l.push(b"one\ntw", |s| got.push(s.to_string())).unwrap();
+        l.push(b"o\n\nthree", |s| got.push(s.to_string())).unwrap();
         assert_eq!(got, ["one", "two"]);
-        l.push(b"\n", |s| got.push(s.to_string()));
+        l.push(b"\n", |s| got.push(s.to_string())).unwrap();
         assert_eq!(got, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut got = 0;
+        let mut l = Lines::default();
+        let line = vec![b'x'; MAX_LINE];
+        l.push(&line, |_| got += 1).unwrap();
+        l.push(b"\n", |_| got += 1).unwrap();
+        assert_eq!(got, 1, "a line of exactly MAX_LINE bytes is read");
+        // One byte more, in one piece or trickled without a line end.
+        let mut l = Lines::default();
+        let long = [vec![b'x'; MAX_LINE + 1], b"\n".to_vec()].concat();
+        assert_eq!(l.push(&long, |_| got += 1), Err(LineTooLong));
+        let mut l = Lines::default();
+        let mut r = Ok(());
+        for _ in 0..=MAX_LINE / 4096 {
+            r = l.push(&[b'y'; 4096], |_| got += 1);
+            if r.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            r,
+            Err(LineTooLong),
+            "an endless line is refused, not buffered"
+        );
+        assert!(l.tail.len() <= MAX_LINE + 4096);
+        assert_eq!(got, 1);
+        assert!(LineTooLong.to_string().contains("64 KiB"));
     }
 
     #[test]

@@ -172,8 +172,10 @@ impl Console {
     }
 
     fn store_secrets(&self, id: i64, d: &GatewayDraft) -> Result<()> {
-        // The entry (URL) or its keys change: its client is built again.
+        // The entry (URL, SSH login) or its keys change: its client and its
+        // SSH session are made again.
         self.clients.lock().unwrap().remove(&id);
+        self.ssh_pool.forget(id);
         for (kind, value) in [
             (Kind::ApiKey, &d.api_key),
             (Kind::CliKey, &d.cli_key),
@@ -207,6 +209,8 @@ impl Console {
         let r = (|| {
             self.inventory.lock().unwrap().remove(id)?;
             self.clients.lock().unwrap().remove(&id);
+            // SQLite may give the id to the next entry: never its session.
+            self.ssh_pool.forget(id);
             self.secrets.forget(id)
         })();
         let v = remote::verdict(&r, |_| (true, "removed with its secrets".into()));

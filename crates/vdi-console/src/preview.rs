@@ -9,6 +9,15 @@ use vdi_wire::console::ConfigPreview;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// The most a configuration file (and the rendering, and the tool's check
+/// output) may hold: HAProxy's and Keepalived's files are kilobytes; this
+/// also bounds the diff's work.
+pub const MAX_FILE: usize = 4 * 1024 * 1024;
+
+/// How long the diff may search for the shortest edit script before it
+/// settles for a longer one (a pathological file costs no more).
+const DIFF_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The two files the console previews.
 pub const FILES: [&str; 2] = ["haproxy", "keepalived"];
 
@@ -40,7 +49,9 @@ pub fn diff(path: &str, rendered: &str, on_host: &str) -> String {
     if rendered == on_host {
         return String::new();
     }
-    similar::TextDiff::from_lines(rendered, on_host)
+    similar::TextDiff::configure()
+        .timeout(DIFF_DEADLINE)
+        .diff_lines(rendered, on_host)
         .unified_diff()
         .context_radius(3)
         .header(
@@ -61,7 +72,10 @@ fn check_command(which: &str, path: &str) -> String {
 /// Where the gateway on the host keeps the file, and whether it manages it
 /// (`ha_managed`), from `vdi-gateway settings show` (the settings document).
 async fn path_of(s: &Session, which: &str) -> (String, bool) {
-    let doc = match s.exec("vdi-gateway settings show", LIMIT).await {
+    let doc = match s
+        .exec_bounded("vdi-gateway settings show", LIMIT, MAX_FILE)
+        .await
+    {
         Ok(out) if out.success() => serde_json::from_slice::<Settings>(&out.stdout).ok(),
         _ => None,
     };
@@ -73,7 +87,7 @@ async fn path_of(s: &Session, which: &str) -> (String, bool) {
 pub async fn preview(s: &Session, which: &'static str) -> Result<ConfigPreview, SshError> {
     let (path, managed) = path_of(s, which).await;
     let file = s
-        .exec(&format!("cat {}", shell_quote(&path)), LIMIT)
+        .exec_bounded(&format!("cat {}", shell_quote(&path)), LIMIT, MAX_FILE)
         .await?;
     let (on_host, read_error) = if file.success() {
         (Some(file.stdout_text()), None)
@@ -81,14 +95,16 @@ pub async fn preview(s: &Session, which: &'static str) -> Result<ConfigPreview, 
         (None, Some(file.stderr_text().trim().to_string()))
     };
     let render = s
-        .exec(&format!("vdi-gateway render {which}"), LIMIT)
+        .exec_bounded(&format!("vdi-gateway render {which}"), LIMIT, MAX_FILE)
         .await?;
     let (rendered, render_error) = if render.success() {
         (Some(render.stdout_text()), None)
     } else {
         (None, Some(render.stderr_text().trim().to_string()))
     };
-    let check = s.exec(&check_command(which, &path), LIMIT).await?;
+    let check = s
+        .exec_bounded(&check_command(which, &path), LIMIT, MAX_FILE)
+        .await?;
     let d = match (&rendered, &on_host) {
         (Some(r), Some(h)) => diff(&path, r, h),
         _ => String::new(),

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::host_local::{self, HostSetError};
 use crate::secrets::Kind;
-use crate::ssh::{Credentials, Session, Target, config};
+use crate::ssh::{Credentials, Jump, Session, Target, config};
 use crate::{Console, audit, deploy, journal, preview, services, watch};
 use serde::Serialize;
 use std::path::Path;
@@ -44,7 +44,9 @@ pub fn unit(name: &str) -> Result<&'static str> {
 impl Console {
     /// Where and how to log in to gateway `g`: the inventory entry, with the
     /// user's `~/.ssh/config` filling what the entry leaves at its default
-    /// (port 22, user root, no key path, no jump host).
+    /// (port 22, user root, no key path, no jump host). A jump host logs in
+    /// with its own credentials ([`Console::jump_credentials`]), never the
+    /// gateway's.
     pub fn ssh_target(&self, g: &GatewayEntry) -> Result<(Target, Credentials)> {
         let alias = g.ssh_host.clone().ok_or_else(|| {
             Error::invalid(
@@ -64,23 +66,43 @@ impl Console {
             };
             (target, c)
         };
-        let (mut target, cfg) = resolve(
-            &alias,
-            (g.ssh_user != "root").then(|| g.ssh_user.clone()),
-            (g.ssh_port != 22).then_some(g.ssh_port),
-        );
+        let entry_user = |e: &GatewayEntry| (e.ssh_user != "root").then(|| e.ssh_user.clone());
+        let entry_port = |e: &GatewayEntry| (e.ssh_port != 22).then_some(e.ssh_port);
+        let (mut target, cfg) = resolve(&alias, entry_user(g), entry_port(g));
         if let Some(spec) = g.ssh_jump.clone().or(cfg.proxy_jump.clone()) {
             let (user, host, port) = config::parse_jump(&spec).ok_or_else(|| {
                 Error::invalid("ssh_jump", format!("cannot read jump host {spec:?}"))
             })?;
-            let (jump, _) = resolve(&host, user, port);
-            target.jump = Some(Box::new(jump));
+            let own = self.jump_entry(g.id, &host)?;
+            let (jump, jump_cfg) = resolve(
+                &host,
+                user.or(own.as_ref().and_then(entry_user)),
+                port.or(own.as_ref().and_then(entry_port)),
+            );
+            let creds = self.jump_credentials(own.as_ref(), &jump_cfg, &home)?;
+            target.jump = Some(Box::new(Jump {
+                target: jump,
+                creds,
+            }));
         }
+        let creds = self.credentials(g, &cfg, &home, "SSH password")?;
+        Ok((target, creds))
+    }
+
+    /// How gateway entry `e` logs in (its passphrase or password from its
+    /// own secret).
+    fn credentials(
+        &self,
+        e: &GatewayEntry,
+        cfg: &config::HostConfig,
+        home: &Path,
+        missing: &'static str,
+    ) -> Result<Credentials> {
         let secret = self
             .secrets
-            .get(g.id, Kind::SshPassword)?
+            .get(e.id, Kind::SshPassword)?
             .map(|s| s.expose().to_string());
-        let creds = match &g.ssh_auth {
+        Ok(match &e.ssh_auth {
             SshAuth::Agent => Credentials::Agent,
             SshAuth::KeyFile { path } => Credentials::KeyFile {
                 path: match path.strip_prefix("~/") {
@@ -90,11 +112,42 @@ impl Console {
                 },
                 passphrase: secret,
             },
-            SshAuth::Password => {
-                Credentials::Password(secret.ok_or(Error::MissingKey("SSH password"))?)
-            }
-        };
-        Ok((target, creds))
+            SshAuth::Password => Credentials::Password(secret.ok_or(Error::MissingKey(missing))?),
+        })
+    }
+
+    /// The inventory entry of jump host `alias`, if the fleet has one (another
+    /// gateway whose name or SSH host it is; by name first, then the oldest).
+    fn jump_entry(&self, of: i64, alias: &str) -> Result<Option<GatewayEntry>> {
+        let all = self.inventory.lock().unwrap().list()?;
+        let others = || all.iter().filter(|e| e.id != of);
+        let by_name = others().find(|e| e.name == alias);
+        let by_host = others()
+            .filter(|e| e.ssh_host.as_deref() == Some(alias))
+            .min_by_key(|e| e.id);
+        Ok(by_name.or(by_host).cloned())
+    }
+
+    /// A jump host's own login: its inventory entry's (method, key,
+    /// password or passphrase from its own secret), else its `IdentityFile`
+    /// in `~/.ssh/config`, else the ssh-agent. Never the target's password
+    /// or passphrase: a bastion is another machine, with other owners.
+    fn jump_credentials(
+        &self,
+        own: Option<&GatewayEntry>,
+        cfg: &config::HostConfig,
+        home: &Path,
+    ) -> Result<Credentials> {
+        if let Some(e) = own {
+            return self.credentials(e, cfg, home, "SSH password (of the jump host's entry)");
+        }
+        Ok(match &cfg.identity_file {
+            Some(path) => Credentials::KeyFile {
+                path: path.clone(),
+                passphrase: None,
+            },
+            None => Credentials::Agent,
+        })
     }
 
     /// The shared SSH session of gateway `id` (connecting or reconnecting).
@@ -146,8 +199,7 @@ impl Console {
     ) -> Result<()> {
         let g = self.get(id)?;
         let (target, _) = self.ssh_target(&g)?;
-        let ours = std::iter::successors(Some(&target), |t| t.jump.as_deref())
-            .any(|t| t.host == host && t.port == port);
+        let ours = target.hops().any(|t| t.host == host && t.port == port);
         if !ours {
             return Err(Error::invalid(
                 "host",
@@ -426,18 +478,38 @@ impl Console {
 
     /// Installs or upgrades the gateway package `deb` on gateway `id`
     /// (`None`: the one this console bundles, [`crate::bundled_gateway_deb`]).
+    /// Only the bundled package (by its SHA-256), or one whose SHA-256 the
+    /// admin confirmed (`confirmed_sha256`), is sent; the host's copy is
+    /// checked against that hash before `dpkg -i`, and the audit records it.
     pub async fn deploy(
         &self,
         id: i64,
         deb: Option<&Path>,
         force: bool,
+        confirmed_sha256: Option<&str>,
         progress: impl FnMut(DeployProgress),
     ) -> Result<DeployReport> {
         let bundled = crate::bundled_gateway_deb();
         let deb = deb.or(bundled.as_deref()).ok_or(Error::NoPackage)?;
-        let bytes = std::fs::read(deb)
-            .map_err(|e| Error::invalid("package", format!("{}: {e}", deb.display())))?;
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| Error::invalid("package", format!("{}: {e}", p.display())))
+        };
+        let bytes = read(deb)?;
+        let sha256 = deploy::sha256_hex(&bytes);
         let r = async {
+            let is_bundled = match &bundled {
+                Some(b) if b == deb => true,
+                Some(b) => read(b).is_ok_and(|b| deploy::sha256_hex(&b) == sha256),
+                None => false,
+            };
+            let confirmed = confirmed_sha256.map(|h| h.trim().to_ascii_lowercase());
+            if !is_bundled && confirmed.as_deref() != Some(sha256.as_str()) {
+                return Err(Error::PackageUnconfirmed {
+                    package: deb.display().to_string(),
+                    sha256: sha256.clone(),
+                    given: confirmed,
+                });
+            }
             let s = self.ssh(id).await?;
             deploy::deploy(&s, id, &bytes, force, progress).await
         }
@@ -445,7 +517,7 @@ impl Console {
         let params = DeployParams {
             package: deb.display().to_string(),
             force,
-            sha256: None,
+            sha256: Some(sha256),
         };
         let v = verdict(&r, |rep| {
             (

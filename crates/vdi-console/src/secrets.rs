@@ -40,7 +40,10 @@ enum Store {
     /// Plain file, owner-only: only where no keyring exists. `why`: the
     /// keyring probe's failure when the file is a fallback (`None`: chosen
     /// explicitly, as the tests do).
-    File { path: PathBuf, why: Option<String> },
+    File {
+        path: PathBuf,
+        why: Option<String>,
+    },
 }
 
 pub struct Secrets {

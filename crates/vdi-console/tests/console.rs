@@ -174,6 +174,72 @@ fn inventory_changes_are_audited() {
     );
 }
 
+/// A gateway (or something in its place) answering without end: the
+/// console reads at most `client::MAX_ANSWER` bytes, with a declared length
+/// or chunked, and says so (`too_large`); a real gateway's answers pass.
+#[tokio::test]
+async fn oversized_api_answers_are_refused() {
+    use vdi_console::client::MAX_ANSWER;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move {
+        let mut sent = vec![];
+        for chunked in [false, true] {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 4096];
+            let _ = sock.read(&mut req).await.unwrap();
+            let head = if chunked {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    MAX_ANSWER + 1
+                )
+            };
+            sock.write_all(head.as_bytes()).await.unwrap();
+            // Up to twice the limit, then the console must have hung up.
+            let piece = vec![b' '; 64 * 1024];
+            let mut n = 0;
+            while n < 2 * MAX_ANSWER {
+                let w = if chunked {
+                    let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+                    c.extend_from_slice(&piece);
+                    c.extend_from_slice(b"\r\n");
+                    sock.write_all(&c).await
+                } else {
+                    sock.write_all(&piece).await
+                };
+                if w.is_err() {
+                    break;
+                }
+                n += piece.len();
+            }
+            sent.push(n);
+        }
+        sent
+    });
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let mut d = draft("hostile", &format!("http://{addr}"), None);
+    d.api_key = Some("k".into());
+    let id = c.add(&d).unwrap().id;
+    for _ in 0..2 {
+        let e = c.settings(id).await.unwrap_err();
+        assert_eq!(e.code(), "too_large", "{e}");
+        assert!(e.to_string().contains("8 MiB"), "{e}");
+    }
+    let sent = served.await.unwrap();
+    assert!(
+        sent[1] < 2 * MAX_ANSWER,
+        "the console stopped reading a chunked answer: {sent:?}"
+    );
+    // A real gateway's answers are well within.
+    let g = gateway().await;
+    let real = c.add(&draft("real", &g.url, Some(&g))).unwrap().id;
+    c.settings(real).await.unwrap();
+    g.stop.cancel();
+}
+
 #[tokio::test]
 async fn overview_in_parallel_with_dead_and_silent_hosts() {
     let g = gateway().await;

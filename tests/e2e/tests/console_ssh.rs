@@ -450,11 +450,23 @@ fn console_deploys_upgrades_and_rolls_back() {
             .await
             .unwrap();
 
+        // Only the bundled package or one confirmed by its SHA-256 (v2 is
+        // neither): unconfirmed or confirmed with another hash, nothing is sent.
+        let sha = |p: &Path| vdi_console::deploy::sha256_hex(&std::fs::read(p).unwrap());
+        let e = expect_err(c.deploy(g, Some(&v2), false, None, |_| {}).await, "package_unconfirmed");
+        assert!(e.message.contains(&sha(&v2)), "{}", e.message);
+        expect_err(
+            c.deploy(g, Some(&v2), false, Some(&sha(&deb)), |_| {}).await,
+            "package_unconfirmed",
+        );
+        assert_eq!(sh(&bed, "h1", format!("ls -A {} 2>/dev/null | wc -l", vdi_console::deploy::STASH)).await.trim(), "0");
         let mut steps = vec![];
         let r = c
-            .deploy(g, Some(&deb), false, |p| steps.push(p))
+            .deploy(g, Some(&deb), false, Some(&sha(&deb).to_uppercase()), |p| steps.push(p))
             .await
             .unwrap();
+        assert_eq!(r.sha256, sha(&deb));
+        assert!(steps.iter().any(|p| p.step == "verify"), "{steps:?}");
         assert_eq!(
             (r.outcome.as_str(), r.before.as_deref(), r.after.as_deref()),
             ("installed", None, Some("0.1.0")),
@@ -473,18 +485,27 @@ fn console_deploys_upgrades_and_rolls_back() {
             "active"
         );
 
-        let r = c.deploy(g, Some(&v2), false, |_| {}).await.unwrap();
+        // The host's copy hashes otherwise (here a sha256sum that says so):
+        // removed, nothing installed.
+        sh(&bed, "h1", "printf '#!/bin/sh\\necho 0000000000000000000000000000000000000000000000000000000000000000  \"$3\"\\n' > /usr/local/bin/sha256sum && chmod +x /usr/local/bin/sha256sum".into()).await;
+        let e = expect_err(c.deploy(g, Some(&v2), false, Some(&sha(&v2)), |_| {}).await, "package_mismatch");
+        assert!(e.message.contains(&sha(&v2)) && e.message.contains("0000000000"), "{}", e.message);
+        assert_eq!(sh(&bed, "h1", "dpkg-query -W -f='${Version}' vdi-gateway".into()).await, "0.1.0");
+        assert_eq!(sh(&bed, "h1", format!("ls -A {} | grep -c upload || true", vdi_console::deploy::STASH)).await.trim(), "0", "the upload is gone");
+        sh(&bed, "h1", "rm /usr/local/bin/sha256sum".into()).await;
+
+        let r = c.deploy(g, Some(&v2), false, Some(&sha(&v2)), |_| {}).await.unwrap();
         assert_eq!(
             (r.outcome.as_str(), r.after.as_deref()),
             ("upgraded", Some("0.1.0+up1")),
             "{r:?}"
         );
-        let r = c.deploy(g, Some(&v2), false, |_| {}).await.unwrap();
+        let r = c.deploy(g, Some(&v2), false, Some(&sha(&v2)), |_| {}).await.unwrap();
         assert_eq!(r.outcome, DeployOutcome::Unchanged);
 
         let mut steps = vec![];
         let r = c
-            .deploy(g, Some(&bad), false, |p| steps.push(p))
+            .deploy(g, Some(&bad), false, Some(&sha(&bad)), |p| steps.push(p))
             .await
             .unwrap();
         assert_eq!(
@@ -519,7 +540,7 @@ fn console_deploys_upgrades_and_rolls_back() {
         std::fs::write(&junk, b"not a package").unwrap();
         // The file is at fault, not the connection.
         expect_err(
-            c.deploy(g, Some(&junk), false, |_| {}).await,
+            c.deploy(g, Some(&junk), false, Some(&sha(&junk)), |_| {}).await,
             "invalid_input",
         );
         let log = c
@@ -530,8 +551,15 @@ fn console_deploys_upgrades_and_rolls_back() {
             .unwrap();
         assert_eq!(
             log.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
-            ["failed", "failed", "ok", "ok", "ok"]
+            ["failed", "failed", "ok", "ok", "failed", "ok", "failed", "failed"]
         );
+        // Each record names the package's hash.
+        let hashes: Vec<String> = log
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(&r.params).unwrap()["sha256"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(hashes[5], sha(&deb));
+        assert_eq!((hashes[2].as_str(), hashes[7].as_str()), (sha(&v2).as_str(), sha(&v2).as_str()));
     })
     .join()
     .unwrap();
@@ -701,4 +729,192 @@ fn console_sets_host_local_fields_over_ssh() {
     let _ = std::fs::remove_dir_all(
         std::env::temp_dir().join(format!("vdi-chl-{}", std::process::id())),
     );
+}
+
+/// Runs `cmd` (which reloads or restarts sshd) on `host`, then waits until
+/// sshd takes connections again (a reload re-executes it: a moment refused).
+async fn sshd_changed(bed: &Arc<Bed>, host: &'static str, cmd: String) {
+    sh(bed, host, cmd).await;
+    let bed = bed.clone();
+    tokio::task::spawn_blocking(move || {
+        bed.wait("sshd back", Duration::from_secs(10), || {
+            bed.ssh(host, "true").0 == 0
+        })
+    })
+    .await
+    .unwrap();
+}
+
+/// `c.ssh(id)` once sshd takes connections again (a reload or restart
+/// refuses them for a moment).
+async fn settled(c: &Console, id: i64) -> Result<Arc<vdi_console::ssh::Session>, Error> {
+    let t = Instant::now();
+    loop {
+        match c.ssh(id).await {
+            Err(e) if e.code() == "unreachable" && t.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The SSH side under a hostile network or host (issue 13): a host recorded
+/// with one key type that now offers another is refused as CHANGED (not
+/// asked about); the recorded type is asked for first, so a host with
+/// several keys presents the recorded one; RSA never with SHA-1 (user
+/// signatures and host keys); a jump host logs in with its own credentials,
+/// never the target's password; a command printing without end is cut off.
+#[test]
+fn console_ssh_hardened() {
+    if !can_run() {
+        return;
+    }
+    let bed = Arc::new(Bed::up_with("chard", 2, &[]));
+    let (h1, h2) = (bed.ip("h1"), bed.ip("h2"));
+    let client = bed.ip("client");
+    let dir = std::env::temp_dir().join(format!("vdi-chard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // An RSA key of the admin's, accepted by h1.
+    let rsa = dir.join("id_rsa");
+    let k = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "3072", "-N", "", "-f"])
+        .arg(&rsa)
+        .output()
+        .unwrap();
+    assert!(k.status.success(), "{k:?}");
+    let rsa_pub = std::fs::read_to_string(dir.join("id_rsa.pub")).unwrap();
+    bed.sh(
+        "h1",
+        &format!("echo '{}' >> /root/.ssh/authorized_keys", rsa_pub.trim()),
+    );
+    // Both hosts take the same root password (what the target's password would open).
+    for h in ["h1", "h2"] {
+        bed.sh(
+            h,
+            "echo 'root:same-pw-4-both' | chpasswd && printf 'PermitRootLogin yes\\nPasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-password.conf && systemctl reload ssh",
+        );
+        bed.wait("sshd back", Duration::from_secs(10), || {
+            bed.ssh(h, "true").0 == 0
+        });
+    }
+    bed.sh("h2", "test -f /etc/ssh/ssh_host_ecdsa_key.pub");
+    let ecdsa_fp = bed
+        .sh("h2", "ssh-keygen -lf /etc/ssh/ssh_host_ecdsa_key.pub")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let key = bed.key();
+    let data = dir.join("console");
+    // No agent: a jump host without credentials of its own has none.
+    unsafe { std::env::remove_var("SSH_AUTH_SOCK") };
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap();
+        let g2 = c.add(&draft("h2", &h2.to_string(), &key)).unwrap().id;
+        let h2s = h2.to_string();
+        c.trust_host_key(g2, &h2s, 22, &bed.host_fingerprint("h2")).await.unwrap();
+        c.ssh(g2).await.unwrap();
+
+        // h2 now offers only its ECDSA key, as a man in the middle with a key
+        // of his own would: CHANGED, refused, not a Trust prompt.
+        // (the bed's sshd has an Ed25519 and an ECDSA key, both in testbed.conf)
+        sshd_changed(&bed, "h2", "sed -i '/ssh_host_ed25519_key/d' /etc/ssh/sshd_config.d/testbed.conf && systemctl restart ssh".into()).await;
+        c.ssh_disconnect(g2).await;
+        let e = expect_err(c.ssh(g2).await.map(|_| ()), "host_key_changed");
+        let d = e.detail.clone().unwrap();
+        assert_eq!(d.algorithm.as_deref(), Some("ecdsa-sha2-nistp256"), "{}", e.message);
+        assert_eq!(d.fingerprint, ecdsa_fp);
+        assert_eq!(d.expected.as_deref(), Some(bed.host_fingerprint("h2").as_str()));
+        assert!(e.message.contains("ssh-ed25519") && e.message.contains("refuses"), "{}", e.message);
+        // The admin checked it on the host and replaces the record: ECDSA only.
+        c.trust_host_key(g2, &h2s, 22, &ecdsa_fp).await.unwrap();
+        c.ssh(g2).await.unwrap();
+        // h2 offers every key again (Ed25519 first in a default order): the
+        // recorded ECDSA is asked for first, so it is known.
+        sshd_changed(&bed, "h2", "echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >> /etc/ssh/sshd_config.d/testbed.conf && systemctl restart ssh".into()).await;
+        c.ssh_disconnect(g2).await;
+        let s = c.ssh(g2).await.expect("the recorded key type is negotiated");
+        assert_eq!(s.exec("echo ok", Duration::from_secs(10)).await.unwrap().stdout_text(), "ok\n");
+
+        // Output without end (a compromised host): cut off at the limit, a
+        // typed error, and the connection still serves.
+        let t = Instant::now();
+        let e = expect_err(
+            s.exec("head -c 40000000 /dev/zero", Duration::from_secs(60)).await.map_err(Error::from),
+            "too_large",
+        );
+        assert!(e.message.contains("16 MiB") && e.message.contains("`head -c`"), "{}", e.message);
+        eprintln!("40 MB of output refused after {:?}", t.elapsed());
+        assert_eq!(s.exec("echo still", Duration::from_secs(10)).await.unwrap().stdout_text(), "still\n");
+        assert_eq!(
+            s.exec_bounded("head -c 1000 /dev/zero", Duration::from_secs(10), 1000).await.unwrap().stdout.len(),
+            1000,
+            "exactly the limit is read"
+        );
+
+        // RSA user keys: never a SHA-1 signature. h1 takes RSA only as ssh-rsa (SHA-1;
+        // Ed25519 for the bed's own key): refused.
+        let mut d = draft("h1-rsa", &h1.to_string(), &rsa);
+        let g1 = c.add(&d).unwrap().id;
+        let h1s = h1.to_string();
+        c.trust_host_key(g1, &h1s, 22, &bed.host_fingerprint("h1")).await.unwrap();
+        let pubkey_algs = |algs: &'static str| {
+            sh(&bed, "h1", format!("printf 'PubkeyAcceptedAlgorithms {algs}\\n' > /etc/ssh/sshd_config.d/01-pubkey.conf && systemctl reload ssh"))
+        };
+        let since = sh(&bed, "h1", "date +%s".into()).await.trim().to_string();
+        pubkey_algs("ssh-rsa,ssh-ed25519").await;
+        c.ssh_disconnect(g1).await;
+        let e = expect_err(settled(&c, g1).await.map(|_| ()), "ssh_auth");
+        // A console signing with SHA-1 would be let in here. h1 says what it got.
+        let log = sh(&bed, "h1", format!("journalctl -u ssh.service --since=@{since} --no-pager -o cat | grep -E 'signature algorithm|Accepted' || true")).await;
+        assert!(log.contains("signature algorithm rsa-sha2-") && log.contains("not in PubkeyAcceptedAlgorithms"), "{log}\n{}", e.message);
+        assert!(!log.contains("ssh2: RSA"), "the RSA key was not let in (Ed25519: the bed's own logins): {log}");
+        // SHA-2 RSA signatures allowed: taken.
+        pubkey_algs("rsa-sha2-512,rsa-sha2-256,ssh-ed25519").await;
+        let s1 = settled(&c, g1).await.unwrap();
+        assert!(s1.exec("true", Duration::from_secs(10)).await.unwrap().success());
+        sshd_changed(&bed, "h1", "rm /etc/ssh/sshd_config.d/01-pubkey.conf && systemctl reload ssh".into()).await;
+
+        // h2 through h1, logging in to h2 with a password: h1 never gets it.
+        let mut dj = draft("h2-pw-via-h1", &h2s, &key);
+        dj.ssh_auth = Some(SshAuth::Password);
+        dj.ssh_password = Some("same-pw-4-both".into());
+        dj.ssh_jump = Some(format!("root@{h1s}"));
+        c.remove(g1).unwrap();
+        let gj = c.add(&dj).unwrap().id;
+        assert_eq!(gj, g1, "SQLite gives the removed entry's id again: its SSH session must be gone");
+        let since = sh(&bed, "h1", "date +%s".into()).await.trim().to_string();
+        let h1_auth = || {
+            sh(&bed, "h1", format!("journalctl -u ssh.service --since=@{since} --no-pager -o cat | grep -E 'password|publickey' | grep -F ' {client} ' || true"))
+        };
+        // h1 has no entry (nor ~/.ssh/config, nor agent): no credentials for it.
+        let e = expect_err(c.ssh(gj).await.map(|_| ()), "ssh_auth");
+        assert!(e.message.contains(&h1s) && e.message.contains("ssh-agent"), "{}", e.message);
+        // h1 as a gateway of its own (its key): the jump host logs in with that.
+        d.ssh_auth = Some(SshAuth::KeyFile { path: key.display().to_string() });
+        d.name = "h1".into();
+        let gh1 = c.add(&d).unwrap().id;
+        let s = c.ssh(gj).await.unwrap();
+        let from = s.exec("echo $SSH_CONNECTION", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(from.stdout_text().split_whitespace().next(), Some(h1s.as_str()), "h2 is reached through h1");
+        let on_h1 = h1_auth().await;
+        assert!(on_h1.contains("Accepted publickey for root"), "{on_h1}");
+        assert!(!on_h1.contains("password"), "the target's password never reached the jump host:\n{on_h1}");
+        let on_h2 = sh(&bed, "h2", format!("journalctl -u ssh.service --since=@{since} --no-pager -o cat | grep 'Accepted' || true")).await;
+        assert!(on_h2.contains("Accepted password for root"), "{on_h2}");
+        // A host that signs only with ssh-rsa (SHA-1) host keys is not reached.
+        // (last: the bed's own ssh cannot reach a host with only an RSA host key)
+        sh(&bed, "h1", "ssh-keygen -q -t rsa -N '' -f /etc/ssh/ssh_host_rsa_key && printf 'HostKey /etc/ssh/ssh_host_rsa_key\\nHostKeyAlgorithms ssh-rsa\\n' > /etc/ssh/sshd_config.d/00-hostkeyalg.conf && systemctl restart ssh".into()).await;
+        c.ssh_disconnect(gh1).await;
+        let e: vdi_wire::console::ConsoleError = settled(&c, gh1).await.err().expect("refused").into();
+        assert_eq!(e.code, "ssh", "{e:?}");
+        assert!(!e.code.starts_with("host_key"), "no SHA-1 host key is even looked at: {e:?}");
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

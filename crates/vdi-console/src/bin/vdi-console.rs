@@ -96,8 +96,13 @@ enum Command {
     /// Install or upgrade a gateway package on a host (default: the bundled one).
     Deploy {
         id: i64,
+        /// Another package than the bundled one: needs --sha256.
         #[arg(long)]
         package: Option<PathBuf>,
+        /// The SHA-256 of --package, as the admin checked it (refused if the
+        /// file does not hash to it).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
         #[arg(long)]
         force: bool,
     },
@@ -285,9 +290,14 @@ fn main() -> ExitCode {
                     .trust_host_key(id, &host, port, &fingerprint)
                     .await?
             }
-            Command::Deploy { id, package, force } => {
+            Command::Deploy {
+                id,
+                package,
+                sha256,
+                force,
+            } => {
                 let r = console
-                    .deploy(id, package.as_deref(), force, |p| {
+                    .deploy(id, package.as_deref(), force, sha256.as_deref(), |p| {
                         eprintln!("{}: {}", p.step, p.detail)
                     })
                     .await?;

@@ -2,8 +2,14 @@
 //! file. The console's file wins when it has an entry for the host (that is
 //! where an admin's explicit "trust" or "replace" goes); the user's file is
 //! only read, never written.
+//!
+//! A host with a recorded key is known by that key alone: a key that is not
+//! recorded is CHANGED, whatever its type (OpenSSH would ask, "keys of a
+//! different type are already known"; a man in the middle presents a key
+//! of another type precisely to get that question). Only a host with no
+//! recorded key at all is unknown (trust on first use).
 
-use russh::keys::{HashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PublicKey};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,11 +17,13 @@ pub enum Verdict {
     Known,
     /// Never seen: ask the admin (trust on first use).
     Unknown,
-    /// A different key of the same type is recorded: refuse.
+    /// Another key is recorded (of the same type or not): refuse.
     Changed {
         file: PathBuf,
         line: usize,
+        /// The recorded key's fingerprint and type.
         expected: String,
+        expected_algorithm: String,
     },
 }
 
@@ -54,14 +62,49 @@ impl HostKeys {
         )
     }
 
-    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
-        let in_app = check_file(&self.app_file, host, port, key);
-        if in_app != Verdict::Unknown {
+    /// The keys recorded for the host, with the file and line of each: the
+    /// console's file when it has any, else the user's.
+    fn recorded(&self, host: &str, port: u16) -> Vec<(PathBuf, usize, PublicKey)> {
+        let in_app = recorded_in(&self.app_file, host, port);
+        if !in_app.is_empty() {
             return in_app;
         }
         match &self.user_file {
-            Some(f) => check_file(f, host, port, key),
+            Some(f) => recorded_in(f, host, port),
+            None => vec![],
+        }
+    }
+
+    /// The types of the keys recorded for the host (to prefer them when
+    /// negotiating, see [`super::host_key_order`]).
+    pub fn recorded_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+        let mut out: Vec<Algorithm> = Vec::new();
+        for (_, _, k) in self.recorded(host, port) {
+            if !out.contains(&k.algorithm()) {
+                out.push(k.algorithm());
+            }
+        }
+        out
+    }
+
+    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+        let recorded = self.recorded(host, port);
+        if recorded.iter().any(|(_, _, k)| k == key) {
+            return Verdict::Known;
+        }
+        // Name the recorded key of the same type if there is one, else the first.
+        let shown = recorded
+            .iter()
+            .find(|(_, _, k)| k.algorithm() == key.algorithm())
+            .or(recorded.first());
+        match shown {
             None => Verdict::Unknown,
+            Some((file, line, k)) => Verdict::Changed {
+                file: file.clone(),
+                line: *line,
+                expected: fingerprint(k),
+                expected_algorithm: k.algorithm().to_string(),
+            },
         }
     }
 
@@ -101,7 +144,10 @@ fn line_hosts(line: &str) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn check_file(file: &Path, host: &str, port: u16, key: &PublicKey) -> Verdict {
+fn recorded_in(file: &Path, host: &str, port: u16) -> Vec<(PathBuf, usize, PublicKey)> {
+    if !file.exists() {
+        return vec![];
+    }
     match russh::keys::known_hosts::known_host_keys_path(host, port, file) {
         Ok(recorded) => {
             // russh numbers the lines without counting comment lines: map
@@ -113,27 +159,16 @@ fn check_file(file: &Path, host: &str, port: u16, key: &PublicKey) -> Verdict {
                 .filter(|(_, l)| !l.starts_with('#'))
                 .map(|(i, _)| i + 1)
                 .collect();
-            let mut verdict = Verdict::Unknown;
-            for (n, k) in recorded {
-                let line = real.get(n - 1).copied().unwrap_or(n);
-                if k == *key {
-                    return Verdict::Known;
-                }
-                if k.algorithm() == key.algorithm() {
-                    verdict = Verdict::Changed {
-                        file: file.to_path_buf(),
-                        line,
-                        expected: fingerprint(&k),
-                    };
-                }
-            }
-            verdict
+            recorded
+                .into_iter()
+                .map(|(n, k)| (file.to_path_buf(), real.get(n - 1).copied().unwrap_or(n), k))
+                .collect()
         }
         // An unreadable line is not a reason to trust: say unknown, and the
         // admin is asked.
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e, "known_hosts not readable");
-            Verdict::Unknown
+            vec![]
         }
     }
 }
@@ -196,9 +231,11 @@ mod tests {
                 file,
                 line,
                 expected,
+                expected_algorithm,
             } => {
                 assert_eq!((file, line), (user.clone(), 2));
                 assert_eq!(expected, fingerprint(&key(1)));
+                assert_eq!(expected_algorithm, "ssh-ed25519");
             }
             v => panic!("{v:?}"),
         }
@@ -220,6 +257,83 @@ mod tests {
             std::fs::read_to_string(&user).unwrap().lines().count(),
             2,
             "the user's file is never written"
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// ECDSA P-256 public keys made with `ssh-keygen -t ecdsa`.
+    fn ecdsa(n: u8) -> PublicKey {
+        let b64 = match n {
+            7 => {
+                "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNG20p32YUmFnd3T5Mj+21QhEuhZB6hn25w5cKu/Za8nzedwjq+ETKl0XoJWLdhjTwZJTFC/V6BDu1EseTWWMYY="
+            }
+            8 => {
+                "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNbg/agB0BPrJznnG+kteZc2LorbMjxIkomZ4wxV+mILomO8Sy9fkEiij5tRYbt/kcAZ4HtouF1Sp97aZuFbPT4="
+            }
+            _ => {
+                "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJ193uzjvmQE+AYmBtcniJS7eocCGqIvcOBQBqgB4V/pVmHnN/ILLgRfL8ugK8crIoFyMMvqZH/x35Yqq+wSzys="
+            }
+        };
+        PublicKey::from_openssh(&format!("ecdsa-sha2-nistp256 {b64}")).unwrap()
+    }
+
+    #[test]
+    fn a_key_of_another_type_is_a_changed_key() {
+        let d = dir();
+        let user = d.join("user_known_hosts");
+        std::fs::write(&user, line("gw1", &key(1))).unwrap();
+        let hk = HostKeys::new(Some(user.clone()), d.join("app_known_hosts"));
+        // A man in the middle offering ECDSA to a host recorded with Ed25519.
+        match hk.check("gw1", 22, &ecdsa(9)) {
+            Verdict::Changed {
+                file,
+                line,
+                expected,
+                expected_algorithm,
+            } => {
+                assert_eq!((file, line), (user.clone(), 1));
+                assert_eq!(
+                    (expected, expected_algorithm.as_str()),
+                    (fingerprint(&key(1)), "ssh-ed25519")
+                );
+            }
+            v => panic!("another type must be refused as changed, not asked about: {v:?}"),
+        }
+        // Several types recorded: each of them is known, the others are not.
+        std::fs::write(
+            &user,
+            format!("{}{}", line("gw1", &key(1)), line("gw1", &ecdsa(9))),
+        )
+        .unwrap();
+        assert_eq!(hk.check("gw1", 22, &ecdsa(9)), Verdict::Known);
+        assert_eq!(hk.check("gw1", 22, &key(1)), Verdict::Known);
+        assert!(matches!(
+            hk.check("gw1", 22, &ecdsa(8)),
+            Verdict::Changed { line: 2, .. }
+        ));
+        assert_eq!(
+            hk.recorded_algorithms("gw1", 22),
+            [
+                Algorithm::Ed25519,
+                Algorithm::Ecdsa {
+                    curve: russh::keys::EcdsaCurve::NistP256
+                }
+            ]
+        );
+        assert_eq!(hk.recorded_algorithms("gw2", 22), []);
+        // A host nobody recorded is still asked about (trust on first use).
+        assert_eq!(hk.check("gw2", 22, &ecdsa(9)), Verdict::Unknown);
+        // The console's own record wins: only its key type counts.
+        hk.trust("gw1", 22, &ecdsa(7)).unwrap();
+        assert!(matches!(
+            hk.check("gw1", 22, &key(1)),
+            Verdict::Changed { .. }
+        ));
+        assert_eq!(
+            hk.recorded_algorithms("gw1", 22),
+            [Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP256
+            }]
         );
         std::fs::remove_dir_all(d).unwrap();
     }

@@ -9,12 +9,22 @@ pub mod hostkeys;
 use hostkeys::{HostKeys, Verdict};
 use russh::ChannelMsg;
 use russh::client::{self, AuthResult, Handle};
-use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{
+    Algorithm, EcdsaCurve, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vdi_wire::console::HostKeyDetail;
+
+/// The most a remote command's output (stdout and stderr together) may
+/// hold before the console stops reading it ([`SshError::TooLarge`]): a
+/// compromised host cannot make the console buffer without end. Our
+/// commands print kilobytes (`systemctl show`, `dpkg-query`, the settings
+/// document); the journal has its own bounds ([`crate::journal`]).
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// Where to log in, fully resolved (config file applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,20 +32,35 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub jump: Option<Box<Target>>,
+    pub jump: Option<Box<Jump>>,
+}
+
+/// A jump host and its own login: never the target's (a password given
+/// for the gateway host is not sent to the bastion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    pub target: Target,
+    pub creds: Credentials,
+}
+
+impl Target {
+    /// This host and the jump hosts it is reached through.
+    pub fn hops(&self) -> impl Iterator<Item = &Target> {
+        std::iter::successors(Some(self), |t| t.jump.as_deref().map(|j| &j.target))
+    }
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}@{}:{}", self.user, self.host, self.port)?;
         if let Some(j) = &self.jump {
-            write!(f, " via {j}")?;
+            write!(f, " via {}", j.target)?;
         }
         Ok(())
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     Agent,
     KeyFile {
@@ -68,16 +93,22 @@ pub enum SshError {
         short: String,
         fingerprint: String,
     },
+    /// Also when the host now presents a key of another type than the
+    /// recorded ones (as a man in the middle with a key of his own would).
     #[error(
-        "THE HOST KEY OF {host}:{port} HAS CHANGED: it now presents {fingerprint}, but {file}:{line} records {expected}. This can be a reinstalled host or someone in the middle; the console refuses to connect. After checking the new key on the host itself, replace it explicitly"
+        "THE HOST KEY OF {}:{} HAS CHANGED: it now presents {} {}, but {}:{} records {} {}. This can be a reinstalled host or someone in the middle; the console refuses to connect. After checking the new key on the host itself, replace it explicitly",
+        .0.host, .0.port, .0.algorithm, .0.fingerprint, .0.file, .0.line, .0.expected_algorithm, .0.expected
     )]
-    HostKeyChanged {
+    HostKeyChanged(Box<ChangedKey>),
+    /// A remote command printed more than the console reads.
+    #[error(
+        "{what} on {host} printed more than {} MiB; the console stopped reading it (a host should never send this much)",
+        limit / (1024 * 1024)
+    )]
+    TooLarge {
         host: String,
-        port: u16,
-        fingerprint: String,
-        expected: String,
-        file: String,
-        line: usize,
+        what: String,
+        limit: usize,
     },
     #[error("cannot reach {0}: {1}")]
     Connect(String, String),
@@ -85,10 +116,25 @@ pub enum SshError {
     Timeout(String, u64),
     #[error("login to {0} refused: {1}")]
     Auth(String, String),
-    #[error("the key file {0} needs its passphrase: store it as the SSH password of this gateway")]
+    #[error(
+        "the key file {0} needs its passphrase: store it as the SSH password of this gateway (for a jump host: of the jump host's own inventory entry)"
+    )]
     Passphrase(String),
     #[error("SSH: {0}")]
     Protocol(String),
+}
+
+/// What [`SshError::HostKeyChanged`] tells the admin.
+#[derive(Debug)]
+pub struct ChangedKey {
+    pub host: String,
+    pub port: u16,
+    pub algorithm: String,
+    pub fingerprint: String,
+    pub expected_algorithm: String,
+    pub expected: String,
+    pub file: String,
+    pub line: usize,
 }
 
 impl From<russh::Error> for SshError {
@@ -116,21 +162,14 @@ impl SshError {
                 file: None,
                 line: None,
             }),
-            SshError::HostKeyChanged {
-                host,
-                port,
-                fingerprint,
-                expected,
-                file,
-                line,
-            } => Some(HostKeyDetail {
-                host: host.clone(),
-                port: *port,
-                algorithm: None,
-                fingerprint: fingerprint.clone(),
-                expected: Some(expected.clone()),
-                file: Some(file.clone()),
-                line: Some(*line),
+            SshError::HostKeyChanged(c) => Some(HostKeyDetail {
+                host: c.host.clone(),
+                port: c.port,
+                algorithm: Some(c.algorithm.clone()),
+                fingerprint: c.fingerprint.clone(),
+                expected: Some(c.expected.clone()),
+                file: Some(c.file.clone()),
+                line: Some(c.line),
             }),
             _ => None,
         }
@@ -139,12 +178,13 @@ impl SshError {
     pub fn code(&self) -> &'static str {
         match self {
             SshError::HostKeyUnknown { .. } => "host_key_unknown",
-            SshError::HostKeyChanged { .. } => "host_key_changed",
+            SshError::HostKeyChanged(_) => "host_key_changed",
             SshError::Connect(..) => "unreachable",
             SshError::Timeout(..) => "timeout",
             SshError::Auth(..) => "ssh_auth",
             SshError::Passphrase(_) => "ssh_passphrase",
             SshError::Protocol(_) => "ssh",
+            SshError::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -221,20 +261,23 @@ impl client::Handler for Client {
                 file,
                 line,
                 expected,
+                expected_algorithm,
             } => {
                 self.pending
                     .0
                     .lock()
                     .unwrap()
                     .insert((self.host.clone(), self.port), key.clone());
-                Err(SshError::HostKeyChanged {
+                Err(SshError::HostKeyChanged(Box::new(ChangedKey {
                     host: self.host.clone(),
                     port: self.port,
+                    algorithm: key.algorithm().to_string(),
                     fingerprint,
+                    expected_algorithm,
                     expected,
                     file: file.display().to_string(),
                     line,
-                })
+                })))
             }
         }
     }
@@ -293,10 +336,15 @@ impl Session {
         pending: Arc<PendingKeys>,
         opts: &Options,
     ) -> Result<Session, SshError> {
+        let recorded = keys.recorded_algorithms(&target.host, target.port);
         let config = Arc::new(client::Config {
             keepalive_interval: Some(opts.keepalive),
             keepalive_max: 3,
             nodelay: true,
+            preferred: russh::Preferred {
+                key: Cow::Owned(host_key_order(&recorded)),
+                ..russh::Preferred::DEFAULT
+            },
             ..Default::default()
         });
         let handler = Client {
@@ -324,7 +372,8 @@ impl Session {
                 (None, h)
             }
             Some(j) => {
-                let jump = Box::pin(Session::connect(j, creds, keys, pending, opts)).await?;
+                let jump =
+                    Box::pin(Session::connect(&j.target, &j.creds, keys, pending, opts)).await?;
                 let ch = jump
                     .handle
                     .channel_open_direct_tcpip(
@@ -362,9 +411,20 @@ impl Session {
         self.handle.is_closed() || self._jump.as_ref().is_some_and(|j| j.is_closed())
     }
 
-    /// Runs `command` and collects its output (bounded by `limit`).
+    /// Runs `command` and collects its output (bounded in time by `limit`,
+    /// in size by [`MAX_OUTPUT`]).
     pub async fn exec(&self, command: &str, limit: Duration) -> Result<Output, SshError> {
         self.exec_with_input(command, None, limit).await
+    }
+
+    /// Like [`Session::exec`], reading at most `max_bytes` of output.
+    pub async fn exec_bounded(
+        &self,
+        command: &str,
+        limit: Duration,
+        max_bytes: usize,
+    ) -> Result<Output, SshError> {
+        self.run(command, &[], limit, max_bytes, |_, _| {}).await
     }
 
     /// Runs `command` with `input` on its stdin.
@@ -385,6 +445,17 @@ impl Session {
         command: &str,
         data: &[u8],
         limit: Duration,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Output, SshError> {
+        self.run(command, data, limit, MAX_OUTPUT, progress).await
+    }
+
+    async fn run(
+        &self,
+        command: &str,
+        data: &[u8],
+        limit: Duration,
+        max_bytes: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Output, SshError> {
         let name = self.target.host.clone();
@@ -400,12 +471,29 @@ impl Session {
             ch.eof().await?;
             let mut out = Output::default();
             while let Some(msg) = ch.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
-                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
-                    _ => {}
+                let (stderr, data) = match msg {
+                    ChannelMsg::Data { data } => (false, data),
+                    ChannelMsg::ExtendedData { data, .. } => (true, data),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        out.status = Some(exit_status);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if out_len(&out) + data.len() > max_bytes {
+                    let _ = ch.close().await;
+                    return Err(SshError::TooLarge {
+                        host: name.clone(),
+                        what: command_name(command),
+                        limit: max_bytes,
+                    });
                 }
+                if stderr {
+                    &mut out.stderr
+                } else {
+                    &mut out.stdout
+                }
+                .extend_from_slice(&data);
             }
             Ok(out)
         })
@@ -419,6 +507,89 @@ impl Session {
         let ch = self.handle.channel_open_session().await?;
         ch.exec(true, command).await?;
         Ok(ch)
+    }
+}
+
+fn out_len(o: &Output) -> usize {
+    o.stdout.len() + o.stderr.len()
+}
+
+/// How a command is named in an error: its first words, not its arguments.
+pub(crate) fn command_name(command: &str) -> String {
+    let words: Vec<&str> = command
+        .split_whitespace()
+        .filter(|w| !w.contains('='))
+        .take(2)
+        .collect();
+    format!("`{}`", words.join(" "))
+}
+
+/// Host key algorithms to offer, most wanted first: those of the keys
+/// recorded for the host first (as OpenSSH orders them), so a host with
+/// several keys presents the one we can check; then the other safe ones. A
+/// host offering only other types then presents a key that is refused as
+/// CHANGED. Never `ssh-rsa` (RSA with SHA-1 signatures): RSA host keys only
+/// with rsa-sha2-512/256.
+pub fn host_key_order(recorded: &[Algorithm]) -> Vec<Algorithm> {
+    let safe = [
+        Algorithm::Ed25519,
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        },
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP521,
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256),
+        },
+    ];
+    let mut out: Vec<Algorithm> = Vec::new();
+    for r in recorded {
+        for a in &safe {
+            // A recorded RSA key (`ssh-rsa` in known_hosts) is checked
+            // through either SHA-2 signature.
+            let same = match (r, a) {
+                (Algorithm::Rsa { .. }, Algorithm::Rsa { .. }) => true,
+                (r, a) => r == a,
+            };
+            if same && !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+    }
+    for a in safe {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The signature hash for a user key: none for non-RSA keys; for RSA the
+/// best SHA-2 one the server accepts (rsa-sha2-256 when it does not say, as
+/// RFC 8332 allows). A server that takes RSA keys only with SHA-1 (`ssh-rsa`)
+/// is refused: the console never signs with SHA-1.
+async fn rsa_hash(
+    handle: &Handle<Client>,
+    key_is_rsa: bool,
+    who: &str,
+) -> Result<Option<HashAlg>, SshError> {
+    if !key_is_rsa {
+        return Ok(None);
+    }
+    match handle.best_supported_rsa_hash().await? {
+        Some(Some(h)) => Ok(Some(h)),
+        None => Ok(Some(HashAlg::Sha256)),
+        Some(None) => Err(SshError::Auth(
+            who.to_string(),
+            "the server accepts RSA keys only with SHA-1 signatures (ssh-rsa), which the console does not make; allow rsa-sha2-256/512 on the server (PubkeyAcceptedAlgorithms) or use an Ed25519 key".into(),
+        )),
     }
 }
 
@@ -457,7 +628,7 @@ async fn authenticate(
                     }
                     e => SshError::Auth(who.clone(), format!("key file {}: {e}", path.display())),
                 })?;
-            let hash = handle.best_supported_rsa_hash().await?.flatten();
+            let hash = rsa_hash(handle, key.algorithm().is_rsa(), &who).await?;
             let r = handle
                 .authenticate_publickey(
                     &target.user,
@@ -479,10 +650,18 @@ async fn authenticate(
                 .request_identities()
                 .await
                 .map_err(|e| SshError::Auth(who.clone(), format!("ssh-agent: {e}")))?;
-            let hash = handle.best_supported_rsa_hash().await?.flatten();
+            let mut sha1_only = None;
             for id in ids {
                 let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else {
                     continue;
+                };
+                let hash = match rsa_hash(handle, key.algorithm().is_rsa(), &who).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // This key would need SHA-1; another may do.
+                        sha1_only = Some(e);
+                        continue;
+                    }
                 };
                 match handle
                     .authenticate_publickey_with(&target.user, key, hash, &mut agent)
@@ -493,10 +672,10 @@ async fn authenticate(
                     Err(e) => return Err(SshError::Auth(who.clone(), format!("ssh-agent: {e}"))),
                 }
             }
-            Err(SshError::Auth(
+            Err(sha1_only.unwrap_or(SshError::Auth(
                 who,
                 "no key of the ssh-agent was accepted".into(),
-            ))
+            )))
         }
     }
 }
@@ -565,6 +744,69 @@ impl Pool {
     }
 
     pub async fn drop_host(&self, id: i64) {
+        self.forget(id);
+    }
+
+    /// Forgets host `id`'s session (views holding it finish with it): its
+    /// entry was edited or removed, and an id may be given to a new entry.
+    pub fn forget(&self, id: i64) {
         self.hosts.lock().unwrap().remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_key_types_first_and_never_ssh_rsa() {
+        let names = |v: Vec<Algorithm>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let default = names(host_key_order(&[]));
+        assert_eq!(
+            default,
+            [
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "rsa-sha2-512",
+                "rsa-sha2-256"
+            ]
+        );
+        assert!(
+            !default.iter().any(|a| a == "ssh-rsa"),
+            "no SHA-1 host signatures"
+        );
+        // A host recorded with RSA (`ssh-rsa` in known_hosts) and ECDSA: those first,
+        // RSA through SHA-2 only.
+        let recorded = [
+            Algorithm::Rsa { hash: None },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+        ];
+        assert_eq!(
+            names(host_key_order(&recorded)),
+            [
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+                "ecdsa-sha2-nistp384",
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp521"
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_command_not_its_arguments() {
+        assert_eq!(
+            command_name("LC_ALL=C journalctl -u haproxy.service -o json"),
+            "`journalctl -u`"
+        );
+        assert_eq!(
+            command_name("cat '/etc/haproxy/haproxy.cfg'"),
+            "`cat '/etc/haproxy/haproxy.cfg'`"
+        );
     }
 }
