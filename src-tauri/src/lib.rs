@@ -2,8 +2,11 @@
 //! command is one library call (see `commands`); the logic lives in the
 //! library that the `vdi-console` CLI uses too.
 
+mod app_commands;
 mod commands;
 mod hosts;
+
+pub use app_commands::COMMANDS;
 
 use std::path::PathBuf;
 use std::sync::Arc;

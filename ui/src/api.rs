@@ -12,15 +12,16 @@ pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, FleetUpdate};
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, Settings, SettingsChanged};
 use wasm_bindgen::prelude::*;
 
-#[wasm_bindgen]
+// Tauri's IPC through our own module on its internal bridge (`ui/ipc.js`),
+// not the global `window.__TAURI__` (`withGlobalTauri` is off).
+#[wasm_bindgen(module = "/ipc.js")]
 extern "C" {
-    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"], catch)]
+    #[wasm_bindgen(catch)]
     async fn invoke(cmd: &str, args: JsValue) -> Result<JsValue, JsValue>;
 
     /// Tauri's IPC channel: the backend pushes messages, the page listens.
-    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"])]
     pub type Channel;
-    #[wasm_bindgen(constructor, js_namespace = ["window", "__TAURI__", "core"])]
+    #[wasm_bindgen(constructor)]
     pub fn new() -> Channel;
     #[wasm_bindgen(method, setter, js_name = onmessage)]
     pub fn set_onmessage(this: &Channel, f: &js_sys::Function);
