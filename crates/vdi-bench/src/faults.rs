@@ -377,6 +377,7 @@ pub async fn step_faults(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     rows.push(reset(&g, &mut others).await?);
     rows.push(backpressure(&g, &mut others).await?);
     rows.push(half_close(&g, &mut others).await?);
+    rows.push(client_stops_reading(&g, &mut others, peer_timeout).await?);
     if needs_root("the blackhole fault")? {
         rows.push(blackhole(ctx, &g, &mut others, peer_timeout).await?);
     } else {
@@ -556,6 +557,43 @@ async fn backpressure(g: &Gateway, others: &mut Others) -> Result<Row> {
         figure: format!(
             "gateway RSS +{:.1} MiB while stalled; {got} of {total} bytes delivered",
             rss1.saturating_sub(rss0) as f64 / 1024.0
+        ),
+    })
+}
+
+/// The client stops reading while the desktop sends: with a peer timeout
+/// set, the gateway cuts the stream once its socket to the client has
+/// accepted nothing for that long (`TCP_USER_TIMEOUT` on a zero window).
+async fn client_stops_reading(g: &Gateway, others: &mut Others, timeout: u64) -> Result<Row> {
+    let l = TcpListener::bind((ip(SINK_IP), 0)).await?;
+    let target = l.local_addr()?;
+    let desk = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await?;
+        let buf = vec![4u8; CHUNK];
+        let t = Instant::now();
+        loop {
+            if let Err(e) = s.write_all(&buf).await {
+                return std::io::Result::Ok((e.kind(), t.elapsed()));
+            }
+            if t.elapsed() > Duration::from_secs(timeout * 5) {
+                return Ok((std::io::ErrorKind::TimedOut, t.elapsed()));
+            }
+        }
+    });
+    let addr = g.open(target).await?;
+    let mut c = TcpStream::connect(addr).await?;
+    // Reads nothing for longer than the timeout, then looks.
+    tokio::time::sleep(Duration::from_secs(timeout + 3)).await;
+    let (what, _) = read_until_end(&mut c, Duration::from_secs(timeout * 3)).await;
+    let (desk_saw, desk_after) =
+        tokio::time::timeout(Duration::from_secs(timeout * 5), desk).await???;
+    Ok(Row {
+        fault: "client stops reading while the desktop sends",
+        sees: format!("{what} (the desktop: {desk_saw})"),
+        others: others.alive().await?,
+        figure: format!(
+            "cut {:.1} s after the client stopped reading, with the peer timeout set to {timeout} s (unset: held, buffers bounded)",
+            desk_after.as_secs_f64()
         ),
     })
 }

@@ -357,38 +357,48 @@ where
     }
 }
 
-/// How long a peer that vanished (powered off, cable cut, a firewall now
-/// dropping its packets) holds a stream: `VDI_GATEWAY_PEER_TIMEOUT_SECS`,
-/// default 120, read once.
-pub fn peer_timeout() -> Duration {
-    static T: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+/// `VDI_GATEWAY_PEER_TIMEOUT_SECS` (read once): when set, the time after
+/// which a peer that stopped answering ends its stream, idle or busy. Unset:
+/// idle streams notice after 120 s (keepalive) and busy ones after the
+/// kernel's retransmission limit (about 15 minutes).
+pub fn peer_timeout() -> Option<Duration> {
+    static T: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
     *T.get_or_init(|| {
-        let secs = std::env::var("VDI_GATEWAY_PEER_TIMEOUT_SECS")
+        std::env::var("VDI_GATEWAY_PEER_TIMEOUT_SECS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|s| (2..=86_400).contains(s))
-            .unwrap_or(120);
-        Duration::from_secs(secs)
+            .map(Duration::from_secs)
     })
 }
 
 /// Socket options for every relayed TCP connection: no Nagle delay for
-/// interactive desktop traffic; a vanished peer is noticed within
-/// [`peer_timeout`] both when the stream is idle (keepalive: probes after
-/// half of it, six more over the other half) and when data waits for an
-/// acknowledgement that never comes (`TCP_USER_TIMEOUT`; without it the
-/// kernel retransmits for about 15 minutes).
+/// interactive desktop traffic, keepalive to notice vanished peers. With
+/// [`peer_timeout`] set, `TCP_USER_TIMEOUT` too: without it data waiting for
+/// an acknowledgement that never comes holds a stream for about 15 minutes;
+/// with it, so does a live peer that accepts no data (zero window) for that
+/// long, and keepalive ends an idle stream only then (the kernel's rule).
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    let t = peer_timeout();
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(t / 2)
-        .with_interval((t / 12).max(Duration::from_secs(1)))
-        .with_retries(6);
     let sock = socket2::SockRef::from(stream);
-    let _ = sock.set_tcp_keepalive(&keepalive);
-    #[cfg(target_os = "linux")]
-    let _ = sock.set_tcp_user_timeout(Some(t));
+    match peer_timeout() {
+        None => {
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(60))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(6);
+            let _ = sock.set_tcp_keepalive(&keepalive);
+        }
+        Some(t) => {
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(t / 2)
+                .with_interval((t / 12).max(Duration::from_secs(1)))
+                .with_retries(6);
+            let _ = sock.set_tcp_keepalive(&keepalive);
+            #[cfg(target_os = "linux")]
+            let _ = sock.set_tcp_user_timeout(Some(t));
+        }
+    }
 }
 
 /// Connects to a target with a time limit, tuned for relaying.
