@@ -118,6 +118,21 @@ async fn soak_client(addr: SocketAddr, id: u64, bytes: u64) -> Result<Seen> {
     })
 }
 
+/// A log line without its terminal colours.
+fn strip_ansi(l: &str) -> String {
+    let mut out = String::with_capacity(l.len());
+    let mut esc = false;
+    for c in l.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
 /// Samples a process's resident memory until told to stop: the highest seen.
 fn sample_peak(
     pid: u32,
@@ -158,9 +173,23 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         (a.soak_streams, a.soak_mb * 1_000_000)
     };
     let tunnels = a.tunnels.clamp(1, streams);
-    let g = ctx.gateway("splice").await?;
+    let log = ctx.dir.join("soak.log");
+    let g = ctx
+        .gateway_with(|s| {
+            s.log = Some(log.clone());
+            s.env.push(("VDI_GATEWAY_LOG", "info".into()));
+        })
+        .await?;
     let seen = Arc::new(Mutex::new(HashMap::new()));
-    let desk = TcpListener::bind((ip(SINK_IP), 0)).await?;
+    // A thousand dials arrive at once: a backlog above tokio's 1024 (up to
+    // net.core.somaxconn), or the kernel answers some with SYN cookies that
+    // turn into resets once the flood is over. (A bench artifact: desktops
+    // are one VM each.)
+    let desk = {
+        let s = tokio::net::TcpSocket::new_v4()?;
+        s.bind(SocketAddr::new(ip(SINK_IP), 0))?;
+        s.listen(8192)?
+    };
     let target = desk.local_addr()?;
     let desk_task = tokio::spawn(soak_desktop(desk, bytes, seen.clone()));
     let mut addrs = Vec::new();
@@ -232,6 +261,19 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     ));
     for e in errors.iter().take(5) {
         rep.line(format!("- {e}"));
+    }
+    // Why the gateway ended the streams that did not end cleanly.
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    for l in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+        if l.contains("stream end") {
+            let l = strip_ansi(l);
+            if let Some(r) = l.split("reason=").nth(1) {
+                *reasons.entry(r.trim().to_string()).or_default() += 1;
+            }
+        }
+    }
+    for (r, n) in &reasons {
+        rep.line(format!("- the gateway ended {n} stream(s): {r}"));
     }
     let back = after.saturating_sub(idle);
     let intact = ok == streams;

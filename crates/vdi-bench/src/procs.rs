@@ -241,13 +241,14 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
     cmd.arg("--db")
         .arg(&db_arg)
         .arg("serve")
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("VDI_GATEWAY_RELAY", spec.relay)
         .env("VDI_GATEWAY_LOG", "warn")
         .env(
             "VDI_GATEWAY_WORKERS",
             std::env::var("VDI_GATEWAY_WORKERS").unwrap_or_default(),
         )
+        // The spec's own environment last: it may override the above.
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(match &spec.log {
             Some(p) => Stdio::from(std::fs::File::create(p)?),
