@@ -162,7 +162,9 @@ fn apply(db: &PathBuf) -> ExitCode {
     if !rules::ha_managed(&settings) {
         return fail("ha_managed is false: this gateway does not manage HAProxy and Keepalived");
     }
-    match crate::ha::apply(&settings, &r) {
+    // A one-shot command: its counts go nowhere.
+    let metrics = crate::metrics::Metrics::default();
+    match crate::ha::apply(&settings, &r, &metrics) {
         Ok(a) if a.reloaded.is_empty() => {
             println!("already in force; nothing written");
             ExitCode::SUCCESS

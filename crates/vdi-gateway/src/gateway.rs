@@ -6,7 +6,7 @@
 //! The gateway binds listening sockets but does not serve them: each new one
 //! goes to the server (`Gateway::new`'s receiver) with a token that closes it.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::store::{Store, StoreError};
 use crate::tunnel::{NoTunnel, OpenRequest, Registry, Tunnel};
 use crate::{ha, tls, units};
@@ -317,12 +317,16 @@ impl Gateway {
         if !rules::ha_managed(s) {
             return Ok(None);
         }
-        let rendered = ha::render(s, local).map_err(|e| ChangeError::Apply(e.to_string()))?;
+        let rendered = ha::render(s, local).map_err(|e| {
+            // No interface for the VIP: Keepalived's configuration cannot be made.
+            self.metrics.ha_apply("keepalived", false);
+            ChangeError::Apply(e.to_string())
+        })?;
         if self.ha.lock().unwrap().1.as_ref() == Some(&rendered) {
             return Ok(None);
         }
-        let (s2, r2) = (s.clone(), rendered.clone());
-        blocking(move || ha::validate(&s2, &r2))
+        let (s2, r2, m) = (s.clone(), rendered.clone(), self.metrics.clone());
+        blocking(move || ha::validate(&s2, &r2, &m))
             .await
             .map_err(|e| ChangeError::Apply(e.to_string()))?;
         Ok(Some(rendered))
@@ -330,8 +334,8 @@ impl Gateway {
 
     /// Writes and reloads; records the outcome for health.
     async fn write_ha(&self, s: &Settings, r: ha::Rendered) -> Result<(), ha::HaError> {
-        let (s2, r2) = (s.clone(), r.clone());
-        let result = blocking(move || ha::apply(&s2, &r2)).await;
+        let (s2, r2, m) = (s.clone(), r.clone(), self.metrics.clone());
+        let result = blocking(move || ha::apply(&s2, &r2, &m)).await;
         let mut state = self.ha.lock().unwrap();
         match &result {
             Ok(applied) => {
@@ -453,6 +457,22 @@ impl Gateway {
         req: OpenConnection,
         client: SocketAddr,
     ) -> Result<Arc<Tunnel>, OpenError> {
+        let started = Instant::now();
+        let result = self.open_or_reuse(req, client).await;
+        let how = match &result {
+            Ok((_, how)) => *how,
+            Err(_) => "failed",
+        };
+        self.metrics.tunnel_setup(how, started.elapsed());
+        result.map(|(t, _)| t)
+    }
+
+    /// [`Gateway::open_tunnel`], saying whether it was `opened` or `reused`.
+    async fn open_or_reuse(
+        &self,
+        req: OpenConnection,
+        client: SocketAddr,
+    ) -> Result<(Arc<Tunnel>, &'static str), OpenError> {
         let s = self.current();
         if !s.is_enabled {
             return Err(OpenError::Disabled);
@@ -462,16 +482,17 @@ impl Gateway {
         let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&s));
         let opener = rules::client_binding(&s).then_some(client.ip());
         if let Some(t) = self.tunnels.reuse(&req, opener, ttl) {
-            return Ok(t);
+            return Ok((t, "reused"));
         }
         let open = OpenRequest {
             open: req,
             target_addr,
             opened_by: client,
         };
-        Ok(self
+        let t = self
             .tunnels
-            .open(open, &self.local_addrs(), self.subscribe(), &self.shutdown)?)
+            .open(open, &self.local_addrs(), self.subscribe(), &self.shutdown)?;
+        Ok((t, "opened"))
     }
 
     async fn resolve_allowed(
@@ -500,7 +521,7 @@ impl Gateway {
         let allow = AllowList::new(&rules::allowed_targets(s), &own);
         for a in &addrs {
             if let Err(refusal) = allow.check(a.ip()) {
-                self.metrics.refused("allow_list");
+                self.metrics.refused(Refusal::AllowList);
                 tracing::warn!(target_host = %req.target_host, error = %refusal, "tunnel refused");
                 return Err(OpenError::NotAllowed(refusal.to_string()));
             }
@@ -578,6 +599,12 @@ impl Gateway {
         self.metrics.streams.set(streams as i64);
         self.metrics.ports_in_use.set(in_use as i64);
         self.metrics.ports_free.set(free as i64);
+        let s = self.current();
+        self.metrics.enabled.set(i64::from(s.is_enabled));
+        self.metrics
+            .holds_vip
+            .set(i64::from(rules::ha_managed(&s) && holds(s.virtual_addr)));
+        self.metrics.set_ha_status(self.ha_state().status.as_str());
         self.metrics.encode()
     }
 

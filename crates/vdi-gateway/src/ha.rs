@@ -7,6 +7,9 @@
 
 use std::net::IpAddr;
 
+#[cfg(not(feature = "daemon"))]
+use crate::metrics::Metrics;
+
 use vdi_core::ha::{self, Interface};
 use vdi_wire::Settings;
 
@@ -49,7 +52,7 @@ pub enum HaError {
 
 /// Without the `daemon` feature there is no apply path.
 #[cfg(not(feature = "daemon"))]
-pub fn validate(_: &Settings, _: &Rendered) -> Result<(), HaError> {
+pub fn validate(_: &Settings, _: &Rendered, _: &Metrics) -> Result<(), HaError> {
     Err(HaError::NotManaged)
 }
 
@@ -60,7 +63,7 @@ pub struct Applied {
 }
 
 #[cfg(not(feature = "daemon"))]
-pub fn apply(_: &Settings, _: &Rendered) -> Result<Applied, HaError> {
+pub fn apply(_: &Settings, _: &Rendered, _: &Metrics) -> Result<Applied, HaError> {
     Err(HaError::NotManaged)
 }
 

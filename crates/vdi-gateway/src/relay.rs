@@ -2,8 +2,8 @@
 //! bounded buffers (one per direction: a slow reader stalls its writer, which is
 //! the back-pressure), live byte counters, and PROXY header sniffing.
 
-pub use crate::metrics::Direction;
-use crate::metrics::Metrics;
+pub use crate::metrics::{Direction, StreamKind};
+use crate::metrics::{Metrics, Refusal, StreamEnd};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -146,7 +146,7 @@ pub async fn sniff_client<R: AsyncRead + Unpin>(
             })
         }
         Verdict::Refuse(why) => {
-            metrics.refused("proxy_header");
+            metrics.refused(Refusal::ProxyHeader);
             tracing::warn!(peer = %s.peer, reason = %why, "connection refused");
             Err(RelayError::Refused(why))
         }
@@ -163,7 +163,7 @@ async fn sniff_stream<R: AsyncRead + Unpin>(
     let sniffed = sniff_client(r, s, &counters.metrics).await?;
     if let Some(client) = sniffed.client {
         if s.bound_to.is_some_and(|ip| ip != client.ip()) {
-            counters.metrics.refused("client_mismatch");
+            counters.metrics.refused(Refusal::ClientMismatch);
             tracing::warn!(%client, via = %s.peer, "PROXY header names another client than the tunnel's; closed");
             return Err(RelayError::Refused(
                 "the tunnel serves only the client that opened it".into(),
@@ -176,10 +176,10 @@ async fn sniff_stream<R: AsyncRead + Unpin>(
 }
 
 /// Runs a relay to its end (or until `stop`, said as `stopped`), then logs
-/// the end with the stream's figures: one account for tunnel streams and the
-/// service tunnel.
+/// the end with the stream's figures and observes them in the stream
+/// histograms: one account for tunnel streams and the service tunnel.
 pub async fn run_accounted(
-    what: &'static str,
+    kind: StreamKind,
     counters: &Counters,
     target: SocketAddr,
     stop: &tokio_util::sync::CancellationToken,
@@ -193,8 +193,19 @@ pub async fn run_accounted(
     };
     let to_target = counters.to_target.load(Ordering::Relaxed);
     let to_client = counters.to_client.load(Ordering::Relaxed);
-    let secs = started.elapsed().as_secs_f64();
+    let took = started.elapsed();
+    let secs = took.as_secs_f64();
+    let end = match &outcome {
+        Ok(()) => StreamEnd::Closed,
+        Err(RelayError::Refused(_)) => StreamEnd::Refused,
+        Err(RelayError::Stopped(_)) => StreamEnd::Stopped,
+        Err(RelayError::Io(_)) => StreamEnd::Error,
+    };
+    counters
+        .metrics
+        .stream_ended(kind, end, took, to_target, to_client);
     let client = counters.client();
+    let what = kind.log_name();
     match outcome {
         Ok(()) => tracing::info!(%client, %target, to_target, to_client, secs, "{what} end"),
         Err(e) => {

@@ -5,6 +5,7 @@
 use crate::api::{self, ClientAddr};
 use crate::conn::{self, Io};
 use crate::gateway::{Bound, Kind, Shared};
+use crate::metrics::Refusal;
 use crate::service::ServiceTunnel;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -64,21 +65,17 @@ impl Drop for ConnSlot {
 
 /// Takes a place for a new connection from `peer`, or says which limit
 /// refuses it. Trusted proxies (HAProxy) carry many clients: no per-source cap.
-fn admit(
-    conns: &Arc<Mutex<Conns>>,
-    peer: SocketAddr,
-    s: &Settings,
-) -> Result<ConnSlot, &'static str> {
+fn admit(conns: &Arc<Mutex<Conns>>, peer: SocketAddr, s: &Settings) -> Result<ConnSlot, Refusal> {
     let trusted = vdi_core::proxy::is_trusted(peer.ip(), &s.internal_addrs);
     let mut c = conns.lock().unwrap();
     if c.total >= rules::max_connections(s) as usize {
-        return Err("connection_limit");
+        return Err(Refusal::ConnectionLimit);
     }
     let source = (!trusted).then_some(peer.ip());
     if let Some(ip) = source {
         let n = c.per_source.entry(ip).or_insert(0);
         if *n >= rules::max_connections_per_client(s) {
-            return Err("client_connection_limit");
+            return Err(Refusal::ClientConnectionLimit);
         }
         *n += 1;
     }
@@ -143,7 +140,7 @@ async fn accept_loop(
             Ok(slot) => slot,
             Err(reason) => {
                 s.gw.metrics.refused(reason);
-                tracing::debug!(?kind, %peer, reason, "connection refused");
+                tracing::debug!(?kind, %peer, %reason, "connection refused");
                 continue;
             }
         };

@@ -73,7 +73,7 @@ impl ServiceTunnel {
         tracing::info!(%client, %dispatcher, "service tunnel start");
         let body = relay::relay(io, up, &counters, relay::Start::Known(Vec::new()));
         relay::run_accounted(
-            "service tunnel",
+            relay::StreamKind::ServiceTunnel,
             &counters,
             dispatcher,
             &gw.shutdown,

@@ -5,7 +5,7 @@
 //! lifecycle task and its streams; its `CancellationToken` is a child of the
 //! gateway's, so shutdown reaches every stream.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::relay::{self, Counters, RelayError, Sniffing, Start};
 use chrono::{DateTime, Utc};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
@@ -92,11 +92,11 @@ pub enum Refused {
 
 impl Refused {
     /// The `reason` label of `vdi_gateway_connections_refused_total`.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Refusal {
         match self {
-            Refused::Closing | Refused::Full(_) => "stream_limit",
-            Refused::ClientFull(_) => "client_stream_limit",
-            Refused::ClientMismatch => "client_mismatch",
+            Refused::Closing | Refused::Full(_) => Refusal::StreamLimit,
+            Refused::ClientFull(_) => Refusal::ClientStreamLimit,
+            Refused::ClientMismatch => Refusal::ClientMismatch,
         }
     }
 }
@@ -224,7 +224,7 @@ impl Registry {
             .filter(|t| !t.token.is_cancelled() && t.req.opened_by.ip() == client)
             .count();
         if held >= max as usize {
-            self.metrics.refused("too_many_tunnels");
+            self.metrics.refused(Refusal::TooManyTunnels);
             return Err(NoTunnel::TooManyTunnels { client, max });
         }
         let candidates = inner.pool.candidates(Instant::now(), rand::random());
@@ -232,6 +232,7 @@ impl Registry {
             .into_iter()
             .find_map(|port| bind_all(local_addrs, port).ok().map(|ls| (port, ls)));
         let Some((port, listeners)) = bound else {
+            self.metrics.refused(Refusal::NoFreePort);
             let range = inner.pool.range();
             return Err(NoTunnel::NoFreePort {
                 start: *range.start(),
@@ -455,7 +456,7 @@ impl Tunnel {
     {
         let target = self.req.target_addr;
         relay::run_accounted(
-            "stream",
+            relay::StreamKind::Tunnel,
             &s.counters,
             target,
             &s.token,

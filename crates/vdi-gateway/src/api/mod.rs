@@ -278,13 +278,14 @@ async fn count_request(State(gw): State<Shared>, req: Request, next: Next) -> Re
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
     let method = req.method().to_string();
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let labels = RequestLabels {
         route,
         method,
         status: resp.status().as_u16(),
     };
-    gw.metrics.requests.get_or_create(&labels).inc();
+    gw.metrics.request(labels, started.elapsed());
     resp
 }
 
@@ -598,7 +599,7 @@ async fn metrics(State(gw): State<Shared>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
         gw.metrics_text(),
     )

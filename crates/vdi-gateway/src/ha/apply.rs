@@ -2,6 +2,7 @@
 //! reload, verify, roll back. Only the host's daemon has it.
 
 use super::{HaError, Rendered, files};
+use crate::metrics::Metrics;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -58,16 +59,22 @@ fn targets<'a>(s: &Settings, r: &'a Rendered) -> [Target<'a>; 2] {
 }
 
 /// Checks both files with `haproxy -c` and `keepalived -t` (on temporary
-/// copies next to them).
-pub fn validate(s: &Settings, r: &Rendered) -> Result<(), HaError> {
+/// copies next to them). A refusal counts as a failure of that tool in
+/// `vdi_gateway_ha_apply_total`.
+pub fn validate(s: &Settings, r: &Rendered, metrics: &Metrics) -> Result<(), HaError> {
     for t in targets(s, r) {
-        let tmp = files::temp_copy(&t.path, t.text.as_bytes())?;
-        let result = run((t.check)(&tmp));
-        let _ = std::fs::remove_file(&tmp);
-        result.map_err(|output| HaError::Invalid {
-            what: t.what,
-            output,
-        })?;
+        let checked = files::temp_copy(&t.path, t.text.as_bytes()).and_then(|tmp| {
+            let result = run((t.check)(&tmp));
+            let _ = std::fs::remove_file(&tmp);
+            result.map_err(|output| HaError::Invalid {
+                what: t.what,
+                output,
+            })
+        });
+        if checked.is_err() {
+            metrics.ha_apply(t.what, false);
+        }
+        checked?;
     }
     Ok(())
 }
@@ -82,12 +89,13 @@ pub struct Applied {
 /// Validates, writes and reloads what changed; on any failure puts every
 /// file back as it was (bytes, mode, owner) and reloads again. A file that
 /// cannot be read, or is not a plain file, stops the change before anything
-/// is written.
-pub fn apply(s: &Settings, r: &Rendered) -> Result<Applied, HaError> {
-    validate(s, r)?;
+/// is written. Each tool whose file changed counts one success (written,
+/// reloaded, loaded) or failure in `vdi_gateway_ha_apply_total`.
+pub fn apply(s: &Settings, r: &Rendered, metrics: &Metrics) -> Result<Applied, HaError> {
+    validate(s, r, metrics)?;
     let mut before = Vec::new();
     for t in targets(s, r) {
-        let original = files::read(&t.path)?;
+        let original = files::read(&t.path).inspect_err(|_| metrics.ha_apply(t.what, false))?;
         before.push((t, original));
     }
     let mut done: Vec<(Target, Option<files::Original>)> = Vec::new();
@@ -110,6 +118,7 @@ pub fn apply(s: &Settings, r: &Rendered) -> Result<Applied, HaError> {
             });
         let what = t.what;
         done.push((t, original));
+        metrics.ha_apply(what, step.is_ok());
         if let Err(e) = step {
             roll_back(&done);
             return Err(e);
