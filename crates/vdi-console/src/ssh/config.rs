@@ -79,17 +79,66 @@ fn host_matches(patterns: &str, alias: &str) -> bool {
     hit
 }
 
+/// `*` and `?` wildcards, case-insensitive, in O(pattern × text): on a
+/// mismatch only the last `*` is retried (the recursive form was exponential
+/// in the number of stars; fuzzing found a 400-star pattern that hung).
 fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &t[1..]),
-            _ => false,
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(b'?') => {
+                pi += 1;
+                ti += 1;
+            }
+            Some(a) if a.eq_ignore_ascii_case(&t[ti]) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob;
+
+    #[test]
+    fn wildcards_and_the_fuzz_finding() {
+        for (p, t, m) in [
+            ("*", "", true),
+            ("*", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abbb", false),
+            ("?b", "ab", true),
+            ("?b", "b", false),
+            ("*.EXAMPLE", "gw.example", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxcyyb", false),
+            ("", "", true),
+            ("", "a", false),
+        ] {
+            assert_eq!(glob(p, t), m, "{p} {t}");
+        }
+        let many = format!("{}o", "*".repeat(400));
+        let t0 = std::time::Instant::now();
+        assert!(!glob(&many, &"x".repeat(400)));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+    }
 }
 
 /// `[user@]host[:port]` as ProxyJump writes it (the first hop of a list).
