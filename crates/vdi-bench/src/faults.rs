@@ -419,7 +419,7 @@ pub async fn step_faults(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             s.env
                 .push(("VDI_GATEWAY_PEER_TIMEOUT_SECS", peer_timeout.to_string()));
             s.extra
-                .push(format!("allowed_targets=127.0.61.0/24,10.231.0.0/30"));
+                .push("allowed_targets=127.0.61.0/24,10.231.0.0/30".to_string());
         })
         .await?;
     let mut others = Others::open(&g, ctx.echo_addr, if smoke { 4 } else { 32 }).await?;
