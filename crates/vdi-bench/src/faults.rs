@@ -362,7 +362,7 @@ fn ended(r: std::io::Result<usize>) -> Option<String> {
 }
 
 /// Reads until the stream ends (bounded): what ended it and after how long.
-async fn read_until_end(s: &mut TcpStream, limit: Duration) -> (String, Duration) {
+async fn read_until_end(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> (String, Duration) {
     let t = Instant::now();
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -508,23 +508,7 @@ async fn reset(g: &Gateway, others: &mut Others) -> Result<Row> {
         }
         None
     });
-    let t = Instant::now();
-    let mut buf = vec![0u8; CHUNK];
-    let what = loop {
-        match tokio::time::timeout(
-            Duration::from_secs(10).saturating_sub(t.elapsed()),
-            r.read(&mut buf),
-        )
-        .await
-        {
-            Err(_) => break "still open after 10 s".to_string(),
-            Ok(res) => {
-                if let Some(w) = ended(res) {
-                    break w;
-                }
-            }
-        }
-    };
+    let (what, _) = read_until_end(&mut r, Duration::from_secs(10)).await;
     let seen_at = Instant::now();
     let write_error = tokio::time::timeout(Duration::from_secs(2), writer)
         .await
@@ -738,19 +722,7 @@ async fn blackhole(ctx: &Ctx, g: &Gateway, others: &mut Others, timeout: u64) ->
         }
     });
     let mut r = r;
-    let t = Instant::now();
-    let mut buf = vec![0u8; CHUNK];
-    let busy_what = loop {
-        match tokio::time::timeout(limit.saturating_sub(t.elapsed()), r.read(&mut buf)).await {
-            Err(_) => break format!("still open after {limit:?}"),
-            Ok(res) => {
-                if let Some(w) = ended(res) {
-                    break w;
-                }
-            }
-        }
-    };
-    let busy_took = t.elapsed();
+    let (busy_what, busy_took) = read_until_end(&mut r, limit).await;
     writer.abort();
     let (idle_what, idle_took) = idle_end.await?;
     drop(echo);
