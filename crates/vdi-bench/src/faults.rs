@@ -197,6 +197,7 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         addrs.push(g.open(target).await?);
     }
     let idle = rss_kib(g.pid());
+    let idle_by = crate::procs::rss_by_kind(g.pid());
     let (stop, peak) = sample_peak(g.pid());
     let t = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -223,15 +224,16 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     wait_no_streams(&g, Duration::from_secs(30)).await?;
     let _ = stop.send(());
     let peak = peak.await?;
-    // The gateway gives freed memory back within its housekeeping period
-    // (5 s) once streams have fallen: wait for that (bounded), not more.
+    // The gateway gives freed memory back within its period (5 s,
+    // `memory.rs`) once streams have ended: wait for that (bounded), not more.
     let settle = Instant::now();
     let mut after = rss_kib(g.pid());
-    while after > idle + 1024 && settle.elapsed() < Duration::from_secs(12) {
+    while after > idle + 2 * 1024 && settle.elapsed() < Duration::from_secs(12) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         after = rss_kib(g.pid());
     }
     let settled_in = settle.elapsed();
+    let after_by = crate::procs::rss_by_kind(g.pid());
     desk_task.abort();
     // The desktop records a stream when both directions ended; they have
     // once the gateway holds no stream.
@@ -268,6 +270,30 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         after as f64 / 1024.0,
         settled_in.as_secs_f64()
     ));
+    // Where the memory kept after the soak is held (smaps, KiB).
+    let kinds: std::collections::BTreeSet<_> = idle_by.keys().chain(after_by.keys()).collect();
+    let parts: Vec<String> = kinds
+        .into_iter()
+        .map(|k| {
+            let (i, a) = (
+                idle_by.get(k).copied().unwrap_or(0),
+                after_by.get(k).copied().unwrap_or(0),
+            );
+            format!("{k} {:.1} → {:.1}", i as f64 / 1024.0, a as f64 / 1024.0)
+        })
+        .collect();
+    rep.line(format!(
+        "- gateway RSS by mapping, idle → after (MiB): {}",
+        parts.join(", ")
+    ));
+    // A copy of the gateway's smaps and status after the soak, to look closer.
+    if let Some(keep) = std::env::var_os("VDI_BENCH_SMAPS").map(std::path::PathBuf::from) {
+        let _ = std::fs::create_dir_all(&keep);
+        for f in ["smaps", "status"] {
+            let _ = std::fs::copy(format!("/proc/{}/{f}", g.pid()), keep.join(f));
+        }
+        let _ = std::fs::copy(&log, keep.join("gateway.log"));
+    }
     for e in errors.iter().take(5) {
         rep.line(format!("- {e}"));
     }

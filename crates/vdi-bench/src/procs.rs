@@ -389,6 +389,37 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident memory (KiB) of a process by kind of mapping: `heap` (the main
+/// allocator arena), `anon` (other anonymous memory: allocator arenas of other
+/// threads, large allocations), `stack`, `file` (the binary and libraries).
+/// Says where memory a process keeps is held.
+pub fn rss_by_kind(pid: u32) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut kind = "anon";
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-')
+            && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+            && !first.ends_with(':')
+        {
+            let name = l.split_whitespace().nth(5).unwrap_or("");
+            kind = match name {
+                "" => "anon",
+                "[heap]" => "heap",
+                n if n.starts_with("[stack") => "stack",
+                n if n.starts_with('[') => "kernel",
+                _ => "file",
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *by.entry(kind).or_default() += kib;
+        }
+    }
+    by
+}
+
 /// CPU time (user + system, clock ticks) of a process.
 pub fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -19,6 +19,7 @@ mod gateway;
 mod ha;
 #[cfg(feature = "daemon")]
 mod logging;
+mod memory;
 mod metrics;
 mod paths;
 mod relay;
@@ -70,6 +71,7 @@ pub async fn start(store: Store, options: Options) -> Result<Handle, ServeError>
     let (gw, bound) = Gateway::new(store, settings, options, shutdown.clone());
     gw.start().await?;
     let server = tokio::spawn(server::serve(gw.clone(), bound));
+    tokio::spawn(memory::give_back(gw.metrics.clone(), shutdown.clone()));
     let g = gw.clone();
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;

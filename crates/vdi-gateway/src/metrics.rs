@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
@@ -256,6 +257,10 @@ pub struct Metrics {
     pub ha_status: Family<StatusLabel, Gauge>,
     pub holds_vip: Gauge,
     pub enabled: Gauge,
+    /// Relayed streams running now and ended so far, kept live (the
+    /// `streams` gauge is set when scraped).
+    running: AtomicI64,
+    ended: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -299,6 +304,8 @@ impl Default for Metrics {
             ha_status: Family::default(),
             holds_vip: Gauge::default(),
             enabled: Gauge::default(),
+            running: AtomicI64::new(0),
+            ended: AtomicU64::new(0),
         };
         for reason in AUTH_FAILURE_REASONS {
             let _ = m.auth_failures.get_or_create(&ReasonLabel { reason });
@@ -459,6 +466,19 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A relayed stream began (its end is [`Metrics::stream_ended`]).
+    pub fn stream_started(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Streams running now and ended so far.
+    pub fn stream_counts(&self) -> (i64, u64) {
+        (
+            self.running.load(Ordering::Relaxed),
+            self.ended.load(Ordering::Relaxed),
+        )
+    }
+
     /// One ended stream's account.
     pub fn stream_ended(
         &self,
@@ -468,6 +488,8 @@ impl Metrics {
         to_target: u64,
         to_client: u64,
     ) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.ended.fetch_add(1, Ordering::Relaxed);
         let kind = kind.label();
         self.stream_seconds
             .get_or_create(&StreamLabels {

@@ -186,6 +186,7 @@ pub async fn run_accounted(
     stopped: &'static str,
     body: impl Future<Output = Result<(), RelayError>>,
 ) {
+    counters.metrics.stream_started();
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         r = body => r,
