@@ -270,7 +270,7 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         after as f64 / 1024.0,
         settled_in.as_secs_f64()
     ));
-    // Where the memory kept after the soak is held (smaps, KiB).
+    // Where the memory kept after the soak is held (from smaps).
     let kinds: std::collections::BTreeSet<_> = idle_by.keys().chain(after_by.keys()).collect();
     let parts: Vec<String> = kinds
         .into_iter()

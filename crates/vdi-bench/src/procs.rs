@@ -404,7 +404,8 @@ pub fn rss_by_kind(pid: u32) -> std::collections::BTreeMap<&'static str, u64> {
             && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
             && !first.ends_with(':')
         {
-            let name = l.split_whitespace().nth(5).unwrap_or("");
+            // address perms offset dev inode [name]: the name is the fifth after the address.
+            let name = f.nth(4).unwrap_or("");
             kind = match name {
                 "" => "anon",
                 "[heap]" => "heap",
