@@ -104,6 +104,96 @@ async fn soak_desktop(l: TcpListener, bytes: u64, seen: Arc<Mutex<HashMap<u64, S
     }
 }
 
+/// What one burst of the soak saw.
+struct Round {
+    ok: usize,
+    corrupt: usize,
+    lost: usize,
+    errors: Vec<String>,
+    took: Duration,
+    peak: u64,
+    after: u64,
+    settled_in: Duration,
+}
+
+/// One burst: `streams` concurrent streams (ids from `first`), checked end
+/// to end, then the gateway's memory once it has let go of them.
+#[allow(clippy::too_many_arguments)]
+async fn soak_round(
+    g: &Gateway,
+    addrs: &[SocketAddr],
+    first: u64,
+    streams: usize,
+    bytes: u64,
+    idle: u64,
+    limit: Duration,
+    seen: &Arc<Mutex<HashMap<u64, Seen>>>,
+) -> Result<Round> {
+    let (stop, peak) = sample_peak(g.pid());
+    let t = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..streams {
+        let addr = addrs[i % addrs.len()];
+        let id = first + i as u64;
+        clients.spawn(async move { (id, soak_client(addr, id, bytes).await) });
+    }
+    let mut mine = HashMap::new();
+    let mut errors = Vec::new();
+    while let Some(done) =
+        tokio::time::timeout(limit.saturating_sub(t.elapsed()), clients.join_next())
+            .await
+            .context("soak streams still running at the time limit")?
+    {
+        match done? {
+            (id, Ok(s)) => {
+                mine.insert(id, s);
+            }
+            (id, Err(e)) => errors.push(format!("stream {id}: {e}")),
+        }
+    }
+    let took = t.elapsed();
+    wait_no_streams(g, Duration::from_secs(30)).await?;
+    let _ = stop.send(());
+    let peak = peak.await?;
+    // The gateway gives freed memory back within its period (5 s,
+    // `memory.rs`) once streams have ended: wait for that (bounded), not more.
+    let settle = Instant::now();
+    let mut after = rss_kib(g.pid());
+    while after > idle + 2 * 1024 && settle.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_kib(g.pid());
+    }
+    let settled_in = settle.elapsed();
+    // The desktop records a stream when both directions ended; they have
+    // once the gateway holds no stream.
+    let theirs = seen.lock().unwrap();
+    let (mut ok, mut corrupt, mut lost) = (0, 0, 0);
+    for id in first..first + streams as u64 {
+        match (mine.get(&id), theirs.get(&id)) {
+            (Some(c), Some(d)) => {
+                let up = c.sent == d.got_sha && d.got == bytes;
+                let down = d.sent == c.got_sha && c.got == bytes;
+                if up && down {
+                    ok += 1;
+                } else {
+                    corrupt += 1;
+                }
+            }
+            _ => lost += 1,
+        }
+    }
+    Ok(Round {
+        ok,
+        corrupt,
+        lost,
+        errors,
+        took,
+        peak,
+        after,
+        settled_in,
+    })
+}
+
 /// One soak stream from the client side.
 async fn soak_client(addr: SocketAddr, id: u64, bytes: u64) -> Result<Seen> {
     let s = TcpStream::connect(addr).await?;
@@ -198,78 +288,47 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     }
     let idle = rss_kib(g.pid());
     let idle_by = crate::procs::rss_by_kind(g.pid());
-    let (stop, peak) = sample_peak(g.pid());
-    let t = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for i in 0..streams {
-        let addr = addrs[i % tunnels];
-        clients.spawn(async move { (i as u64 + 1, soak_client(addr, i as u64 + 1, bytes).await) });
-    }
-    let mut mine = HashMap::new();
-    let mut errors = Vec::new();
+    let rounds = if a.smoke { 1 } else { a.soak_rounds.max(1) };
     let limit = Duration::from_secs(if a.smoke { 60 } else { 900 });
-    while let Some(done) =
-        tokio::time::timeout(limit.saturating_sub(t.elapsed()), clients.join_next())
-            .await
-            .context("soak streams still running at the time limit")?
-    {
-        match done? {
-            (id, Ok(s)) => {
-                mine.insert(id, s);
-            }
-            (id, Err(e)) => errors.push(format!("stream {id}: {e}")),
-        }
+    let mut done: Vec<Round> = Vec::new();
+    for round in 0..rounds {
+        // Ids go on from round to round: the desktop tells the rounds apart.
+        let first = (round * streams) as u64 + 1;
+        let r = soak_round(&g, &addrs, first, streams, bytes, idle, limit, &seen).await?;
+        done.push(r);
     }
-    let took = t.elapsed();
-    wait_no_streams(&g, Duration::from_secs(30)).await?;
-    let _ = stop.send(());
-    let peak = peak.await?;
-    // The gateway gives freed memory back within its period (5 s,
-    // `memory.rs`) once streams have ended: wait for that (bounded), not more.
-    let settle = Instant::now();
-    let mut after = rss_kib(g.pid());
-    while after > idle + 2 * 1024 && settle.elapsed() < Duration::from_secs(12) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        after = rss_kib(g.pid());
-    }
-    let settled_in = settle.elapsed();
     let after_by = crate::procs::rss_by_kind(g.pid());
     desk_task.abort();
-    // The desktop records a stream when both directions ended; they have
-    // once the gateway holds no stream.
-    let theirs = seen.lock().unwrap().clone();
-    let (mut ok, mut corrupt, mut lost) = (0, 0, 0);
-    for id in 1..=streams as u64 {
-        match (mine.get(&id), theirs.get(&id)) {
-            (Some(c), Some(d)) => {
-                let up = c.sent == d.got_sha && d.got == bytes;
-                let down = d.sent == c.got_sha && c.got == bytes;
-                if up && down {
-                    ok += 1;
-                } else {
-                    corrupt += 1;
-                }
-            }
-            _ => lost += 1,
-        }
-    }
-    let moved = 2.0 * streams as f64 * bytes as f64;
+    let (ok, corrupt, lost) = done.iter().fold((0, 0, 0), |t, r| {
+        (t.0 + r.ok, t.1 + r.corrupt, t.2 + r.lost)
+    });
+    let total = streams * rounds;
     rep.line(format!(
-        "## Soak: {streams} concurrent streams over {tunnels} tunnels, {} MB each way per stream, SHA-256 end to end",
+        "## Soak: {streams} concurrent streams over {tunnels} tunnels, {} MB each way per stream, SHA-256 end to end, {rounds} round(s) on one gateway",
         bytes / 1_000_000
     ));
-    rep.line("| streams intact | corrupted | lost or failed | moved | time | rate | gateway RSS idle → peak → after | back within |");
-    rep.line("|---|---|---|---|---|---|---|---|");
-    rep.line(format!(
-        "| {ok} | {corrupt} | {lost} | {:.1} GB | {:.1} s | {:.0} MB/s | {:.1} → {:.1} → {:.1} MiB | {:.1} s |",
-        moved / 1e9,
-        took.as_secs_f64(),
-        moved / 1e6 / took.as_secs_f64(),
-        idle as f64 / 1024.0,
-        peak as f64 / 1024.0,
-        after as f64 / 1024.0,
-        settled_in.as_secs_f64()
-    ));
+    rep.line("| round | streams intact | corrupted | lost or failed | moved | time | rate | gateway RSS idle → peak → after | back within |");
+    rep.line("|---|---|---|---|---|---|---|---|---|");
+    let moved = 2.0 * streams as f64 * bytes as f64;
+    for (i, r) in done.iter().enumerate() {
+        rep.line(format!(
+            "| {} | {} | {} | {} | {:.1} GB | {:.1} s | {:.0} MB/s | {:.1} → {:.1} → {:.1} MiB | {:.1} s |",
+            i + 1,
+            r.ok,
+            r.corrupt,
+            r.lost,
+            moved / 1e9,
+            r.took.as_secs_f64(),
+            moved / 1e6 / r.took.as_secs_f64(),
+            idle as f64 / 1024.0,
+            r.peak as f64 / 1024.0,
+            r.after as f64 / 1024.0,
+            r.settled_in.as_secs_f64()
+        ));
+    }
+    let errors: Vec<&String> = done.iter().flat_map(|r| r.errors.iter()).collect();
+    let after = done.last().map(|r| r.after).unwrap_or(idle);
+    let first_after = done.first().map(|r| r.after).unwrap_or(idle);
     // Where the memory kept after the soak is held (from smaps).
     let kinds: std::collections::BTreeSet<_> = idle_by.keys().chain(after_by.keys()).collect();
     let parts: Vec<String> = kinds
@@ -311,13 +370,30 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         rep.line(format!("- the gateway ended {n} stream(s): {r}"));
     }
     let back = after.saturating_sub(idle);
-    let intact = ok == streams;
+    let intact = ok == total;
     ctx.summary(
         "soak: streams intact (SHA-256 both ways)",
-        format!("{} {ok}/{streams}", crate::verdict(intact)),
+        format!("{} {ok}/{total}", crate::verdict(intact)),
         "all",
     );
-    let settled = back <= 2 * 1024;
+    if rounds > 1 {
+        // A leak grows with every burst; what the allocator keeps does not.
+        let growth = after.saturating_sub(first_after);
+        ctx.summary(
+            "soak: gateway memory after the last round vs after the first",
+            format!(
+                "{} +{:.1} MiB over {} more round(s)",
+                crate::verdict(growth <= 512),
+                growth as f64 / 1024.0,
+                rounds - 1
+            ),
+            "≤ +0.5 MiB",
+        );
+    }
+    // glibc keeps ~2.5 MiB of its arenas after the first burst (fragmented
+    // pages, not live data; docs/reliability.md): bounded, and later bursts
+    // add nothing (the figure above).
+    let settled = back <= 3 * 1024;
     ctx.summary(
         "soak: gateway memory after vs idle",
         format!(
@@ -325,10 +401,10 @@ pub async fn step_soak(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             crate::verdict(settled),
             back as f64 / 1024.0
         ),
-        "≤ +2 MiB",
+        "≤ +3 MiB",
     );
     if !intact {
-        bail!("soak: {corrupt} corrupted, {lost} lost of {streams}");
+        bail!("soak: {corrupt} corrupted, {lost} lost of {total}");
     }
     Ok(())
 }

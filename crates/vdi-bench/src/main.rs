@@ -81,6 +81,10 @@ struct Args {
     soak_streams: usize,
     #[arg(long, default_value_t = 10)]
     soak_mb: u64,
+    /// Bursts of the soak on one gateway: memory after the last must not
+    /// have grown from after the first (a leak grows with each).
+    #[arg(long, default_value_t = 3)]
+    soak_rounds: usize,
     /// Write the results as Markdown here too.
     #[arg(long, default_value = "target/bench/latest.md")]
     out: PathBuf,
