@@ -241,6 +241,8 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
     cmd.arg("--db")
         .arg(&db_arg)
         .arg("serve")
+        // Its own control socket, not the host's /run/vdi-gateway.
+        .env("VDI_GATEWAY_CONTROL", db_arg.with_file_name("control.sock"))
         .env("VDI_GATEWAY_RELAY", spec.relay)
         .env("VDI_GATEWAY_LOG", "warn")
         .env(

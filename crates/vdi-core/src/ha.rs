@@ -193,7 +193,25 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     let _ = writeln!(w, "backend client");
     let _ = writeln!(w, "    balance roundrobin");
     sticky(w);
+    // New tunnels only where they are taken: a drained or disabled node
+    // answers 503 and is down for this backend (a client stuck to it is
+    // balanced to another), while the tunnels backend still reaches it.
+    let _ = writeln!(w, "    option httpchk");
+    let _ = writeln!(
+        w,
+        "    http-check send meth GET uri /v3/ready/ ver HTTP/1.1 hdr Host vdi-gateway"
+    );
+    let _ = writeln!(w, "    http-check expect status 200");
+    let tls_check = if s.ssl { " check-ssl verify none" } else { "" };
+    let start = w.len();
     servers(w, Some(s.api_port));
+    if s.ssl {
+        let lines = w.split_off(start).replace(
+            " check send-proxy-v2",
+            &format!(" check{tls_check} send-proxy-v2"),
+        );
+        w.push_str(&lines);
+    }
     table(w, "client");
     let _ = writeln!(w);
     let _ = writeln!(w, "frontend tunnels");
@@ -248,9 +266,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Where the daemon keeps its drain state by default: next to the database.
+pub const DEFAULT_DRAIN_FILE: &str = "/opt/vdi-gateway/app/draining";
+
 /// `keepalived.conf` for the node whose internal address is `node`, putting the
-/// VIP on `interface`.
-pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str) -> String {
+/// VIP on `interface`; `drain_file` is the gateway's drain state (`1`: drained).
+pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str, drain_file: &str) -> String {
     let mut o = String::new();
     let w = &mut o;
     let advert = rules::vrrp_advert_int(s);
@@ -281,6 +302,14 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str) -> String 
         let _ = writeln!(w, "    rise 2");
         let _ = writeln!(w, "}}");
     }
+    // Written by the gateway (`vdi-gateway drain`); weight 0: a non-zero
+    // value is a fault, so a drained node gives the VIP up. Created as `0`
+    // when absent, never overwritten.
+    let _ = writeln!(w, "track_file gateway_drain {{");
+    let _ = writeln!(w, "    file \"{}\"", drain_file.replace(['"', '\\'], ""));
+    let _ = writeln!(w, "    weight 0");
+    let _ = writeln!(w, "    init_file 0");
+    let _ = writeln!(w, "}}");
     let _ = writeln!(w, "vrrp_instance gateway {{");
     let _ = writeln!(w, "    state BACKUP");
     // The VIP stays where it is when a node comes back: moving it again would
@@ -313,6 +342,9 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str) -> String 
     let _ = writeln!(w, "    track_script {{");
     let _ = writeln!(w, "        check_haproxy");
     let _ = writeln!(w, "        check_gateway");
+    let _ = writeln!(w, "    }}");
+    let _ = writeln!(w, "    track_file {{");
+    let _ = writeln!(w, "        gateway_drain");
     let _ = writeln!(w, "    }}");
     // Every state change is logged (to the journal) as "INSTANCE gateway MASTER 100".
     let _ = writeln!(
@@ -378,15 +410,51 @@ mod tests {
     }
 
     #[test]
+    fn only_the_api_backend_checks_readiness_over_tls_when_ssl_is_on() {
+        let mut s = three_nodes();
+        s.ssl = true;
+        let cfg = render_haproxy(&s, s.internal_addrs[1]);
+        let backend = |name: &str| {
+            let from = cfg.find(&format!("\nbackend {name}\n")).unwrap() + 1;
+            let rest = &cfg[from..];
+            rest[..rest[1..].find("\nbackend ").map_or(rest.len(), |i| i + 1)].to_string()
+        };
+        let client = backend("client");
+        assert!(client.contains("uri /v3/ready/"), "{client}");
+        assert_eq!(
+            client
+                .matches("check check-ssl verify none send-proxy-v2")
+                .count(),
+            3,
+            "{client}"
+        );
+        let tunnels = backend("tunnels");
+        assert!(
+            !tunnels.contains("httpchk") && !tunnels.contains("check-ssl"),
+            "{tunnels}"
+        );
+    }
+
+    #[test]
     fn keepalived_one_node_like_the_original() {
         let s = seed();
-        insta::assert_snapshot!(render_keepalived(&s, s.internal_addrs[0], "eth0"));
+        insta::assert_snapshot!(render_keepalived(
+            &s,
+            s.internal_addrs[0],
+            "eth0",
+            DEFAULT_DRAIN_FILE
+        ));
     }
 
     #[test]
     fn keepalived_three_nodes_fast_adverts() {
         let s = three_nodes();
-        insta::assert_snapshot!(render_keepalived(&s, s.internal_addrs[2], "ens18"));
+        insta::assert_snapshot!(render_keepalived(
+            &s,
+            s.internal_addrs[2],
+            "ens18",
+            DEFAULT_DRAIN_FILE
+        ));
     }
 
     #[test]

@@ -42,6 +42,26 @@ pub enum Command {
     },
     /// Validate, write and reload the HAProxy and Keepalived configurations now.
     Apply,
+    /// Drain the running gateway for maintenance: no new tunnels here,
+    /// running streams go on, the VIP moves away. Kept until `undrain`.
+    Drain {
+        /// Then wait until no stream is left, at most this many seconds
+        /// (exit 0 when empty, 3 when streams are still open then).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a drain: the running gateway takes new tunnels again.
+    Undrain {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running gateway's drain state and what still runs on it.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -72,6 +92,9 @@ pub fn main() -> ExitCode {
         Command::Init => init(&cli.db),
         Command::Render { what } => render(&cli.db, what),
         Command::Apply => apply(&cli.db),
+        Command::Drain { wait, json } => drain(crate::control::Op::Drain, wait, json),
+        Command::Undrain { json } => drain(crate::control::Op::Undrain, None, json),
+        Command::Status { json } => drain(crate::control::Op::Status, None, json),
         Command::Settings {
             command: SettingsCommand::Show { reveal },
         } => show(&cli.db, reveal),
@@ -84,6 +107,61 @@ pub fn main() -> ExitCode {
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("vdi-gateway: {msg}");
     ExitCode::FAILURE
+}
+
+fn drain(op: crate::control::Op, wait: Option<u64>, json: bool) -> ExitCode {
+    use crate::control::{Op, path_from_env, request};
+    let path = path_from_env();
+    let show = |st: &vdi_wire::DrainState| {
+        if json {
+            println!("{}", serde_json::to_string(st).unwrap_or_default());
+        } else if let Some(since) = st.since {
+            println!(
+                "drained since {}: {} tunnel(s), {} stream(s) still open",
+                since.format("%Y-%m-%d %H:%M:%S UTC"),
+                st.tunnels,
+                st.streams
+            );
+        } else {
+            println!(
+                "serving (not drained): {} tunnel(s), {} stream(s)",
+                st.tunnels, st.streams
+            );
+        }
+    };
+    let mut state = match request(&path, op) {
+        Ok(st) => st,
+        Err(e) => return fail(e),
+    };
+    show(&state);
+    let Some(secs) = wait else {
+        return ExitCode::SUCCESS;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut last = state.streams;
+    while state.streams > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        state = match request(&path, Op::Status) {
+            Ok(st) => st,
+            Err(e) => return fail(e),
+        };
+        if state.streams != last {
+            show(&state);
+            last = state.streams;
+        }
+    }
+    if state.streams == 0 {
+        if !json {
+            println!("no stream left");
+        }
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "vdi-gateway: {} stream(s) still open after {secs} s",
+            state.streams
+        );
+        ExitCode::from(3)
+    }
 }
 
 fn init(db: &PathBuf) -> ExitCode {
@@ -134,7 +212,8 @@ fn rendered(db: &PathBuf) -> Result<(vdi_wire::Settings, crate::ha::Rendered), S
         .and_then(|s| s.load())
         .map_err(|e| e.to_string())?;
     let local = crate::gateway::local_addrs(&settings.internal_addrs)?;
-    let r = crate::ha::render(&settings, &local).map_err(|e| e.to_string())?;
+    let drain = crate::drain::file_for(db);
+    let r = crate::ha::render(&settings, &local, &drain).map_err(|e| e.to_string())?;
     Ok((settings, r))
 }
 
@@ -277,6 +356,21 @@ async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
         );
     }
     let gw = crate::start(store, crate::Options::daemon()).await?;
+    // The control socket (drain, undrain, status for root on the host).
+    let control = crate::control::path_from_env();
+    match crate::control::bind(&control) {
+        Ok(l) => {
+            tracing::info!(socket = %control.display(), "control socket");
+            tokio::spawn(crate::control::serve(
+                l,
+                gw.gateway().clone(),
+                gw.shutdown_token(),
+            ));
+        }
+        // The gateway serves on: drain through the API instead.
+        Err(e) => tracing::error!(socket = %control.display(), error = %e,
+            "no control socket: `vdi-gateway drain` will not reach this daemon (the API's /v3/drain/ does)"),
+    }
     let scheme = if gw.gateway().current().ssl {
         "https"
     } else {

@@ -6,6 +6,7 @@
 //! The gateway binds listening sockets but does not serve them: each new one
 //! goes to the server (`Gateway::new`'s receiver) with a token that closes it.
 
+use crate::drain::{self, Drain, DrainError};
 use crate::metrics::{Metrics, Refusal};
 use crate::store::{Store, StoreError};
 use crate::tunnel::{NoTunnel, OpenRequest, Registry, Tunnel};
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use vdi_core::allow::AllowList;
 use vdi_core::settings::{self as rules, Change, SettingsError};
 use vdi_wire::{
-    Connections, Disconnected, HaState, HaStatus, Health, HealthStatus, OpenConnection,
+    Connections, Disconnected, DrainState, HaState, HaStatus, Health, HealthStatus, OpenConnection,
     PRODUCT_VERSION, SERVICE_TUNNEL_PORT, Settings,
 };
 
@@ -104,6 +105,7 @@ pub struct Gateway {
     listeners: Mutex<BTreeMap<(Kind, SocketAddr), CancellationToken>>,
     bound: mpsc::UnboundedSender<Bound>,
     ha: Mutex<(HaState, Option<ha::Rendered>)>,
+    drain: Drain,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,8 @@ pub enum ChangeError {
 pub enum OpenError {
     #[error("the gateway is disabled (is_enabled = false); running streams go on")]
     Disabled,
+    #[error("this node is drained for maintenance: no new tunnels here; try another node")]
+    Draining,
     #[error(transparent)]
     BadRequest(#[from] vdi_core::open::BadRequest),
     #[error("cannot resolve target_host {0:?}")]
@@ -173,6 +177,7 @@ impl Gateway {
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| PathBuf::from("."));
         let (bound, listeners) = mpsc::unbounded_channel();
+        let drain = Drain::load(drain::file_for(store.path()));
         let gw = Arc::new(Gateway {
             settings: watch::Sender::new(Arc::new(settings)),
             store,
@@ -190,6 +195,7 @@ impl Gateway {
             listeners: Mutex::new(BTreeMap::new()),
             bound,
             ha: Mutex::new((HaState::default(), None)),
+            drain,
         });
         (gw, listeners)
     }
@@ -317,7 +323,7 @@ impl Gateway {
         if !rules::ha_managed(s) {
             return Ok(None);
         }
-        let rendered = ha::render(s, local).map_err(|e| {
+        let rendered = ha::render(s, local, self.drain_file()).map_err(|e| {
             // No interface for the VIP: Keepalived's configuration cannot be made.
             self.metrics.ha_apply("keepalived", false);
             ChangeError::Apply(e.to_string())
@@ -477,6 +483,10 @@ impl Gateway {
         if !s.is_enabled {
             return Err(OpenError::Disabled);
         }
+        // Reuse too: the broker retries through the VIP and lands elsewhere.
+        if self.drain.since().is_some() {
+            return Err(OpenError::Draining);
+        }
         vdi_core::open::check(&req)?;
         let target_addr = self.resolve_allowed(&s, &req).await?;
         let ttl = Duration::from_secs(rules::tunnel_ttl_secs(&s));
@@ -564,11 +574,12 @@ impl Gateway {
     pub async fn health(&self) -> Health {
         let s = self.current();
         let (tunnels, streams, ports_in_use, ports_free) = self.tunnels.counts();
+        let draining = self.drain.since().is_some();
         Health {
-            status: if s.is_enabled {
-                HealthStatus::Ok
-            } else {
-                HealthStatus::Disabled
+            status: match (s.is_enabled, draining) {
+                (false, _) => HealthStatus::Disabled,
+                (true, true) => HealthStatus::Draining,
+                (true, false) => HealthStatus::Ok,
             },
             version: PRODUCT_VERSION.into(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -580,7 +591,54 @@ impl Gateway {
             units: self.units.get().await,
             ha: self.ha_state(),
             holds_vip: rules::ha_managed(&s) && holds(s.virtual_addr),
+            draining,
         }
+    }
+
+    /// Whether this node takes new tunnels: enabled and not drained.
+    pub fn ready(&self) -> bool {
+        self.current().is_enabled && self.drain.since().is_none()
+    }
+
+    /// The drain state with what still runs here.
+    pub fn drain_state(&self) -> DrainState {
+        let (tunnels, streams, _, _) = self.tunnels.counts();
+        let since = self.drain.since();
+        DrainState {
+            draining: since.is_some(),
+            since,
+            tunnels: tunnels as u64,
+            streams: streams as u64,
+        }
+    }
+
+    /// The file holding the drain state (Keepalived's `track_file`).
+    pub fn drain_file(&self) -> &std::path::Path {
+        self.drain.path()
+    }
+
+    /// Drains (no new tunnels; running streams go on; the VIP leaves this
+    /// node through Keepalived's `track_file`) or undrains. Persisted first:
+    /// an error changes nothing.
+    /// (A two-byte file and an fsync: short enough for a worker thread.)
+    pub fn set_draining(&self, on: bool) -> Result<DrainState, DrainError> {
+        let was = self.drain.since().is_some();
+        self.drain.set(on)?;
+        let state = self.drain_state();
+        if was != on {
+            tracing::warn!(
+                draining = on,
+                tunnels = state.tunnels,
+                streams = state.streams,
+                "{}",
+                if on {
+                    "drained: no new tunnels here; running streams go on"
+                } else {
+                    "undrained: taking new tunnels again"
+                }
+            );
+        }
+        Ok(state)
     }
 
     /// Every tunnel with its streams, typed. The API writes the same document
@@ -601,6 +659,9 @@ impl Gateway {
         self.metrics.ports_free.set(free as i64);
         let s = self.current();
         self.metrics.enabled.set(i64::from(s.is_enabled));
+        self.metrics
+            .draining
+            .set(i64::from(self.drain.since().is_some()));
         self.metrics
             .holds_vip
             .set(i64::from(rules::ha_managed(&s) && holds(s.virtual_addr)));

@@ -78,7 +78,11 @@ pub struct Rendered {
 
 /// Renders for this node: its first own internal address, and the VIP's
 /// interface (`vrrp_interface`, else the first non-loopback interface).
-pub fn render(s: &Settings, local_addrs: &[IpAddr]) -> Result<Rendered, HaError> {
+pub fn render(
+    s: &Settings,
+    local_addrs: &[IpAddr],
+    drain_file: &std::path::Path,
+) -> Result<Rendered, HaError> {
     let node = *local_addrs.first().unwrap_or(&s.internal_addrs[0]);
     let interface = match &s.vrrp_interface {
         Some(i) => i.clone(),
@@ -89,7 +93,7 @@ pub fn render(s: &Settings, local_addrs: &[IpAddr]) -> Result<Rendered, HaError>
     Ok(Rendered {
         node,
         haproxy: ha::render_haproxy(s, node),
-        keepalived: ha::render_keepalived(s, node, &interface),
+        keepalived: ha::render_keepalived(s, node, &interface, &drain_file.to_string_lossy()),
         interface,
     })
 }

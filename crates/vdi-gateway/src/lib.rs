@@ -15,6 +15,9 @@ mod api;
 #[cfg(feature = "daemon")]
 pub mod cli;
 mod conn;
+#[cfg(feature = "daemon")]
+mod control;
+mod drain;
 mod gateway;
 mod ha;
 #[cfg(feature = "daemon")]

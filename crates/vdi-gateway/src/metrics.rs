@@ -257,6 +257,7 @@ pub struct Metrics {
     pub ha_status: Family<StatusLabel, Gauge>,
     pub holds_vip: Gauge,
     pub enabled: Gauge,
+    pub draining: Gauge,
     /// Relayed streams running now and ended so far, kept live (the
     /// `streams` gauge is set when scraped).
     running: AtomicI64,
@@ -304,6 +305,7 @@ impl Default for Metrics {
             ha_status: Family::default(),
             holds_vip: Gauge::default(),
             enabled: Gauge::default(),
+            draining: Gauge::default(),
             running: AtomicI64::new(0),
             ended: AtomicU64::new(0),
         };
@@ -433,6 +435,11 @@ impl Default for Metrics {
             "enabled",
             "Whether the gateway opens new tunnels (is_enabled)",
             m.enabled.clone(),
+        );
+        r.register(
+            "draining",
+            "Whether this node is drained for maintenance (1: no new tunnels, running streams go on)",
+            m.draining.clone(),
         );
         m.registry = root;
         m

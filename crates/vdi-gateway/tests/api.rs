@@ -13,14 +13,19 @@ const ENDPOINTS: &[(&str, &str, Role)] = &[
     ("GET", "/v3/get_connections/", Role::Dispatcher),
     ("POST", "/v3/disconnect/", Role::Dispatcher),
     ("GET", "/metrics", Role::Dispatcher),
+    ("POST", "/v3/drain/", Role::Dispatcher),
+    ("POST", "/v3/undrain/", Role::Dispatcher),
     ("POST", "/v3/open_connection/", Role::Client),
     ("GET", "/v3/connect/", Role::Client),
+    ("GET", "/v3/ready/", Role::Public),
 ];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Role {
     Dispatcher,
     Client,
+    /// HAProxy's readiness check: no key, and any key is ignored.
+    Public,
 }
 
 #[tokio::test]
@@ -30,6 +35,17 @@ async fn auth_matrix_for_every_endpoint() {
         let (mine, other) = match role {
             Role::Dispatcher => (g.api_key.clone(), g.cli_key.clone()),
             Role::Client => (g.cli_key.clone(), g.api_key.clone()),
+            Role::Public => {
+                for key in [None, Some(&g.api_key), Some(&g.cli_key)] {
+                    let mut rb = g.http.request(method.parse().unwrap(), g.url(path));
+                    if let Some(k) = key {
+                        rb = rb.header("api_key", k);
+                    }
+                    let r = rb.send().await.unwrap();
+                    assert_eq!(r.status().as_u16(), 200, "{method} {path}");
+                }
+                continue;
+            }
         };
         let call = |headers: Vec<(&'static str, String)>| {
             let mut rb = g.http.request(method.parse().unwrap(), g.url(path));

@@ -47,6 +47,8 @@ fn prepared_db(dir: &TempDir, ip: IpAddr) -> std::path::PathBuf {
 struct Daemon {
     child: Child,
     notify: UnixDatagram,
+    /// Its control socket (`vdi-gateway drain` and co.).
+    control: std::path::PathBuf,
     _sock_dir: TempDir,
 }
 
@@ -64,6 +66,7 @@ impl Daemon {
             .arg("--db")
             .arg(db)
             .arg("serve")
+            .env("VDI_GATEWAY_CONTROL", sock_dir.0.join("control.sock"))
             .env("NOTIFY_SOCKET", &sock_path)
             .env("JOURNAL_STREAM", "0:0")
             .stdout(Stdio::null())
@@ -73,6 +76,7 @@ impl Daemon {
         let d = Daemon {
             child,
             notify,
+            control: sock_dir.0.join("control.sock"),
             _sock_dir: sock_dir,
         };
         d.expect_notify("READY=1");
@@ -93,6 +97,20 @@ impl Daemon {
                 return;
             }
         }
+    }
+
+    /// `vdi-gateway ARGS` against this daemon's control socket.
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .env("VDI_GATEWAY_CONTROL", &self.control)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     }
 
     fn signal(&self, sig: i32) {
@@ -132,6 +150,7 @@ fn first_start_creates_the_database_with_fresh_keys() {
         .arg("--db")
         .arg(&db)
         .arg("serve")
+        .env("VDI_GATEWAY_CONTROL", dir.0.join("control.sock"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -332,4 +351,135 @@ async fn sighup_reloads_settings_changed_by_the_cli() {
         .await
         .unwrap();
     assert_eq!(code, 0);
+}
+
+/// Drain and undrain through the CLI (the control socket): new tunnels are
+/// refused with `draining` while a running stream goes on, health, readiness
+/// and metrics say so, the state survives a restart, undrain reopens.
+#[tokio::test]
+async fn drain_refuses_new_tunnels_keeps_streams_and_survives_a_restart() {
+    let dir = TempDir::new();
+    let ip = unique_loopback();
+    let db = prepared_db(&dir, ip);
+    let drain_file = dir.0.join("draining");
+    let daemon = Daemon::start(&db);
+    let s = vdi_gateway::Store::open(&db).unwrap().load().unwrap();
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    // No pooled connections: the daemon restarts midway.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let body =
+        json!({"target_host": "127.0.0.1", "target_port": desk.addr.port(), "vm_id": "vm-1"});
+    let open = || {
+        http.post(format!("http://{ip}:8000/v3/open_connection/"))
+            .header("cli_key", s.cli_key.expose())
+            .json(&body)
+            .send()
+    };
+    let r = open().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let opened: Value = r.json().await.unwrap();
+    let port = opened["port"].as_u64().unwrap() as u16;
+    let mut live = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
+    assert!(echoes(&mut live, b"before").await);
+
+    let (code, out, err) = daemon.ctl(&["drain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("drained since") && out.contains("1 stream(s)"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&drain_file).unwrap(), "1\n");
+    // New tunnels and reuse of the open one: refused, with the code.
+    let r = open().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "draining", "{e}");
+    // The running stream goes on, and so does a new stream of its tunnel.
+    assert!(echoes(&mut live, b"during").await);
+    let mut second = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
+    assert!(echoes(&mut second, b"second").await);
+    let health: Value = http
+        .get(format!("http://{ip}:8000/v3/health/"))
+        .header("api_key", s.api_key.expose())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["draining"].as_bool()),
+        (Some("draining"), Some(true)),
+        "{health}"
+    );
+    let ready = http
+        .get(format!("http://{ip}:8000/v3/ready/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "HAProxy's check, no key");
+    let metrics = http
+        .get(format!("http://{ip}:8000/metrics"))
+        .header("api_key", s.api_key.expose())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vdi_gateway_draining 1"), "{metrics}");
+    // Waiting for the node to empty, with streams that do not end: exit 3.
+    let (code, out, err) = daemon.ctl(&["drain", "--wait", "1"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("2 stream(s) still open"), "{err}");
+    drop((live, second));
+
+    // A restart (an upgrade, a reboot) keeps the node drained.
+    let (code, _, _) = daemon.terminate();
+    assert_eq!(code, 0);
+    let daemon = Daemon::start(&db);
+    let (code, out, err) = daemon.ctl(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let st: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (st["draining"].as_bool(), st["streams"].as_u64()),
+        (Some(true), Some(0)),
+        "{st}"
+    );
+    assert!(st["since"].is_string(), "{st}");
+    assert_eq!(open().await.unwrap().status(), 503);
+    // An empty node: --wait returns at once.
+    let (code, out, _) = daemon.ctl(&["drain", "--wait", "30"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no stream left"), "{out}");
+
+    let (code, out, err) = daemon.ctl(&["undrain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("serving"), "{out}");
+    assert_eq!(std::fs::read_to_string(&drain_file).unwrap(), "0\n");
+    let ready = http
+        .get(format!("http://{ip}:8000/v3/ready/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(open().await.unwrap().status(), 200);
+    // No daemon at the socket: a clear error, not a hang.
+    let (code, _, err) = Command::new(BIN)
+        .env("VDI_GATEWAY_CONTROL", dir.0.join("nothing.sock"))
+        .arg("status")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                (),
+                String::from_utf8(o.stderr).unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the running gateway"), "{err}");
 }

@@ -364,7 +364,11 @@ fn rendered_configurations_pass_haproxy_and_keepalived() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let conf = dir.0.join("keepalived.conf");
-            std::fs::write(&conf, vdi_core::ha::render_keepalived(&s, node, &iface)).unwrap();
+            std::fs::write(
+                &conf,
+                vdi_core::ha::render_keepalived(&s, node, &iface, vdi_core::ha::DEFAULT_DRAIN_FILE),
+            )
+            .unwrap();
             let out = Command::new("keepalived")
                 .arg("-t")
                 .arg("-f")

@@ -42,6 +42,10 @@ pub struct Health {
     /// one of its interfaces).
     #[serde(default)]
     pub holds_vip: bool,
+    /// Drained for maintenance: no new tunnels, running streams go on
+    /// (`POST /v3/drain/`, `vdi-gateway drain`).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +55,29 @@ pub enum HealthStatus {
     Ok,
     /// `is_enabled` is false: no new tunnels, running streams go on.
     Disabled,
+    /// Drained for maintenance: no new tunnels, running streams go on.
+    Draining,
+}
+
+/// Whether this node takes new tunnels, and what still runs on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DrainState {
+    /// No new tunnels here until undrained; kept across restarts and reboots.
+    pub draining: bool,
+    /// When the drain began (absent when not draining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Tunnels and streams still open on this node.
+    pub tunnels: u64,
+    pub streams: u64,
+}
+
+/// Answer of `GET /v3/ready/`: this node takes new tunnels (HAProxy's check).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ready {
+    pub ready: bool,
 }
 
 /// Where the HAProxy and Keepalived configurations stand.

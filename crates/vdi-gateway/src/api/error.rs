@@ -28,6 +28,8 @@ pub enum ApiError {
     #[error("{0}")]
     Disabled(String),
     #[error("{0}")]
+    Draining(String),
+    #[error("{0}")]
     NoFreePort(String),
     #[error("{0}")]
     StreamLimit(String),
@@ -63,6 +65,7 @@ impl ApiError {
             Unresolvable(_) => (StatusCode::NOT_FOUND, "unresolvable_target"),
             Conflict(_) => (StatusCode::CONFLICT, "cannot_apply"),
             Disabled(_) => (StatusCode::SERVICE_UNAVAILABLE, "gateway_disabled"),
+            Draining(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             NoFreePort(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_free_port"),
             StreamLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "stream_limit"),
             TooManyTunnels(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_tunnels"),
@@ -109,7 +112,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
-        if status.is_server_error() {
+        // A drained node refusing tunnels is doing its job, not failing.
+        if status.is_server_error() && !matches!(self, ApiError::Draining(_)) {
             tracing::error!(error = %self, "request failed");
         }
         (status, Json(self.body())).into_response()
@@ -122,6 +126,7 @@ impl From<crate::gateway::OpenError> for ApiError {
         let msg = e.to_string();
         match e {
             Disabled => ApiError::Disabled(msg),
+            Draining => ApiError::Draining(msg),
             BadRequest(_) => ApiError::BadRequest(msg),
             Unresolvable(_) => ApiError::Unresolvable(msg),
             NotAllowed(_) => ApiError::TargetNotAllowed(msg),
@@ -129,6 +134,17 @@ impl From<crate::gateway::OpenError> for ApiError {
             NoTunnel(crate::tunnel::NoTunnel::TooManyTunnels { .. }) => {
                 ApiError::TooManyTunnels(msg)
             }
+        }
+    }
+}
+
+impl From<crate::drain::DrainError> for ApiError {
+    fn from(e: crate::drain::DrainError) -> Self {
+        // ENOSPC
+        if e.source.raw_os_error() == Some(28) {
+            ApiError::StorageFull(e.to_string())
+        } else {
+            ApiError::StorageUnavailable(e.to_string())
         }
     }
 }

@@ -45,7 +45,8 @@ pub struct ClientAddr(pub SocketAddr);
     tags(
         (name = "dispatcher", description = "For the broker (api_key)"),
         (name = "client", description = "For desktop clients (cli_key)"),
-        (name = "monitoring", description = "Prometheus metrics (api_key)")
+        (name = "monitoring", description = "Prometheus metrics (api_key)"),
+        (name = "balancer", description = "For HAProxy's health check (no key)")
     )
 )]
 struct ApiDoc;
@@ -237,7 +238,11 @@ fn routes_and_doc() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_connections))
         .routes(routes!(disconnect))
         .routes(routes!(metrics))
+        .routes(routes!(drain))
+        .routes(routes!(undrain))
         .route_layer(middleware::from_fn(require_dispatcher));
+    // No key: HAProxy's check sends none, and it tells one bit.
+    let balancer = OpenApiRouter::new().routes(routes!(ready));
     let client = OpenApiRouter::new()
         .routes(routes!(open_connection))
         .routes(routes!(ws::connect))
@@ -245,6 +250,7 @@ fn routes_and_doc() -> (Router<Shared>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(dispatcher)
         .merge(client)
+        .merge(balancer)
         .split_for_parts();
     // After the routes brought their schemas in.
     SettingsPatch.modify(&mut doc);
@@ -589,6 +595,44 @@ async fn open_connection(
         port: tunnel.port,
         expires_at: tunnel.expires_at(gw.idle()),
     }))
+}
+
+/// Drains this node for maintenance: no new tunnels here (`open_connection`
+/// answers 503 `draining`), running streams go on, Keepalived moves the VIP
+/// away. Kept across restarts until undrained. Answers what still runs.
+#[utoipa::path(post, path = "/v3/drain/", tag = "dispatcher",
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = DrainState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "The drain state cannot be written (`storage_unavailable`); nothing changed"),
+        (status = 507, body = ErrorBody, description = "The disk is full (`storage_full`); nothing changed")))]
+async fn drain(State(gw): State<Shared>) -> Result<Json<DrainState>, ApiError> {
+    Ok(Json(gw.set_draining(true)?))
+}
+
+/// Ends a drain: this node takes new tunnels again.
+#[utoipa::path(post, path = "/v3/undrain/", tag = "dispatcher",
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = DrainState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "The drain state cannot be written (`storage_unavailable`); nothing changed"),
+        (status = 507, body = ErrorBody, description = "The disk is full (`storage_full`); nothing changed")))]
+async fn undrain(State(gw): State<Shared>) -> Result<Json<DrainState>, ApiError> {
+    Ok(Json(gw.set_draining(false)?))
+}
+
+/// Whether this node takes new tunnels: 200 when enabled and not drained,
+/// else 503 (`draining` or `gateway_disabled`). HAProxy's check of the API
+/// backend, so new `open_connection` calls go to nodes that take them.
+#[utoipa::path(get, path = "/v3/ready/", tag = "balancer",
+    responses((status = 200, body = Ready), (status = 503, body = ErrorBody)))]
+async fn ready(State(gw): State<Shared>) -> Result<Json<Ready>, ApiError> {
+    if gw.ready() {
+        return Ok(Json(Ready { ready: true }));
+    }
+    Err(if gw.current().is_enabled {
+        ApiError::Draining("this node is drained for maintenance".into())
+    } else {
+        ApiError::Disabled("the gateway is disabled (is_enabled = false)".into())
+    })
 }
 
 /// Prometheus metrics in text format.

@@ -41,6 +41,7 @@ fn every_error_has_the_one_shape() {
         ApiError::Unresolvable("r".into()),
         ApiError::Conflict("c".into()),
         ApiError::Disabled("d".into()),
+        ApiError::Draining("d".into()),
         ApiError::NoFreePort("p".into()),
         ApiError::StreamLimit("s".into()),
         ApiError::MethodNotAllowed("m".into()),
@@ -145,6 +146,62 @@ mod in_process {
     }
 
     #[tokio::test]
+    async fn a_drained_node_refuses_tunnels_and_its_check_says_so() {
+        let f = fixture();
+        let api = Some(("api_key", f.api_key.as_str()));
+        let cli = Some(("cli_key", f.cli_key.as_str()));
+        let open = r#"{"target_host": "127.0.0.1", "target_port": 5900}"#;
+        let (s, b) = call(&f, Method::GET, "/v3/ready/", None, "").await;
+        assert_eq!(
+            (s, b["ready"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{b}"
+        );
+        let (s, b) = call(&f, Method::POST, "/v3/drain/", api, "").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            (b["draining"].as_bool(), b["streams"].as_u64()),
+            (Some(true), Some(0)),
+            "{b}"
+        );
+        assert!(b["since"].is_string(), "{b}");
+        let (s, b) = call(&f, Method::POST, "/v3/open_connection/", cli, open).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_error(&b, "draining");
+        let (s, b) = call(&f, Method::GET, "/v3/ready/", None, "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_error(&b, "draining");
+        let (_, h) = call(&f, Method::GET, "/v3/health/", api, "").await;
+        assert_eq!(
+            (h["status"].as_str(), h["draining"].as_bool()),
+            (Some("draining"), Some(true)),
+            "{h}"
+        );
+        let (s, b) = call(&f, Method::POST, "/v3/undrain/", api, "").await;
+        assert_eq!(
+            (s, b["draining"].as_bool()),
+            (StatusCode::OK, Some(false)),
+            "{b}"
+        );
+        assert!(b.get("since").is_none(), "{b}");
+        let (s, b) = call(&f, Method::POST, "/v3/open_connection/", cli, open).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        // Disabled: the check fails too, with its own code.
+        let (s, b) = call(
+            &f,
+            Method::POST,
+            "/v3/change_settings/",
+            api,
+            r#"{"is_enabled": false}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = call(&f, Method::GET, "/v3/ready/", None, "").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_error(&b, "gateway_disabled");
+    }
+
+    #[tokio::test]
     async fn every_endpoint_takes_only_its_own_key() {
         let f = fixture();
         let dispatcher = [
@@ -154,6 +211,8 @@ mod in_process {
             (Method::GET, "/v3/get_connections/"),
             (Method::POST, "/v3/disconnect/"),
             (Method::GET, "/metrics"),
+            (Method::POST, "/v3/drain/"),
+            (Method::POST, "/v3/undrain/"),
         ];
         let client = [
             (Method::POST, "/v3/open_connection/"),
