@@ -196,12 +196,19 @@ pub fn render_haproxy(s: &Settings, node: IpAddr) -> String {
     // New tunnels only where they are taken: a drained or disabled node
     // answers 503 and is down for this backend (a client stuck to it is
     // balanced to another), while the tunnels backend still reaches it.
+    // Checked every second, down after two misses: a drain takes effect in
+    // about 2 s (HAProxy's default would be up to 6 s).
+    let _ = writeln!(w, "    default-server inter 1s fall 2 rise 2");
     let _ = writeln!(w, "    option httpchk");
     let _ = writeln!(
         w,
         "    http-check send meth GET uri /v3/ready/ ver HTTP/1.1 hdr Host vdi-gateway"
     );
     let _ = writeln!(w, "    http-check expect status 200");
+    // A node whose gateway just died refuses the connection before its
+    // check notices: try another node (an API call is not tied to one).
+    let _ = writeln!(w, "    option redispatch 1");
+    let _ = writeln!(w, "    retries 2");
     let tls_check = if s.ssl { " check-ssl verify none" } else { "" };
     let start = w.len();
     servers(w, Some(s.api_port));
@@ -266,12 +273,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Where the daemon keeps its drain state by default: next to the database.
-pub const DEFAULT_DRAIN_FILE: &str = "/opt/vdi-gateway/app/draining";
+/// The directory of the database: where the files Keepalived tracks live.
+pub const DEFAULT_STATE_DIR: &str = "/opt/vdi-gateway/app";
+/// The files Keepalived tracks in it (`1`: the node must not hold the VIP):
+/// the drain state (written by the gateway), and whether the gateway and
+/// HAProxy are stopped (written as they start and stop, and by systemd's
+/// `ExecStopPost` after any exit, a crash too: no polling delay).
+pub const TRACK_FILES: [(&str, &str); 3] = [
+    ("gateway_drain", "draining"),
+    ("gateway_stopped", "gateway-stopped"),
+    ("haproxy_stopped", "haproxy-stopped"),
+];
 
 /// `keepalived.conf` for the node whose internal address is `node`, putting the
-/// VIP on `interface`; `drain_file` is the gateway's drain state (`1`: drained).
-pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str, drain_file: &str) -> String {
+/// VIP on `interface`; `state_dir` holds the [`TRACK_FILES`].
+pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str, state_dir: &str) -> String {
     let mut o = String::new();
     let w = &mut o;
     let advert = rules::vrrp_advert_int(s);
@@ -302,14 +318,19 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str, drain_file
         let _ = writeln!(w, "    rise 2");
         let _ = writeln!(w, "}}");
     }
-    // Written by the gateway (`vdi-gateway drain`); weight 0: a non-zero
-    // value is a fault, so a drained node gives the VIP up. Created as `0`
-    // when absent, never overwritten.
-    let _ = writeln!(w, "track_file gateway_drain {{");
-    let _ = writeln!(w, "    file \"{}\"", drain_file.replace(['"', '\\'], ""));
-    let _ = writeln!(w, "    weight 0");
-    let _ = writeln!(w, "    init_file 0");
-    let _ = writeln!(w, "}}");
+    // Weight 0: a non-zero value is a fault, so the node gives the VIP up at
+    // once (read on inotify, no polling). The drain file is created as `0`
+    // when absent (never drained); the stopped files as `1` (not running
+    // until it says so). Never overwritten.
+    let dir = state_dir.trim_end_matches('/').replace(['"', '\\'], "");
+    for (name, file) in TRACK_FILES {
+        let init = if name == "gateway_drain" { 0 } else { 1 };
+        let _ = writeln!(w, "track_file {name} {{");
+        let _ = writeln!(w, "    file \"{dir}/{file}\"");
+        let _ = writeln!(w, "    weight 0");
+        let _ = writeln!(w, "    init_file {init}");
+        let _ = writeln!(w, "}}");
+    }
     let _ = writeln!(w, "vrrp_instance gateway {{");
     let _ = writeln!(w, "    state BACKUP");
     // The VIP stays where it is when a node comes back: moving it again would
@@ -344,7 +365,9 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str, drain_file
     let _ = writeln!(w, "        check_gateway");
     let _ = writeln!(w, "    }}");
     let _ = writeln!(w, "    track_file {{");
-    let _ = writeln!(w, "        gateway_drain");
+    for (name, _) in TRACK_FILES {
+        let _ = writeln!(w, "        {name}");
+    }
     let _ = writeln!(w, "    }}");
     // Every state change is logged (to the journal) as "INSTANCE gateway MASTER 100".
     let _ = writeln!(
@@ -442,7 +465,7 @@ mod tests {
             &s,
             s.internal_addrs[0],
             "eth0",
-            DEFAULT_DRAIN_FILE
+            DEFAULT_STATE_DIR
         ));
     }
 
@@ -453,7 +476,7 @@ mod tests {
             &s,
             s.internal_addrs[2],
             "ens18",
-            DEFAULT_DRAIN_FILE
+            DEFAULT_STATE_DIR
         ));
     }
 

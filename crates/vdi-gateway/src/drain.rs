@@ -74,8 +74,9 @@ impl Drain {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The directory of the file (and of the database).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("/"))
     }
 
     pub fn since(&self) -> Option<DateTime<Utc>> {
@@ -101,12 +102,28 @@ impl Drain {
     }
 }
 
+/// The daemon's own `gateway-stopped` track file in `dir`: `0` once it
+/// serves, `1` as it stops (systemd's `ExecStopPost` writes `1` after any
+/// exit, a crash too). Keepalived gives the VIP up at once on `1`.
+#[cfg(feature = "daemon")]
+pub fn mark_stopped(dir: &Path, stopped: bool) {
+    let path = dir.join("gateway-stopped");
+    if let Err(e) = write_atomically(&path, if stopped { b"1\n" } else { b"0\n" }) {
+        tracing::error!(file = %path.display(), error = %e,
+            "cannot write the stopped state Keepalived tracks");
+    }
+}
+
 /// Temp file in the same directory, synced, renamed over `path`, directory
 /// synced: a reader (Keepalived) sees the old content or the new, never a
 /// torn one. Keepalived watches the directory, so a rename is noticed.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{FILE}.tmp"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -323,7 +323,7 @@ impl Gateway {
         if !rules::ha_managed(s) {
             return Ok(None);
         }
-        let rendered = ha::render(s, local, self.drain_file()).map_err(|e| {
+        let rendered = ha::render(s, local, self.state_dir()).map_err(|e| {
             // No interface for the VIP: Keepalived's configuration cannot be made.
             self.metrics.ha_apply("keepalived", false);
             ChangeError::Apply(e.to_string())
@@ -612,9 +612,9 @@ impl Gateway {
         }
     }
 
-    /// The file holding the drain state (Keepalived's `track_file`).
-    pub fn drain_file(&self) -> &std::path::Path {
-        self.drain.path()
+    /// Where the files Keepalived tracks live (the database's directory).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.drain.dir()
     }
 
     /// Drains (no new tunnels; running streams go on; the VIP leaves this

@@ -81,7 +81,7 @@ pub struct Rendered {
 pub fn render(
     s: &Settings,
     local_addrs: &[IpAddr],
-    drain_file: &std::path::Path,
+    state_dir: &std::path::Path,
 ) -> Result<Rendered, HaError> {
     let node = *local_addrs.first().unwrap_or(&s.internal_addrs[0]);
     let interface = match &s.vrrp_interface {
@@ -93,7 +93,7 @@ pub fn render(
     Ok(Rendered {
         node,
         haproxy: ha::render_haproxy(s, node),
-        keepalived: ha::render_keepalived(s, node, &interface, &drain_file.to_string_lossy()),
+        keepalived: ha::render_keepalived(s, node, &interface, &state_dir.to_string_lossy()),
         interface,
     })
 }

@@ -366,7 +366,7 @@ fn rendered_configurations_pass_haproxy_and_keepalived() {
             let conf = dir.0.join("keepalived.conf");
             std::fs::write(
                 &conf,
-                vdi_core::ha::render_keepalived(&s, node, &iface, vdi_core::ha::DEFAULT_DRAIN_FILE),
+                vdi_core::ha::render_keepalived(&s, node, &iface, vdi_core::ha::DEFAULT_STATE_DIR),
             )
             .unwrap();
             let out = Command::new("keepalived")
