@@ -6,7 +6,7 @@
 
 mod desktop;
 
-use desktop::{Desktop, click, set_value, shots, wait_text};
+use desktop::{Desktop, click, set_value, shots, wait_css_text, wait_text};
 use fantoccini::Locator;
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,29 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert_eq!(s, "0 tunnels, 0 streams");
+
+    // Drain the gateway (with confirmation): the fleet says "drained" and
+    // counts it; undrain takes it back.
+    click(&c, "drain").await;
+    c.accept_alert().await.expect("a confirmation dialog");
+    let notice = wait_text(&c, "notice", |t| t.starts_with("Drained")).await;
+    assert!(notice.contains("new tunnels go to other nodes"), "{notice}");
+    click(&c, "nav-fleet").await;
+    wait_css_text(&c, ".fleet-row .enabled", Duration::from_secs(15), |t| {
+        t == "drained"
+    })
+    .await;
+    let summary = wait_text(&c, "fleet-summary", |t| t.contains("1 draining")).await;
+    assert!(summary.contains("1 reachable"), "{summary}");
+    click(&c, "nav-connections").await;
+    click(&c, "undrain").await;
+    wait_text(&c, "notice", |t| t.starts_with("Undrained")).await;
+    click(&c, "nav-fleet").await;
+    wait_css_text(&c, ".fleet-row .enabled", Duration::from_secs(15), |t| {
+        t == "yes"
+    })
+    .await;
+    click(&c, "nav-connections").await;
 
     // Settings: a bad value is refused inline by the gateway's own rules; a good
     // one is applied and found changed on the gateway.

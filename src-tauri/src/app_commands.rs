@@ -15,6 +15,7 @@ pub const COMMANDS: &[&str] = &[
     "watch_connections",
     "unwatch",
     "disconnect",
+    "set_draining",
     "demo_tunnel",
     "services",
     "ssh_reconnects",

@@ -11,7 +11,7 @@ use vdi_console::Console;
 use vdi_wire::console::{
     AppInfo, ConnectionsUpdate, ConsoleError, FleetUpdate, GatewayDraft, GatewayEntry, WatchId,
 };
-use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, Settings, SettingsChanged};
+use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
 
 pub(crate) type Res<T> = Result<T, ConsoleError>;
 pub(crate) type App<'a> = State<'a, Arc<Console>>;
@@ -30,6 +30,7 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         watch_connections,
         unwatch,
         disconnect,
+        set_draining,
         demo_tunnel,
         crate::hosts::services,
         crate::hosts::ssh_reconnects,
@@ -113,6 +114,11 @@ fn unwatch(console: App<'_>, watch: WatchId) -> bool {
 #[tauri::command]
 async fn disconnect(console: App<'_>, id: i64, selector: Disconnect) -> Res<Disconnected> {
     Ok(console.disconnect(id, &selector).await?)
+}
+
+#[tauri::command]
+async fn set_draining(console: App<'_>, id: i64, on: bool) -> Res<DrainState> {
+    Ok(console.set_draining(id, on).await?)
 }
 
 #[tauri::command]

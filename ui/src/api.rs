@@ -9,7 +9,7 @@ use vdi_wire::console::{
     JournalRequest, ServiceAction, UnitStatus, WatchId,
 };
 pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, FleetUpdate};
-use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, Settings, SettingsChanged};
+use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
 use wasm_bindgen::prelude::*;
 
 // Tauri's IPC through our own module on its internal bridge (`ui/ipc.js`),
@@ -122,6 +122,17 @@ pub async fn disconnect(id: i64, selector: &Disconnect) -> Result<Disconnected, 
         args(&[
             ("id", JsValue::from_f64(id as f64)),
             ("selector", to_js(selector)),
+        ]),
+    )
+    .await
+}
+
+pub async fn set_draining(id: i64, on: bool) -> Result<DrainState, ConsoleError> {
+    call(
+        "set_draining",
+        args(&[
+            ("id", JsValue::from_f64(id as f64)),
+            ("on", JsValue::from_bool(on)),
         ]),
     )
     .await

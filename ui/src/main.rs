@@ -207,8 +207,8 @@ fn Fleet() -> impl IntoView {
     };
     view! {
         <div class="summary" id="fleet-summary">{move || summary.get().map(|s| format!(
-            "{} gateways, {} reachable, {} disabled · {} tunnels, {} streams · {} ports free · {} units not active",
-            s.gateways, s.reachable, s.disabled, s.tunnels, s.streams, s.ports_free, s.units_not_active))}</div>
+            "{} gateways, {} reachable, {} disabled, {} draining · {} tunnels, {} streams · {} ports free · {} units not active",
+            s.gateways, s.reachable, s.disabled, s.draining, s.tunnels, s.streams, s.ports_free, s.units_not_active))}</div>
         <div class="toolbar">
             <input id="fleet-filter" placeholder="Filter by name or tag" aria-label="filter"
                 on:input=move |e| set_filter.set(event_target_value(&e))/>
@@ -230,7 +230,7 @@ fn Fleet() -> impl IntoView {
                 <th></th>
             </tr></thead>
             <tbody>
-                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use))) let:r>
+                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use, h.draining, h.is_enabled))) let:r>
                     <FleetLine r=r edit/>
                 </For>
             </tbody>
@@ -267,7 +267,11 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
             <td>{r.name.clone()}<span class="muted">{format!(" {}", r.tags.join(" "))}</span></td>
             <td class="status">{status}</td>
             <td>{h.as_ref().map(|h| h.version.clone())}</td>
-            <td>{h.as_ref().map(|h| if h.is_enabled { "yes" } else { "no" })}</td>
+            <td class="enabled">{h.as_ref().map(|h| match (h.is_enabled, h.draining) {
+                (false, _) => "no",
+                (true, true) => "drained",
+                (true, false) => "yes",
+            })}</td>
             <td>{h.as_ref().map(|h| format!("{} / {}", h.tunnels, h.streams))}</td>
             <td>{h.as_ref().map(|h| format!("{} / {}", h.ports_in_use, h.ports_free))}</td>
             <td>{h.as_ref().map(|h| format!("{} · {} · {}", h.units.vdi_gateway, h.units.haproxy, h.units.keepalived))}</td>
@@ -325,6 +329,35 @@ fn ConnectionsView() -> impl IntoView {
             ctx.say(n);
         });
     };
+    // Drain: no new tunnels on this node; its streams go on (the count
+    // below falls as they end) and the VIP moves to another node.
+    let drain = move |on: bool| {
+        let Some(id) = selected.get_untracked() else {
+            return;
+        };
+        if on
+            && !window()
+                .confirm_with_message(
+                    "Drain this gateway? It takes no new tunnels until undrained; running streams go on and the VIP moves to another node.",
+                )
+                .unwrap_or(false)
+        {
+            return;
+        }
+        spawn_local(async move {
+            let n = api::set_draining(id, on).await.map(|d| {
+                if d.draining {
+                    format!(
+                        "Drained: {} tunnel(s), {} stream(s) still open; new tunnels go to other nodes",
+                        d.tunnels, d.streams
+                    )
+                } else {
+                    "Undrained: taking new tunnels again".to_string()
+                }
+            });
+            ctx.say(n);
+        });
+    };
     let (filter, set_filter) = signal(String::new());
     let (sort, set_sort) = signal("newest".to_string());
     view! {
@@ -345,6 +378,8 @@ fn ConnectionsView() -> impl IntoView {
                     c.tunnels.iter().map(|t| t.streams.len()).sum::<usize>())}</span>
                 <button class="plain" id="disconnect-all" on:click=move |_| disconnect(
                     Disconnect { all: Some(true), ..Default::default() }, "every tunnel".into())>"Disconnect all"</button>
+                <button class="plain" id="drain" title="No new tunnels here; running streams go on" on:click=move |_| drain(true)>"Drain"</button>
+                <button class="plain" id="undrain" on:click=move |_| drain(false)>"Undrain"</button>
             </div>
             <table id="connections-table">
                 <thead><tr><th>"Tunnel / stream"</th><th>"Port"</th><th>"Target"</th><th>"VM"</th><th>"State"</th>

@@ -155,6 +155,13 @@ impl GatewayClient {
         .await
     }
 
+    /// Drains the node (`true`) or ends the drain.
+    pub async fn set_draining(&self, on: bool) -> Result<DrainState> {
+        let path = if on { "/v3/drain/" } else { "/v3/undrain/" };
+        self.call(reqwest::Method::POST, path, "api_key", None)
+            .await
+    }
+
     pub async fn open_connection(&self, o: &OpenConnection) -> Result<ConnectionOpened> {
         let body = serde_json::to_value(o).expect("serializes");
         self.call(

@@ -35,8 +35,8 @@ use vdi_wire::console::{
     InventoryParams, SettingsParams, WatchId,
 };
 use vdi_wire::{
-    ConnectionOpened, Connections, Disconnect, Disconnected, FieldError, OpenConnection, Secret,
-    Settings, SettingsChanged,
+    ConnectionOpened, Connections, Disconnect, Disconnected, DrainState, FieldError,
+    OpenConnection, Secret, Settings, SettingsChanged,
 };
 
 /// Default per-host time limit of API calls.
@@ -388,6 +388,27 @@ impl Console {
         let r = self.client(id)?.disconnect(d).await;
         let v = remote::verdict(&r, |x| (true, format!("{x:?}")));
         self.audited(Some(id), &self.host_label(id), "disconnect", d, v);
+        r
+    }
+
+    /// Drains a gateway for maintenance (no new tunnels there, its streams go
+    /// on, the VIP moves away) or ends the drain; audited.
+    pub async fn set_draining(&self, id: i64, on: bool) -> Result<DrainState> {
+        let r = self.client(id)?.set_draining(on).await;
+        let v = remote::verdict(&r, |x| {
+            (
+                true,
+                format!("{} tunnel(s), {} stream(s) open", x.tunnels, x.streams),
+            )
+        });
+        let action = if on { "drain" } else { "undrain" };
+        self.audited(
+            Some(id),
+            &self.host_label(id),
+            action,
+            &serde_json::json!({}),
+            v,
+        );
         r
     }
 

@@ -460,6 +460,47 @@ async fn connections_and_disconnect() {
     g.stop.cancel();
 }
 
+/// The console drains a gateway and undrains it, through its API key; the
+/// fleet shows it, and both actions are audited.
+#[tokio::test]
+async fn drain_and_undrain_from_the_console() {
+    use vdi_console::audit::AuditFilter;
+    let g = gateway().await;
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let id = c.add(&draft("gw", &g.url, Some(&g))).unwrap().id;
+    let d = c.set_draining(id, true).await.unwrap();
+    assert!(d.draining && d.since.is_some(), "{d:?}");
+    let (rows, summary) = c.overview().await.unwrap();
+    assert!(rows[0].health.as_ref().unwrap().draining, "{rows:?}");
+    assert_eq!(summary.draining, 1);
+    let e: vdi_wire::console::ConsoleError = c
+        .client(id)
+        .unwrap()
+        .open_connection(
+            &serde_json::from_value(json!({"target_host": "127.0.0.1", "target_port": 5900}))
+                .unwrap(),
+        )
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(e.code, "draining");
+    let d = c.set_draining(id, false).await.unwrap();
+    assert!(!d.draining && d.since.is_none(), "{d:?}");
+    assert_eq!(c.overview().await.unwrap().1.draining, 0);
+    let log = c.audit_log(&AuditFilter::default()).unwrap();
+    let seen: Vec<(&str, &str)> = log
+        .iter()
+        .rev()
+        .map(|r| (r.action.as_str(), r.result.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("inventory_add", "ok"), ("drain", "ok"), ("undrain", "ok")]
+    );
+    g.stop.cancel();
+}
+
 #[tokio::test]
 async fn empty_console_starts_the_embedded_gateway_and_a_demo_tunnel() {
     let dir = TempDir::new();

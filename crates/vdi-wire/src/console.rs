@@ -165,6 +165,9 @@ pub struct FleetSummary {
     pub gateways: usize,
     pub reachable: usize,
     pub disabled: usize,
+    /// Drained for maintenance (no new tunnels).
+    #[serde(default)]
+    pub draining: usize,
     pub tunnels: u64,
     pub streams: u64,
     pub ports_free: u64,
@@ -180,6 +183,7 @@ impl FleetSummary {
         for h in rows.iter().filter_map(|r| r.health.as_ref()) {
             s.reachable += 1;
             s.disabled += usize::from(!h.is_enabled);
+            s.draining += usize::from(h.draining);
             s.tunnels += h.tunnels;
             s.streams += h.streams;
             s.ports_free += h.ports_free;
