@@ -9,6 +9,7 @@
 //! and time. `--smoke` runs the same steps in seconds (for CI).
 
 mod faults;
+mod iperf;
 mod journal;
 mod load;
 mod procs;
@@ -97,6 +98,8 @@ struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Step {
     Throughput,
+    /// The throughput paths again, measured by iperf3.
+    Iperf3,
     Latency,
     Setup,
     Concurrency,
@@ -305,6 +308,7 @@ async fn main() -> Result<()> {
         let before = procs::cpu_and_steal();
         match step {
             Step::Throughput => step_throughput(&ctx, &mut rep).await,
+            Step::Iperf3 => iperf::step_iperf3(&ctx, &mut rep).await,
             Step::Latency => step_latency(&ctx, &mut rep).await,
             Step::Setup => step_setup(&ctx, &mut rep).await,
             Step::Concurrency => step_concurrency(&ctx, &mut rep).await,
