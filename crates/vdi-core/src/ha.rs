@@ -276,12 +276,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The directory of the database: where the files Keepalived tracks live.
 pub const DEFAULT_STATE_DIR: &str = "/opt/vdi-gateway/app";
 /// The files Keepalived tracks in it (`1`: the node must not hold the VIP):
-/// the drain state (written by the gateway), and whether the gateway and
-/// HAProxy are stopped (written as they start and stop, and by systemd's
-/// `ExecStopPost` after any exit, a crash too: no polling delay).
-pub const TRACK_FILES: [(&str, &str); 3] = [
+/// the drain state (written by the gateway), and whether HAProxy is stopped
+/// (written as it starts and stops by the package's drop-in, `ExecStopPost`
+/// after any exit, a crash too: no polling delay). A stopped *gateway* is
+/// no such file on purpose: the node's HAProxy sends new calls to the other
+/// nodes at once (`option redispatch`), and moving the VIP would cut every
+/// stream through this HAProxy, to every node, at each restart.
+pub const TRACK_FILES: [(&str, &str); 2] = [
     ("gateway_drain", "draining"),
-    ("gateway_stopped", "gateway-stopped"),
     ("haproxy_stopped", "haproxy-stopped"),
 ];
 
@@ -320,8 +322,8 @@ pub fn render_keepalived(s: &Settings, node: IpAddr, interface: &str, state_dir:
     }
     // Weight 0: a non-zero value is a fault, so the node gives the VIP up at
     // once (read on inotify, no polling). The drain file is created as `0`
-    // when absent (never drained); the stopped files as `1` (not running
-    // until it says so). Never overwritten.
+    // when absent (never drained); HAProxy's as `1` (not running until it
+    // says so). Never overwritten.
     let dir = state_dir.trim_end_matches('/').replace(['"', '\\'], "");
     for (name, file) in TRACK_FILES {
         let init = if name == "gateway_drain" { 0 } else { 1 };

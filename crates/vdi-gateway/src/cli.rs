@@ -380,19 +380,9 @@ async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
     for addr in gw.gateway().api_addrs() {
         tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
     }
-    // Keepalived may give this node the VIP from now on (and takes it away
-    // the moment this says `1` again: at stop, or systemd's ExecStopPost).
-    let state_dir = gw.gateway().state_dir().to_path_buf();
-    crate::drain::mark_stopped(&state_dir, false);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::spawn(handle_signals(gw.gateway().clone(), gw.shutdown_token()));
-    // First the VIP leaves (new connections go to the other node), then
-    // the streams here close.
-    let stopping = gw.shutdown_token();
-    tokio::spawn(async move {
-        stopping.cancelled().await;
-        crate::drain::mark_stopped(&state_dir, true);
-    });
+
     gw.stopped().await;
     tracing::info!("stopped");
     Ok(())

@@ -102,18 +102,6 @@ impl Drain {
     }
 }
 
-/// The daemon's own `gateway-stopped` track file in `dir`: `0` once it
-/// serves, `1` as it stops (systemd's `ExecStopPost` writes `1` after any
-/// exit, a crash too). Keepalived gives the VIP up at once on `1`.
-#[cfg(feature = "daemon")]
-pub fn mark_stopped(dir: &Path, stopped: bool) {
-    let path = dir.join("gateway-stopped");
-    if let Err(e) = write_atomically(&path, if stopped { b"1\n" } else { b"0\n" }) {
-        tracing::error!(file = %path.display(), error = %e,
-            "cannot write the stopped state Keepalived tracks");
-    }
-}
-
 /// Temp file in the same directory, synced, renamed over `path`, directory
 /// synced: a reader (Keepalived) sees the old content or the new, never a
 /// torn one. Keepalived watches the directory, so a rename is noticed.
