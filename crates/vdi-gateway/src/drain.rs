@@ -48,7 +48,8 @@ pub struct Drain {
 
 impl Drain {
     /// The state the file holds (absent: serving). Since when: the file's
-    /// modification time.
+    /// modification time. A file that is there but cannot be read counts as
+    /// drained: a node the admin took out must not come back by accident.
     pub fn load(path: PathBuf) -> Self {
         let since = match std::fs::read_to_string(&path) {
             Ok(text) if parse(&text) => {
@@ -64,8 +65,8 @@ impl Drain {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e,
-                    "cannot read the drain state; serving");
-                None
+                    "cannot read the drain state; staying drained until `vdi-gateway undrain`");
+                Some(Utc::now())
             }
         };
         Self {
@@ -155,6 +156,16 @@ mod tests {
         assert_eq!(d.set(false).unwrap(), None);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "0\n");
         assert_eq!(Drain::load(path).since(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_file_counts_as_drained() {
+        let dir = tempdir();
+        let path = dir.join(FILE);
+        // A directory where the file should be: it exists, it cannot be read.
+        std::fs::create_dir(&path).unwrap();
+        assert!(Drain::load(path).since().is_some());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
