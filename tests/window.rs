@@ -6,7 +6,7 @@
 
 mod desktop;
 
-use desktop::{Desktop, click, set_value, shots, wait_css_text, wait_text};
+use desktop::{Desktop, click, click_css, set_value, shots, wait_css_text, wait_text};
 use fantoccini::Locator;
 use std::time::{Duration, Instant};
 
@@ -133,7 +133,8 @@ async fn console_window_end_to_end() {
     let summary = wait_text(&c, "fleet-summary", |t| t.contains("1 draining")).await;
     assert!(summary.contains("1 reachable"), "{summary}");
     click(&c, "nav-connections").await;
-    click(&c, "undrain").await;
+    // The toolbar comes with the view's first answer: wait for it.
+    click_css(&c, "#undrain").await;
     wait_text(&c, "notice", |t| t.starts_with("Undrained")).await;
     click(&c, "nav-fleet").await;
     wait_css_text(&c, ".fleet-row .enabled", Duration::from_secs(15), |t| {
