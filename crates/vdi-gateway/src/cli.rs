@@ -1,5 +1,6 @@
 //! Command line of `vdi-gateway`. `main` is a thin shell over this.
 
+use crate::handover;
 use crate::store::{self, DEFAULT_DB_PATH, Store, StoreError};
 use clap::{Parser, Subcommand};
 use serde_json::Map;
@@ -62,6 +63,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print this binary's version and the handover formats it reads (JSON);
+    /// the running daemon asks the binary on disk before re-executing it.
+    #[command(hide = true)]
+    HandoverCheck,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -95,6 +100,13 @@ pub fn main() -> ExitCode {
         Command::Drain { wait, json } => drain(crate::control::Op::Drain, wait, json),
         Command::Undrain { json } => drain(crate::control::Op::Undrain, None, json),
         Command::Status { json } => drain(crate::control::Op::Status, None, json),
+        Command::HandoverCheck => {
+            println!(
+                "{}",
+                serde_json::to_string(&handover::Capability::ours()).expect("serialises")
+            );
+            ExitCode::SUCCESS
+        }
         Command::Settings {
             command: SettingsCommand::Show { reveal },
         } => show(&cli.db, reveal),
@@ -323,7 +335,21 @@ fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
 }
 
 fn serve(db: PathBuf) -> ExitCode {
+    // Safety: no other thread runs yet, and nothing has opened a descriptor
+    // since the exec that handed these over.
+    let inherited = unsafe { handover::take_from_env() };
+    // The running binary itself, to execute again should the one on disk
+    // fail to execute at a handover (a package upgrade replaces the file).
+    let this_binary = std::fs::File::open("/proc/self/exe").ok();
     crate::logging::init();
+    let inherited = match inherited {
+        None => None,
+        Some(Ok(inh)) => Some(inh),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "handover refused: the previous process's streams are closed; starting afresh");
+            None
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Like HAProxy's nbthread: one worker per CPU the daemon may run on
     // unless told otherwise.
@@ -338,7 +364,7 @@ fn serve(db: PathBuf) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(serve_async(db)) {
+    match runtime.block_on(serve_async(db, inherited, this_binary)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway stopped");
@@ -347,7 +373,11 @@ fn serve(db: PathBuf) -> ExitCode {
     }
 }
 
-async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
+async fn serve_async(
+    db: PathBuf,
+    inherited: Option<handover::Inherited>,
+    this_binary: Option<std::fs::File>,
+) -> anyhow::Result<()> {
     let (store, created) = Store::open_or_create(&db, store::first_start_settings)?;
     if created {
         tracing::info!(
@@ -356,7 +386,7 @@ async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
             db.display()
         );
     }
-    let gw = crate::start(store, crate::Options::daemon()).await?;
+    let gw = crate::start_inherited(store, crate::Options::daemon(), inherited).await?;
     // The control socket (drain, undrain, status for root on the host).
     let control = crate::control::path_from_env();
     match crate::control::bind(&control) {
@@ -381,19 +411,28 @@ async fn serve_async(db: PathBuf) -> anyhow::Result<()> {
         tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tokio::spawn(handle_signals(gw.gateway().clone(), gw.shutdown_token()));
+    tokio::spawn(handle_signals(
+        gw.gateway().clone(),
+        gw.shutdown_token(),
+        this_binary,
+    ));
 
     gw.stopped().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn handle_signals(gw: crate::Shared, shutdown: CancellationToken) {
+async fn handle_signals(
+    gw: crate::Shared,
+    shutdown: CancellationToken,
+    this_binary: Option<std::fs::File>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -410,8 +449,92 @@ async fn handle_signals(gw: crate::Shared, shutdown: CancellationToken) {
                 }
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
+            _ = usr2.recv() => reexec(&gw, this_binary.as_ref()).await,
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
+}
+
+/// How long the binary on disk may take to say what it reads.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long streams may take to park (each stops at its next await point).
+const QUIESCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `SIGUSR2`: hands every listener, tunnel and spliced stream to the binary
+/// now on disk, executed in place (same PID). Returns only when it refused
+/// beforehand, and then nothing has changed.
+async fn reexec(gw: &crate::Shared, this_binary: Option<&std::fs::File>) {
+    use std::os::fd::AsRawFd;
+    let started = std::time::Instant::now();
+    let path = match handover::binary_on_disk() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "re-execution refused: cannot tell which binary runs; every stream keeps running here");
+            return;
+        }
+    };
+    if let Err(why) = check_binary(&path).await {
+        tracing::error!(binary = %path.display(), reason = %why,
+            "re-execution refused: every stream keeps running here");
+        return;
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    if !gw.quiesce(QUIESCE_LIMIT).await {
+        tracing::warn!("some streams did not stop within {QUIESCE_LIMIT:?}; they are cut");
+    }
+    let (snapshot, blob, fds) = gw.handover_snapshot();
+    let (tunnels, streams, in_flight) =
+        (snapshot.tunnels.len(), snapshot.streams.len(), blob.0.len());
+    let memfd = match handover::write_memfd(&handover::encode(&snapshot, &blob)) {
+        Ok(m) => m,
+        Err(e) => {
+            // Quiesced already: nothing can take the streams back here.
+            tracing::error!(error = %e, "cannot write the handover snapshot; exiting (every stream is cut)");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(binary = %path.display(), tunnels, streams, bytes_in_flight = in_flight,
+        quiesced_ms = started.elapsed().as_millis() as u64, "handover: executing the binary on disk");
+    let e = handover::exec(&path, &memfd, &fds);
+    tracing::error!(binary = %path.display(), error = %e, "cannot execute the binary on disk; executing the running one again");
+    if let Some(f) = this_binary {
+        let again = std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        let e = handover::exec(&again, &memfd, &fds);
+        tracing::error!(error = %e, "cannot execute the running binary either; exiting (every stream is cut)");
+    }
+    std::process::exit(1);
+}
+
+/// The binary at `path` runs and reads this process's snapshot format.
+async fn check_binary(path: &std::path::Path) -> Result<(), String> {
+    let out = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        tokio::process::Command::new(path)
+            .arg("handover-check")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("it did not answer `handover-check` within {CHECK_TIMEOUT:?}"))?
+    .map_err(|e| format!("it does not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`handover-check` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let cap: handover::Capability = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("`handover-check` answered something else: {e}"))?;
+    if !cap.formats.contains(&handover::FORMAT) {
+        return Err(format!(
+            "version {} reads snapshot formats {:?}, not {} (this process's)",
+            cap.version,
+            cap.formats,
+            handover::FORMAT
+        ));
+    }
+    Ok(())
 }

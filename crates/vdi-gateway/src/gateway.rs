@@ -7,6 +7,7 @@
 //! goes to the server (`Gateway::new`'s receiver) with a token that closes it.
 
 use crate::drain::{self, Drain, DrainError};
+use crate::handover::{Blob, Inherited, ListenerRec, Snapshot};
 use crate::metrics::{Metrics, Refusal};
 use crate::store::{Store, StoreError};
 use crate::tunnel::{NoTunnel, OpenRequest, Registry, Tunnel};
@@ -45,6 +46,28 @@ pub struct Bound {
     pub addr: SocketAddr,
     pub listener: TcpListener,
     pub token: CancellationToken,
+}
+
+/// A listening socket the server accepts on: the token closes it; the
+/// descriptor (a duplicate of the server's) is what a handover passes on.
+struct Listening {
+    token: CancellationToken,
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Api => "api",
+            Kind::ServiceTunnel => "service",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Kind> {
+        [Kind::Api, Kind::ServiceTunnel]
+            .into_iter()
+            .find(|k| k.name() == s)
+    }
 }
 
 /// How this gateway runs: as the host's daemon, or inside another program.
@@ -102,7 +125,10 @@ pub struct Gateway {
     tls: RwLock<Option<TlsAcceptor>>,
     db_dir: PathBuf,
     change_lock: tokio::sync::Mutex<()>,
-    listeners: Mutex<BTreeMap<(Kind, SocketAddr), CancellationToken>>,
+    listeners: Mutex<BTreeMap<(Kind, SocketAddr), Listening>>,
+    /// Listening sockets a previous process handed over, taken by `prepare`
+    /// instead of binding anew (no instant without a listener).
+    inherited: Mutex<BTreeMap<(Kind, SocketAddr), TcpListener>>,
     bound: mpsc::UnboundedSender<Bound>,
     ha: Mutex<(HaState, Option<ha::Rendered>)>,
     drain: Drain,
@@ -127,6 +153,8 @@ pub enum OpenError {
     Disabled,
     #[error("this node is drained for maintenance: no new tunnels here; try another node")]
     Draining,
+    #[error("this node is handing its streams to a new process (a few milliseconds): try again")]
+    Restarting,
     #[error(transparent)]
     BadRequest(#[from] vdi_core::open::BadRequest),
     #[error("cannot resolve target_host {0:?}")]
@@ -193,6 +221,7 @@ impl Gateway {
             db_dir,
             change_lock: tokio::sync::Mutex::new(()),
             listeners: Mutex::new(BTreeMap::new()),
+            inherited: Mutex::new(BTreeMap::new()),
             bound,
             ha: Mutex::new((HaState::default(), None)),
             drain,
@@ -413,8 +442,12 @@ impl Gateway {
             if current.contains_key(&(kind, addr)) {
                 continue;
             }
-            let l = crate::tunnel::bind(addr)
-                .map_err(|e| ChangeError::Apply(format!("cannot listen on {addr}: {e}")))?;
+            let handed = self.inherited.lock().unwrap().remove(&(kind, addr));
+            let l = match handed {
+                Some(l) => l,
+                None => crate::tunnel::bind(addr)
+                    .map_err(|e| ChangeError::Apply(format!("cannot listen on {addr}: {e}")))?,
+            };
             new_listeners.push((kind, addr, l));
         }
         Ok(Prepared {
@@ -432,17 +465,25 @@ impl Gateway {
         *self.tls.write().unwrap() = p.tls;
         self.settings.send_replace(Arc::new(s));
         let mut listeners = self.listeners.lock().unwrap();
-        listeners.retain(|key, token| {
+        listeners.retain(|key, l| {
             let keep = wanted.contains(key);
             if !keep {
                 tracing::info!(kind = ?key.0, addr = %key.1, "listener closed");
-                token.cancel();
+                l.token.cancel();
             }
             keep
         });
         for (kind, addr, listener) in p.new_listeners {
             let token = self.shutdown.child_token();
-            listeners.insert((kind, addr), token.clone());
+            use std::os::fd::AsFd;
+            let fd = listener.as_fd().try_clone_to_owned().ok();
+            listeners.insert(
+                (kind, addr),
+                Listening {
+                    token: token.clone(),
+                    fd,
+                },
+            );
             tracing::info!(?kind, %addr, "listening");
             // The server may be gone only at shutdown; the socket closes then.
             let _ = self.bound.send(Bound {
@@ -486,6 +527,10 @@ impl Gateway {
         // Reuse too: the broker retries through the VIP and lands elsewhere.
         if self.drain.since().is_some() {
             return Err(OpenError::Draining);
+        }
+        // A tunnel opened now would miss the snapshot.
+        if self.tunnels.handover().is_cancelled() {
+            return Err(OpenError::Restarting);
         }
         vdi_core::open::check(&req)?;
         let target_addr = self.resolve_allowed(&s, &req).await?;
@@ -667,6 +712,94 @@ impl Gateway {
             .set(i64::from(rules::ha_managed(&s) && holds(s.virtual_addr)));
         self.metrics.set_ha_status(self.ha_state().status.as_str());
         self.metrics.encode()
+    }
+
+    /// Takes what a previous process handed over: its API and service
+    /// listeners (used by `start` instead of binding anew). Call before
+    /// `start`; the tunnels and streams follow with [`Gateway::restore`].
+    pub fn inherit_listeners(&self, inh: &mut Inherited) {
+        let recs = std::mem::take(&mut inh.snapshot.listeners);
+        let mut inherited = self.inherited.lock().unwrap();
+        for rec in recs {
+            let listener = Kind::from_name(&rec.kind)
+                .ok_or_else(|| format!("unknown listener kind {:?}", rec.kind))
+                .and_then(|kind| {
+                    let fd = inh.take(rec.fd).map_err(|e| e.to_string())?;
+                    let l = crate::tunnel::tokio_listener(fd).map_err(|e| e.to_string())?;
+                    Ok((kind, l))
+                });
+            match listener {
+                Ok((kind, l)) => {
+                    inherited.insert((kind, rec.addr), l);
+                }
+                Err(e) => {
+                    tracing::error!(addr = %rec.addr, error = %e, "a listener was not taken over")
+                }
+            }
+        }
+    }
+
+    /// Restores the handed-over tunnels and streams (after `start`), and
+    /// closes whatever was handed over and not wanted any more.
+    pub fn restore(&self, mut inh: Inherited) -> crate::tunnel::Restored {
+        self.tunnels.continue_ids_from(inh.snapshot.next_stream);
+        let done = self
+            .tunnels
+            .restore(&mut inh, self.subscribe(), &self.shutdown);
+        let unwanted = std::mem::take(&mut *self.inherited.lock().unwrap());
+        for (kind, addr) in unwanted.keys() {
+            tracing::info!(?kind, %addr, "a handed-over listener is not in the settings any more; closed");
+        }
+        let leftover = inh.leftover();
+        if leftover > 0 {
+            tracing::warn!(
+                descriptors = leftover,
+                "descriptors handed over but named by nothing restored; closed"
+            );
+        }
+        done
+    }
+
+    /// Stops for a handover: no new tunnel, every accept loop stops, every
+    /// spliced stream parks at a chunk boundary (the rest end with reason
+    /// `restart`). False when something was still running after `limit`.
+    pub async fn quiesce(&self, limit: Duration) -> bool {
+        self.tunnels.handover().cancel();
+        let all = self.tunnels.all();
+        for t in &all {
+            t.tasks().close();
+        }
+        let parked = futures_util::future::join_all(all.iter().map(|t| t.tasks().wait()));
+        tokio::time::timeout(limit, parked).await.is_ok()
+    }
+
+    /// After [`Gateway::quiesce`]: the snapshot for the next process, its
+    /// blob, and every descriptor it names (open until the exec).
+    pub fn handover_snapshot(&self) -> (Snapshot, Blob, Vec<std::os::fd::OwnedFd>) {
+        use std::os::fd::AsRawFd;
+        let mut fds = Vec::new();
+        let mut blob = Blob::default();
+        let mut listeners = Vec::new();
+        for ((kind, addr), l) in self.listeners.lock().unwrap().iter_mut() {
+            if let Some(fd) = l.fd.take() {
+                listeners.push(ListenerRec {
+                    kind: kind.name().into(),
+                    addr: *addr,
+                    fd: fd.as_raw_fd(),
+                });
+                fds.push(fd);
+            }
+        }
+        let parked = self.tunnels.take_parked();
+        let (tunnels, streams) = self.tunnels.handover_records(parked, &mut blob, &mut fds);
+        let snapshot = Snapshot {
+            written_at_ms: chrono::Utc::now().timestamp_millis(),
+            next_stream: self.tunnels.next_stream_id(),
+            listeners,
+            tunnels,
+            streams,
+        };
+        (snapshot, blob, fds)
     }
 
     /// Closes every listener, tunnel and stream and waits for them, at most

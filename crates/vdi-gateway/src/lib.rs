@@ -20,6 +20,7 @@ mod control;
 mod drain;
 mod gateway;
 mod ha;
+pub mod handover;
 #[cfg(feature = "daemon")]
 mod logging;
 mod memory;
@@ -69,10 +70,32 @@ pub struct Handle {
 /// [`Handle::shutdown_token`] is cancelled; then every listener, tunnel and
 /// stream is closed and waited for (at most [`SHUTDOWN_GRACE`]).
 pub async fn start(store: Store, options: Options) -> Result<Handle, ServeError> {
+    start_inherited(store, options, None).await
+}
+
+/// [`start`], taking over what a previous process handed over (its
+/// listeners, tunnels and streams) where there is a handover.
+pub async fn start_inherited(
+    store: Store,
+    options: Options,
+    mut inherited: Option<handover::Inherited>,
+) -> Result<Handle, ServeError> {
     let settings = store.load()?;
     let shutdown = CancellationToken::new();
     let (gw, bound) = Gateway::new(store, settings, options, shutdown.clone());
+    if let Some(inh) = inherited.as_mut() {
+        gw.inherit_listeners(inh);
+    }
     gw.start().await?;
+    if let Some(inh) = inherited {
+        let done = gw.restore(inh);
+        tracing::info!(
+            tunnels = done.tunnels,
+            streams = done.streams,
+            failed = done.failed,
+            "handover: tunnels and streams taken over from the previous process"
+        );
+    }
     let server = tokio::spawn(server::serve(gw.clone(), bound));
     tokio::spawn(memory::give_back(gw.metrics.clone(), shutdown.clone()));
     let g = gw.clone();

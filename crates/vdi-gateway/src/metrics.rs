@@ -478,6 +478,12 @@ impl Metrics {
         self.running.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A relayed stream went on in the next process (not an end: it is
+    /// neither observed nor counted as ended).
+    pub fn stream_handed_over(&self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Streams running now and ended so far.
     pub fn stream_counts(&self) -> (i64, u64) {
         (

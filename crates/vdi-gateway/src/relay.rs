@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use vdi_core::proxy::{self, Verdict};
 
 /// Per-direction buffer. Also the most one stream holds in flight per direction.
@@ -42,6 +43,30 @@ impl Counters {
             last_activity: AtomicI64::new(now_millis()),
             metrics,
         }
+    }
+
+    /// A handed-over stream's figures, as the previous process left them.
+    pub fn restored(
+        peer: SocketAddr,
+        proxied: Option<SocketAddr>,
+        to_target: u64,
+        to_client: u64,
+        last_activity_ms: i64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let c = Self::new(peer, metrics);
+        if let Some(p) = proxied {
+            c.set_client(p);
+        }
+        c.to_target.store(to_target, Ordering::Relaxed);
+        c.to_client.store(to_client, Ordering::Relaxed);
+        c.last_activity.store(last_activity_ms, Ordering::Relaxed);
+        c
+    }
+
+    /// The TCP peer, and the client a PROXY header named if one did.
+    pub fn peer_and_proxied(&self) -> (SocketAddr, Option<SocketAddr>) {
+        (self.peer, self.proxied.get().copied())
     }
 
     /// The real client: from the PROXY header when one came, else the peer.
@@ -85,6 +110,27 @@ pub enum Start {
     Known(Vec<u8>),
 }
 
+/// How a TCP relay begins: a new stream, or one a previous process handed
+/// over, with each direction's bytes in flight (`None`: that direction had
+/// ended, its EOF passed on).
+pub enum Begin {
+    New(Start),
+    Resumed {
+        to_target: Option<Vec<u8>>,
+        to_client: Option<Vec<u8>>,
+    },
+}
+
+/// A stream stopped for a handover at a chunk boundary: its two sockets and
+/// what each direction still has to write.
+#[derive(Debug)]
+pub struct Parked {
+    pub client: TcpStream,
+    pub target: TcpStream,
+    pub to_target: Option<Vec<u8>>,
+    pub to_client: Option<Vec<u8>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("refused: {0}")]
@@ -94,6 +140,9 @@ pub enum RelayError {
     Stopped(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// Not an end: the stream goes on in the next process.
+    #[error("handed over to the next process")]
+    HandedOver(Box<Parked>),
 }
 
 /// Reads the first bytes until the PROXY verdict is known. `buf` receives the
@@ -178,6 +227,8 @@ async fn sniff_stream<R: AsyncRead + Unpin>(
 /// Runs a relay to its end (or until `stop`, said as `stopped`), then logs
 /// the end with the stream's figures and observes them in the stream
 /// histograms: one account for tunnel streams and the service tunnel.
+/// A stream handed over to the next process has not ended: it is returned,
+/// neither logged nor observed as an end.
 pub async fn run_accounted(
     kind: StreamKind,
     counters: &Counters,
@@ -185,12 +236,19 @@ pub async fn run_accounted(
     stop: &tokio_util::sync::CancellationToken,
     stopped: &'static str,
     body: impl Future<Output = Result<(), RelayError>>,
-) {
+) -> Option<Box<Parked>> {
     counters.metrics.stream_started();
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         r = body => r,
         _ = stop.cancelled() => Err(RelayError::Stopped(stopped)),
+    };
+    let outcome = match outcome {
+        Err(RelayError::HandedOver(p)) => {
+            counters.metrics.stream_handed_over();
+            return Some(p);
+        }
+        other => other,
     };
     let to_target = counters.to_target.load(Ordering::Relaxed);
     let to_client = counters.to_client.load(Ordering::Relaxed);
@@ -201,6 +259,7 @@ pub async fn run_accounted(
         Err(RelayError::Refused(_)) => StreamEnd::Refused,
         Err(RelayError::Stopped(_)) => StreamEnd::Stopped,
         Err(RelayError::Io(_)) => StreamEnd::Error,
+        Err(RelayError::HandedOver(_)) => unreachable!("returned above"),
     };
     counters
         .metrics
@@ -213,6 +272,7 @@ pub async fn run_accounted(
             tracing::info!(%client, %target, to_target, to_client, secs, reason = %e, "{what} end")
         }
     }
+    None
 }
 
 /// Relays until both directions have ended (each end's EOF is passed on as a
@@ -264,47 +324,105 @@ pub fn splice_enabled() -> bool {
 /// A stream that ends in an I/O error (a reset, a vanished peer) is aborted
 /// on both sockets (RST, not FIN): the other end must not take an aborted
 /// stream for a complete one.
+///
+/// When `park` fires (a handover), a spliced stream stops at a chunk
+/// boundary and comes back as [`RelayError::HandedOver`] with its sockets;
+/// one still reading its PROXY header, or on the copy loop, ends with
+/// reason `restart`.
 pub async fn relay_tcp(
     client: TcpStream,
     target: TcpStream,
     counters: &Counters,
-    start: Start,
+    begin: Begin,
+    park: &CancellationToken,
 ) -> Result<(), RelayError> {
     let (mut client, mut target) = (client, target);
-    let r = relay_tcp_inner(&mut client, &mut target, counters, start).await;
-    if matches!(r, Err(RelayError::Io(_))) {
-        for s in [&client, &target] {
-            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    let r = relay_tcp_inner(&mut client, &mut target, counters, begin, park).await;
+    match r {
+        Ok(Some((to_target, to_client))) => {
+            return Err(RelayError::HandedOver(Box::new(Parked {
+                client,
+                target,
+                to_target,
+                to_client,
+            })));
         }
+        Err(RelayError::Io(_)) => {
+            for s in [&client, &target] {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+        }
+        _ => {}
     }
-    r
+    r.map(|_| ())
 }
+
+/// What each direction still has to write when parked; `None` when both ended.
+type ParkedDirs = Option<(Option<Vec<u8>>, Option<Vec<u8>>)>;
 
 async fn relay_tcp_inner(
     client: &mut TcpStream,
     target: &mut TcpStream,
     counters: &Counters,
-    start: Start,
-) -> Result<(), RelayError> {
+    begin: Begin,
+    park: &CancellationToken,
+) -> Result<ParkedDirs, RelayError> {
     #[cfg(target_os = "linux")]
-    if splice_enabled() {
+    if splice_enabled() || matches!(begin, Begin::Resumed { .. }) {
+        use crate::splice::Ended;
         let (client, target): (&TcpStream, &TcpStream) = (client, target);
+        // A direction that had ended before a handover stays ended.
+        let (start, up_first, down_first) = match begin {
+            Begin::New(start) => (Some(start), Some(Vec::new()), Some(Vec::new())),
+            Begin::Resumed {
+                to_target,
+                to_client,
+            } => (None, to_target, to_client),
+        };
         let upstream = async {
-            let first = match start {
-                Start::Sniff(s) => sniff_stream(&mut SharedRead(client), s, counters).await?,
-                Start::Known(first) => first,
+            let Some(mut first) = up_first else {
+                return Ok(None);
             };
-            crate::splice::copy(client, target, &first, counters, Direction::ToTarget).await?;
-            Ok::<_, RelayError>(())
+            if let Some(Start::Sniff(s)) = start {
+                let mut reader = SharedRead(client);
+                first = tokio::select! {
+                    biased;
+                    _ = park.cancelled() => return Err(RelayError::Stopped("restart")),
+                    r = sniff_stream(&mut reader, s, counters) => r?,
+                };
+            } else if let Some(Start::Known(known)) = start {
+                first = known;
+            }
+            let e =
+                crate::splice::copy(client, target, &first, counters, Direction::ToTarget, park)
+                    .await?;
+            Ok::<_, RelayError>(Some(e))
         };
         let downstream = async {
-            crate::splice::copy(target, client, &[], counters, Direction::ToClient).await?;
-            Ok::<_, RelayError>(())
+            let Some(first) = down_first else {
+                return Ok(None);
+            };
+            let e =
+                crate::splice::copy(target, client, &first, counters, Direction::ToClient, park)
+                    .await?;
+            Ok::<_, RelayError>(Some(e))
         };
-        tokio::try_join!(upstream, downstream)?;
-        return Ok(());
+        let (up, down) = tokio::try_join!(upstream, downstream)?;
+        let pending = |e: Option<Ended>| match e {
+            Some(Ended::Parked(bytes)) => Some(bytes),
+            Some(Ended::Eof) | None => None,
+        };
+        let parked = matches!(up, Some(Ended::Parked(_))) || matches!(down, Some(Ended::Parked(_)));
+        return Ok(parked.then(|| (pending(up), pending(down))));
     }
-    relay(client, target, counters, start).await
+    let Begin::New(start) = begin else {
+        unreachable!("a resumed stream is spliced")
+    };
+    // The copy loop holds bytes in user space: not handed over.
+    tokio::select! {
+        r = relay(client, target, counters, start) => r.map(|()| None),
+        _ = park.cancelled() => Err(RelayError::Stopped("restart")),
+    }
 }
 
 /// Reads a `TcpStream` the splice relay shares between its two directions

@@ -118,6 +118,8 @@ async fn accept_loop(
     loop {
         let (sock, peer) = tokio::select! {
             _ = token.cancelled() => return,
+            // The gateway keeps a duplicate of the socket for the next process.
+            _ = s.gw.tunnels.handover().cancelled() => return,
             a = listener.accept() => match a {
                 Ok(a) => { backoff.ok(); a }
                 Err(e) => {

@@ -71,7 +71,14 @@ impl ServiceTunnel {
         self.count("relayed");
         let counters = Counters::new(client, Arc::clone(&gw.metrics));
         tracing::info!(%client, %dispatcher, "service tunnel start");
-        let body = relay::relay(io, up, &counters, relay::Start::Known(Vec::new()));
+        let handover = gw.tunnels.handover().clone();
+        // Its TLS or PROXY state lives in this process: not handed over.
+        let body = async {
+            tokio::select! {
+                r = relay::relay(io, up, &counters, relay::Start::Known(Vec::new())) => r,
+                _ = handover.cancelled() => Err(relay::RelayError::Stopped("restart")),
+            }
+        };
         relay::run_accounted(
             relay::StreamKind::ServiceTunnel,
             &counters,

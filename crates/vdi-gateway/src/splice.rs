@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// What one splice call moves at most (the pipe's default capacity).
 const CHUNK: usize = 64 * 1024;
@@ -74,23 +75,44 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Copies `from` → `to` until EOF (then half-closes `to`), counting bytes.
-/// `first` is written before (bytes already read while sniffing).
+/// How one direction of a spliced relay stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// EOF read and passed on (`to` half-closed).
+    Eof,
+    /// Stopped at a chunk boundary for a handover (`park` fired): these bytes
+    /// were read from `from` and not yet written to `to`. Nothing else of the
+    /// direction is in user space or in a pipe.
+    Parked(Vec<u8>),
+}
+
+/// Copies `from` → `to` until EOF (then half-closes `to`), counting bytes,
+/// or until `park` fires (then returns what was in flight). `first` is
+/// written before (bytes already read while sniffing, or carried over from
+/// the previous process).
 pub async fn copy(
     from: &TcpStream,
     to: &TcpStream,
     first: &[u8],
     counters: &Counters,
     dir: Direction,
-) -> io::Result<()> {
-    send_all(to, first, counters, dir).await?;
+    park: &CancellationToken,
+) -> io::Result<Ended> {
+    if let Some(rest) = send_all(to, first, counters, dir, park).await? {
+        return Ok(Ended::Parked(rest));
+    }
     // Small reads go through a per-thread buffer with one recv and one send
     // (interactive traffic: fewer syscalls than through a pipe); a read that
     // fills it means bulk, and the following reads are spliced until one
     // moves less than that again (HAProxy's splice-auto idea).
     let mut bulk = false;
     loop {
-        from.readable().await?;
+        // Nothing is in flight here: the one place a direction parks empty.
+        tokio::select! {
+            biased;
+            _ = park.cancelled() => return Ok(Ended::Parked(Vec::new())),
+            r = from.readable() => r?,
+        }
         if !bulk {
             let read = SMALL.with(|b| {
                 let mut b = b.borrow_mut();
@@ -115,12 +137,14 @@ pub async fn copy(
             match read {
                 Ok(Small::Eof) => {
                     socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
-                    return Ok(());
+                    return Ok(Ended::Eof);
                 }
                 Ok(Small::Read { n, sent, rest }) => {
                     counters.add(dir, sent);
                     // The other side's buffer is full: the rest waits here.
-                    send_all(to, &rest, counters, dir).await?;
+                    if let Some(rest) = send_all(to, &rest, counters, dir, park).await? {
+                        return Ok(Ended::Parked(rest));
+                    }
                     bulk = n == SMALL_SIZE;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -137,7 +161,7 @@ pub async fn copy(
             Ok(0) => {
                 p.give_back();
                 socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
-                return Ok(());
+                return Ok(Ended::Eof);
             }
             Ok(n) => n,
             // Readiness left over from the last drain: wait for more (still bulk).
@@ -152,7 +176,17 @@ pub async fn copy(
         // Drain it into the other socket (EAGAIN: its send buffer is full).
         let mut left = moved;
         while left > 0 {
-            to.writable().await?;
+            tokio::select! {
+                biased;
+                _ = park.cancelled() => {
+                    // A pipe is readable as a file: what it holds becomes
+                    // the direction's pending bytes, and the pipe goes back empty.
+                    let rest = read_out(&p, left)?;
+                    p.give_back();
+                    return Ok(Ended::Parked(rest));
+                }
+                r = to.writable() => r?,
+            }
             match to.try_io(Interest::WRITABLE, || {
                 splice(p.read.as_raw_fd(), to.as_raw_fd(), left)
             }) {
@@ -166,6 +200,39 @@ pub async fn copy(
         }
         p.give_back();
     }
+}
+
+/// Reads the `len` bytes a pipe holds (all of them are there: nothing else
+/// writes to a borrowed pipe).
+fn read_out(p: &Pipe, len: usize) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        // Safety: reads into the unfilled part of our own buffer.
+        let n = unsafe {
+            libc::read(
+                p.read.as_raw_fd(),
+                out[got..].as_mut_ptr().cast(),
+                len - got,
+            )
+        };
+        match n {
+            n if n > 0 => got += n as usize,
+            0 => break,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    if got != len {
+        return Err(io::Error::other(format!(
+            "a pipe held {got} bytes where {len} were spliced in"
+        )));
+    }
+    Ok(out)
 }
 
 /// Reads up to this much with a plain recv; a full read switches to splice.
@@ -186,14 +253,20 @@ enum Small {
     },
 }
 
+/// Writes `bytes`; `Some(rest)` when `park` fired before all were written.
 async fn send_all(
     to: &TcpStream,
     mut bytes: &[u8],
     counters: &Counters,
     dir: Direction,
-) -> io::Result<()> {
+    park: &CancellationToken,
+) -> io::Result<Option<Vec<u8>>> {
     while !bytes.is_empty() {
-        to.writable().await?;
+        tokio::select! {
+            biased;
+            _ = park.cancelled() => return Ok(Some(bytes.to_vec())),
+            r = to.writable() => r?,
+        }
         match to.try_write(bytes) {
             Ok(n) => {
                 bytes = &bytes[n..];
@@ -203,7 +276,7 @@ async fn send_all(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -235,7 +308,8 @@ mod tests {
             a
         });
         let relay = async {
-            copy(&a2, &b1, b"hello ", &counters, Direction::ToTarget)
+            let never = CancellationToken::new();
+            copy(&a2, &b1, b"hello ", &counters, Direction::ToTarget, &never)
                 .await
                 .unwrap()
         };
@@ -244,7 +318,8 @@ mod tests {
             b.read_to_end(&mut got).await.unwrap();
             got
         };
-        let ((), got) = tokio::join!(relay, reader);
+        let (ended, got) = tokio::join!(relay, reader);
+        assert_eq!(ended, Ended::Eof);
         writer.await.unwrap();
         assert_eq!(&got[..6], b"hello ");
         assert!(got[6..] == data[..], "the bytes arrive unchanged");
@@ -253,6 +328,62 @@ mod tests {
                 .to_target
                 .load(std::sync::atomic::Ordering::Relaxed),
             data.len() as u64 + 6
+        );
+    }
+    /// Parked mid-stream (the reader slow, so bytes sit in the pipe or the
+    /// small buffer) and resumed with the parked bytes first: the reader gets
+    /// every byte once, in order.
+    #[tokio::test]
+    async fn a_parked_direction_resumes_without_losing_or_repeating_a_byte() {
+        let (mut a, a2) = pair().await;
+        let (b1, mut b) = pair().await;
+        let counters = Counters::new("127.0.0.1:1".parse().unwrap(), Arc::new(Metrics::default()));
+        let data: Vec<u8> = (0..8_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            a.write_all(&sent).await.unwrap();
+            a.shutdown().await.unwrap();
+            a
+        });
+        let park = CancellationToken::new();
+        let relay = copy(&a2, &b1, &[], &counters, Direction::ToTarget, &park);
+        let mut got = vec![0u8; 300_000];
+        let parker = async {
+            // The reader takes a little, then stops until after the park.
+            b.read_exact(&mut got).await.unwrap();
+            // Bounded: the relay fills b's receive buffer within moments.
+            for _ in 0..500 {
+                if counters
+                    .to_target
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 1_000_000
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            park.cancel();
+        };
+        let (ended, ()) = tokio::join!(relay, parker);
+        let Ended::Parked(pending) = ended.unwrap() else {
+            panic!("parked before the end of 8 MB")
+        };
+        let never = CancellationToken::new();
+        let resumed = copy(&a2, &b1, &pending, &counters, Direction::ToTarget, &never);
+        let reader = async {
+            b.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (ended, got) = tokio::join!(resumed, reader);
+        assert_eq!(ended.unwrap(), Ended::Eof);
+        writer.await.unwrap();
+        assert_eq!(got.len(), data.len(), "every byte once");
+        assert!(got == data, "in order, unchanged");
+        assert_eq!(
+            counters
+                .to_target
+                .load(std::sync::atomic::Ordering::Relaxed),
+            data.len() as u64
         );
     }
 }

@@ -5,12 +5,14 @@
 //! lifecycle task and its streams; its `CancellationToken` is a child of the
 //! gateway's, so shutdown reaches every stream.
 
+use crate::handover::{Blob, HandoverError, Inherited, Span, StreamRec, TunnelRec};
 use crate::metrics::{Metrics, Refusal};
-use crate::relay::{self, Counters, RelayError, Sniffing, Start};
+use crate::relay::{self, Begin, Counters, RelayError, Sniffing, Start};
 use chrono::{DateTime, Utc};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +33,25 @@ pub struct Registry {
     per_client: ClientStreams,
     next_stream: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Fired once, when the process hands its streams to the next one: every
+    /// accept loop stops and gives its listener back, every spliced stream
+    /// parks at a chunk boundary (`handover.rs`).
+    handover: CancellationToken,
+    parked: Arc<Mutex<ParkedSet>>,
+}
+
+/// What stopped for a handover, collected as it stops.
+#[derive(Default)]
+pub struct ParkedSet {
+    /// Tunnel listeners, by tunnel id.
+    pub listeners: Vec<(String, TcpListener)>,
+    pub streams: Vec<ParkedStream>,
+}
+
+pub struct ParkedStream {
+    pub tunnel: String,
+    pub stream: Arc<Stream>,
+    pub relay: Box<relay::Parked>,
 }
 
 struct Inner {
@@ -107,6 +128,8 @@ pub struct Tunnel {
     pub req: OpenRequest,
     pub created_at: DateTime<Utc>,
     token: CancellationToken,
+    handover: CancellationToken,
+    parked: Arc<Mutex<ParkedSet>>,
     tasks: TaskTracker,
     /// Set once every listener and stream of the tunnel is gone.
     closed: CancellationToken,
@@ -144,7 +167,69 @@ impl Registry {
             per_client: Default::default(),
             next_stream: AtomicU64::new(1),
             metrics,
+            handover: CancellationToken::new(),
+            parked: Default::default(),
         }
+    }
+
+    /// The handover token (see the field).
+    pub fn handover(&self) -> &CancellationToken {
+        &self.handover
+    }
+
+    /// Takes what parked since the handover began.
+    pub fn take_parked(&self) -> ParkedSet {
+        std::mem::take(&mut *self.parked.lock().unwrap())
+    }
+
+    /// The next stream id to hand out.
+    pub fn next_stream_id(&self) -> u64 {
+        self.next_stream.load(Ordering::Relaxed)
+    }
+
+    fn new_tunnel(
+        &self,
+        id: String,
+        port: u16,
+        req: OpenRequest,
+        created_at: DateTime<Utc>,
+        life: Life,
+        parent: &CancellationToken,
+    ) -> Arc<Tunnel> {
+        Arc::new(Tunnel {
+            id,
+            port,
+            req,
+            created_at,
+            token: parent.child_token(),
+            handover: self.handover.clone(),
+            parked: self.parked.clone(),
+            tasks: TaskTracker::new(),
+            closed: CancellationToken::new(),
+            life: Mutex::new(life),
+            streams: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Starts a registered tunnel's accept loops (one per listener) and its
+    /// lifecycle task.
+    fn run_tunnel(
+        self: &Arc<Self>,
+        tunnel: &Arc<Tunnel>,
+        listeners: Vec<TcpListener>,
+        settings: watch::Receiver<Arc<Settings>>,
+    ) {
+        let span = tracing::info_span!("tunnel", id = %tunnel.id, port = tunnel.port);
+        for listener in listeners {
+            let (reg, t, s) = (self.clone(), tunnel.clone(), settings.clone());
+            tunnel
+                .tasks
+                .spawn(accept_loop(reg, t, listener, s).instrument(span.clone()));
+        }
+        let (reg, t) = (self.clone(), tunnel.clone());
+        // The lifecycle task is not in the tunnel's tracker: it waits for it.
+        tokio::spawn(lifecycle_task(reg, t, settings).instrument(span));
     }
 
     pub fn set_range(&self, range: std::ops::RangeInclusive<u16>) {
@@ -241,27 +326,18 @@ impl Registry {
             });
         };
         inner.pool.claim(port);
-        let tunnel = Arc::new(Tunnel {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            port,
-            req,
-            created_at: Utc::now(),
-            token: parent.child_token(),
-            tasks: TaskTracker::new(),
-            closed: CancellationToken::new(),
-            life: Mutex::new(Life {
-                reserved_until: Instant::now() + ttl,
-                last_stream_end: None,
-            }),
-            streams: Mutex::new(BTreeMap::new()),
-            changed: Notify::new(),
-        });
+        let life = Life {
+            reserved_until: Instant::now() + ttl,
+            last_stream_end: None,
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tunnel = self.new_tunnel(id, port, req, Utc::now(), life, parent);
         inner.tunnels.insert(tunnel.id.clone(), tunnel.clone());
         drop(inner);
         self.metrics.tunnels_opened.inc();
-        let span = tracing::info_span!("tunnel", id = %tunnel.id, port);
         tracing::info!(
-            parent: &span,
+            tunnel = %tunnel.id,
+            port,
             target = %tunnel.req.target_addr,
             target_host = %tunnel.req.open.target_host,
             vm_id = tunnel.req.open.vm_id.as_deref().unwrap_or("-"),
@@ -269,15 +345,7 @@ impl Registry {
             opened_by = %tunnel.req.opened_by,
             "tunnel open"
         );
-        for listener in listeners {
-            let (reg, t, s) = (self.clone(), tunnel.clone(), settings.clone());
-            tunnel
-                .tasks
-                .spawn(accept_loop(reg, t, listener, s).instrument(span.clone()));
-        }
-        let (reg, t) = (self.clone(), tunnel.clone());
-        // The lifecycle task is not in the tunnel's tracker: it waits for it.
-        tokio::spawn(lifecycle_task(reg, t, settings).instrument(span));
+        self.run_tunnel(&tunnel, listeners, settings);
         Ok(tunnel)
     }
 
@@ -450,12 +518,24 @@ impl Tunnel {
     }
 
     /// Runs one stream (TCP or WebSocket) to its end, then unregisters it.
+    /// A spliced TCP stream stopped by a handover is kept for the snapshot;
+    /// a WebSocket stream (its framing lives in this process) ends with
+    /// reason `restart`.
     pub async fn run_stream<F>(&self, s: Arc<Stream>, body: F)
     where
         F: Future<Output = Result<(), RelayError>>,
     {
         let target = self.req.target_addr;
-        relay::run_accounted(
+        let body = async {
+            if s.via == StreamVia::Tcp {
+                return body.await;
+            }
+            tokio::select! {
+                r = body => r,
+                _ = self.handover.cancelled() => Err(RelayError::Stopped("restart")),
+            }
+        };
+        let parked = relay::run_accounted(
             relay::StreamKind::Tunnel,
             &s.counters,
             target,
@@ -464,7 +544,19 @@ impl Tunnel {
             body,
         )
         .await;
-        self.forget_stream(&s);
+        match parked {
+            None => self.forget_stream(&s),
+            Some(relay) => {
+                // Not an end: the tunnel's life is not touched.
+                self.streams.lock().unwrap().remove(&s.id);
+                s.done.cancel();
+                self.parked.lock().unwrap().streams.push(ParkedStream {
+                    tunnel: self.id.clone(),
+                    stream: s,
+                    relay,
+                });
+            }
+        }
     }
 
     /// Unregisters a stream that ended (or never started).
@@ -474,6 +566,256 @@ impl Tunnel {
         s.done.cancel();
         self.changed.notify_one();
     }
+}
+
+/// Milliseconds from `now` to `at` (negative: before).
+fn rel_ms(at: Instant, now: Instant) -> i64 {
+    if at >= now {
+        i64::try_from((at - now).as_millis()).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from((now - at).as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+fn from_rel_ms(ms: i64, now: Instant) -> Instant {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        now + d
+    } else {
+        now.checked_sub(d).unwrap_or(now)
+    }
+}
+
+/// What a handover restored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub tunnels: usize,
+    pub streams: usize,
+    /// Records that could not be restored (logged one by one): their
+    /// sockets are closed.
+    pub failed: usize,
+}
+
+impl Registry {
+    /// The open tunnels and the parked streams as handover records. Their
+    /// descriptors go into `fds` (open until the exec), the bytes in flight
+    /// into `blob`. A socket that cannot leave the reactor is closed (logged).
+    pub fn handover_records(
+        &self,
+        parked: ParkedSet,
+        blob: &mut Blob,
+        fds: &mut Vec<OwnedFd>,
+    ) -> (Vec<TunnelRec>, Vec<StreamRec>) {
+        fn keep(fds: &mut Vec<OwnedFd>, fd: OwnedFd) -> RawFd {
+            let raw = fd.as_raw_fd();
+            fds.push(fd);
+            raw
+        }
+        let now = Instant::now();
+        let mut listeners: HashMap<String, Vec<RawFd>> = HashMap::new();
+        for (id, l) in parked.listeners {
+            match l.into_std() {
+                Ok(l) => listeners
+                    .entry(id)
+                    .or_default()
+                    .push(keep(fds, OwnedFd::from(l))),
+                Err(e) => {
+                    tracing::error!(tunnel = %id, error = %e, "a tunnel listener cannot be handed over")
+                }
+            }
+        }
+        let tunnels: Vec<TunnelRec> = self
+            .all()
+            .into_iter()
+            .filter(|t| !t.token.is_cancelled())
+            .map(|t| {
+                let life = t.life.lock().unwrap();
+                TunnelRec {
+                    id: t.id.clone(),
+                    port: t.port,
+                    open: t.req.open.clone(),
+                    target_addr: t.req.target_addr,
+                    opened_by: t.req.opened_by,
+                    created_at: t.created_at,
+                    reserved_ms: rel_ms(life.reserved_until, now),
+                    last_stream_end_ms: life.last_stream_end.map(|at| rel_ms(at, now)),
+                    listeners: listeners.remove(&t.id).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for p in parked.streams {
+            let st = &p.stream;
+            let relay::Parked {
+                client,
+                target,
+                to_target,
+                to_client,
+            } = *p.relay;
+            let (client, target) = match (client.into_std(), target.into_std()) {
+                (Ok(c), Ok(t)) => (OwnedFd::from(c), OwnedFd::from(t)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(stream = %stream_id(st.id), error = %e, "a stream cannot be handed over; closed");
+                    continue;
+                }
+            };
+            let (peer, proxied) = st.counters.peer_and_proxied();
+            streams.push(StreamRec {
+                id: st.id,
+                tunnel: p.tunnel,
+                via: st.via,
+                started_at: st.started_at,
+                peer,
+                proxied,
+                to_target: st.counters.to_target.load(Ordering::Relaxed),
+                to_client: st.counters.to_client.load(Ordering::Relaxed),
+                last_activity_ms: st.counters.last_activity.load(Ordering::Relaxed),
+                client_fd: keep(fds, client),
+                target_fd: keep(fds, target),
+                pending_to_target: to_target.map(|b| blob.push(&b)),
+                pending_to_client: to_client.map(|b| blob.push(&b)),
+            });
+        }
+        (tunnels, streams)
+    }
+
+    /// Takes the tunnels and streams of a handover back: same ids, ports,
+    /// targets, clients, reservations and counters; each stream resumes with
+    /// the bytes that were in flight. Limits are not applied: these streams
+    /// were admitted already.
+    pub fn restore(
+        self: &Arc<Self>,
+        inh: &mut Inherited,
+        settings: watch::Receiver<Arc<Settings>>,
+        parent: &CancellationToken,
+    ) -> Restored {
+        let now = Instant::now();
+        let mut done = Restored::default();
+        let recs = std::mem::take(&mut inh.snapshot.tunnels);
+        let mut stream_recs = std::mem::take(&mut inh.snapshot.streams);
+        let internal = settings.borrow().internal_addrs.clone();
+        for rec in recs {
+            let mut listeners = Vec::new();
+            for fd in &rec.listeners {
+                match inh.take(*fd).and_then(|fd| Ok(tokio_listener(fd)?)) {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => {
+                        done.failed += 1;
+                        tracing::error!(tunnel = %rec.id, error = %e, "a tunnel listener was not restored");
+                    }
+                }
+            }
+            let life = Life {
+                reserved_until: from_rel_ms(rec.reserved_ms, now),
+                last_stream_end: rec.last_stream_end_ms.map(|ms| from_rel_ms(ms, now)),
+            };
+            let req = OpenRequest {
+                open: rec.open,
+                target_addr: rec.target_addr,
+                opened_by: rec.opened_by,
+            };
+            let t = self.new_tunnel(rec.id, rec.port, req, rec.created_at, life, parent);
+            {
+                let mut inner = self.inner.lock().unwrap();
+                inner.pool.claim(t.port);
+                inner.tunnels.insert(t.id.clone(), t.clone());
+            }
+            done.tunnels += 1;
+            // Its streams are registered before its lifecycle task starts
+            // (with none, a tunnel past its reservation would close).
+            let mine: Vec<StreamRec>;
+            (mine, stream_recs) = stream_recs.into_iter().partition(|s| s.tunnel == t.id);
+            for sr in mine {
+                match self.restore_stream(&t, sr, inh, &internal) {
+                    Ok(()) => done.streams += 1,
+                    Err(e) => {
+                        done.failed += 1;
+                        tracing::error!(tunnel = %t.id, error = %e, "a stream was not restored; closed");
+                    }
+                }
+            }
+            self.run_tunnel(&t, listeners, settings.clone());
+        }
+        done
+    }
+
+    fn restore_stream(
+        &self,
+        t: &Arc<Tunnel>,
+        sr: StreamRec,
+        inh: &mut Inherited,
+        internal: &[IpAddr],
+    ) -> Result<(), HandoverError> {
+        let pending =
+            |span: Option<Span>| span.map(|s| inh.blob.get(s).unwrap_or_default().to_vec());
+        let (to_target, to_client) = (pending(sr.pending_to_target), pending(sr.pending_to_client));
+        let client = tokio_stream(inh.take(sr.client_fd)?)?;
+        let target = tokio_stream(inh.take(sr.target_fd)?)?;
+        let counters = Counters::restored(
+            sr.peer,
+            sr.proxied,
+            sr.to_target,
+            sr.to_client,
+            sr.last_activity_ms,
+            self.metrics.clone(),
+        );
+        let who = counters.client().ip();
+        let slot = (!proxy::is_trusted(who, internal)).then(|| {
+            *self.per_client.lock().unwrap().entry(who).or_insert(0) += 1;
+            ClientSlot {
+                counts: self.per_client.clone(),
+                ip: who,
+            }
+        });
+        self.next_stream.fetch_max(sr.id + 1, Ordering::Relaxed);
+        let stream = Arc::new(Stream {
+            id: sr.id,
+            via: sr.via,
+            started_at: sr.started_at,
+            counters,
+            token: t.token.child_token(),
+            done: CancellationToken::new(),
+            _slot: slot,
+        });
+        t.streams.lock().unwrap().insert(sr.id, stream.clone());
+        let span = tracing::info_span!("stream", id = %stream_id(sr.id));
+        let t2 = t.clone();
+        t.tasks.spawn(
+            async move {
+                let park = t2.handover.clone();
+                let body = relay::relay_tcp(
+                    client,
+                    target,
+                    &stream.counters,
+                    Begin::Resumed {
+                        to_target,
+                        to_client,
+                    },
+                    &park,
+                );
+                t2.run_stream(stream.clone(), body).await;
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Raises the next stream id to at least `n` (ids never repeat).
+    pub fn continue_ids_from(&self, n: u64) {
+        self.next_stream.fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+fn tokio_stream(fd: OwnedFd) -> std::io::Result<TcpStream> {
+    let s = std::net::TcpStream::from(fd);
+    s.set_nonblocking(true)?;
+    TcpStream::from_std(s)
+}
+
+pub fn tokio_listener(fd: OwnedFd) -> std::io::Result<TcpListener> {
+    let l = std::net::TcpListener::from(fd);
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
 }
 
 /// A tunnel as `get_connections` shows it, serialised straight from the
@@ -673,6 +1015,10 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = t.token.cancelled() => return,
+            _ = t.handover.cancelled() => {
+                t.parked.lock().unwrap().listeners.push((t.id.clone(), listener));
+                return;
+            }
             a = listener.accept() => a,
         };
         let (sock, peer) = match accepted {
@@ -726,6 +1072,7 @@ async fn serve_stream(
         let mut reader = relay::SharedRead(&sock);
         let sniffed = tokio::select! {
             _ = t.token.cancelled() => return,
+            _ = t.handover.cancelled() => return,
             r = tokio::time::timeout(
                 PROXY_WAIT,
                 relay::sniff_client(&mut reader, how, &reg.metrics),
@@ -751,8 +1098,18 @@ async fn serve_stream(
     let run = async {
         tracing::info!(%peer, %client, %target, "stream start");
         let body = async {
-            let upstream = relay::connect(target, connect_timeout).await?;
-            relay::relay_tcp(sock, upstream, &stream.counters, start).await
+            let upstream = tokio::select! {
+                _ = t.handover.cancelled() => return Err(RelayError::Stopped("restart")),
+                r = relay::connect(target, connect_timeout) => r?,
+            };
+            relay::relay_tcp(
+                sock,
+                upstream,
+                &stream.counters,
+                Begin::New(start),
+                &t.handover,
+            )
+            .await
         };
         t.run_stream(stream.clone(), body).await;
     };
@@ -775,6 +1132,8 @@ async fn lifecycle_task(
             }
         };
         tokio::select! {
+            // The tunnel goes on in the next process.
+            _ = t.handover.cancelled() => return,
             _ = t.token.cancelled() => break "closed",
             _ = changed => continue,
             r = settings.changed() => if r.is_err() { break "shutdown" } else { continue },

@@ -2,132 +2,15 @@
 
 mod common;
 
+use common::daemon::*;
 use common::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
-use std::os::unix::net::UnixDatagram;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vdi-gateway");
-
-fn cli(db: &Path, args: &[&str]) -> (i32, String, String) {
-    run(Command::new(BIN).arg("--db").arg(db).args(args))
-}
-
-/// Runs `cmd` to its end: (exit code, stdout, stderr).
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-/// A database for a gateway on its own loopback address.
-fn prepared_db(dir: &TempDir, ip: IpAddr) -> std::path::PathBuf {
-    let db = dir.0.join("settings.db");
-    let (store, _) =
-        vdi_gateway::Store::open_or_create(&db, vdi_gateway::first_start_settings).unwrap();
-    store
-        .update(
-            json!({"internal_addrs": [ip.to_string()], "public_addr": ip.to_string(), "virtual_addr": ip.to_string(),
-                   "port_range_start": 21000, "port_range_stop": 21009, "allowed_targets": ["127.0.0.1/32"]})
-            .as_object()
-            .unwrap(),
-        )
-        .unwrap();
-    db
-}
-
-struct Daemon {
-    child: Child,
-    notify: UnixDatagram,
-    /// Its control socket (`vdi-gateway drain` and co.).
-    control: std::path::PathBuf,
-    _sock_dir: TempDir,
-}
-
-impl Daemon {
-    /// Starts `vdi-gateway serve` as systemd would (NOTIFY_SOCKET, JOURNAL_STREAM)
-    /// and returns once it sent READY=1.
-    fn start(db: &Path) -> Daemon {
-        let sock_dir = TempDir::new();
-        let sock_path = sock_dir.0.join("notify");
-        let notify = UnixDatagram::bind(&sock_path).unwrap();
-        notify
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("--db")
-            .arg(db)
-            .arg("serve")
-            .env("VDI_GATEWAY_CONTROL", sock_dir.0.join("control.sock"))
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env("JOURNAL_STREAM", "0:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            notify,
-            control: sock_dir.0.join("control.sock"),
-            _sock_dir: sock_dir,
-        };
-        d.expect_notify("READY=1");
-        d
-    }
-
-    fn expect_notify(&self, what: &str) {
-        let mut buf = [0u8; 512];
-        loop {
-            let n = self
-                .notify
-                .recv(&mut buf)
-                .expect("a notification from the daemon");
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == what)
-            {
-                return;
-            }
-        }
-    }
-
-    /// `vdi-gateway ARGS` against this daemon's control socket.
-    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        run(Command::new(BIN)
-            .env("VDI_GATEWAY_CONTROL", &self.control)
-            .args(args))
-    }
-
-    fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    /// Sends SIGTERM, waits for the exit; returns (exit code, time taken, stderr).
-    fn terminate(mut self) -> (i32, Duration, String) {
-        let t = Instant::now();
-        self.signal(libc::SIGTERM);
-        let stderr = self.child.stderr.take().unwrap();
-        let status = self.child.wait().unwrap();
-        let took = t.elapsed();
-        let lines: Vec<String> = BufReader::new(stderr).lines().map(|l| l.unwrap()).collect();
-        (status.code().unwrap_or(-1), took, lines.join("\n"))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn first_start_creates_the_database_with_fresh_keys() {

@@ -1,6 +1,12 @@
 //! The `.deb` on a real systemd host: install, what postinst says and creates,
-//! the unit as shipped, removal keeping the settings, purge deleting them.
+//! the unit as shipped, an upgrade that keeps a running stream, removal
+//! keeping the settings, purge deleting them.
 
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use vdi_e2e::{Bed, build_deb, can_run};
 
 #[test]
@@ -58,6 +64,61 @@ fn install_remove_purge() {
     assert!(log.contains("ready: API http://"), "{log}");
     assert!(!log.contains(key), "the key leaked into the journal");
 
+    // An upgrade over a running desktop stream: postinst re-executes the
+    // daemon with SIGUSR2 (docs/upgrades.md); same PID, the stream goes on.
+    let desk = bed.ip("desk");
+    bed.in_ns("desk", move || echo_desk(SocketAddr::new(desk, 5901)));
+    bed.sh(
+        "h1",
+        &format!(
+            "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
+        ),
+    );
+    let pid = bed.sh("h1", "systemctl show -p MainPID --value vdi-gateway");
+    let cli_key = doc["cli_key"].as_str().unwrap().to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = bed.in_ns("client", move || async move {
+        let body = json!({"target_host": desk.to_string(), "target_port": 5901, "vm_id": "vm-up"});
+        let r = reqwest::Client::new()
+            .post(format!("http://{ip}:8000/v3/open_connection/"))
+            .header("cli_key", cli_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let port = r.json::<Value>().await.unwrap()["port"].as_u64().unwrap() as u16;
+        let mut s = TcpStream::connect((ip, port)).await.unwrap();
+        let before = echoes(&mut s, b"before the upgrade").await;
+        ready_tx.send(before).unwrap();
+        // Nothing else runs on this thread's runtime: blocking here is fine.
+        go_rx.recv_timeout(Duration::from_secs(300)).unwrap();
+        echoes(&mut s, b"after the upgrade").await
+    });
+    assert!(ready_rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    bed.copy_to("h1", &deb, "/root/vdi-gateway.deb");
+    let out = bed.sh("h1", "dpkg -i /root/vdi-gateway.deb 2>&1");
+    assert!(out.contains("took the new version"), "{out}");
+    go_tx.send(()).unwrap();
+    assert!(
+        client.join().unwrap(),
+        "the stream echoes after the upgrade"
+    );
+    assert_eq!(
+        bed.sh("h1", "systemctl show -p MainPID --value vdi-gateway"),
+        pid,
+        "same process"
+    );
+    let log = bed.sh(
+        "h1",
+        "journalctl -u vdi-gateway -o cat -g handover --no-pager",
+    );
+    assert!(
+        log.contains("taken over from the previous process") && log.contains("streams=1"),
+        "{log}"
+    );
+
     // Removal keeps the settings and keys; reinstalling finds them.
     bed.sh("h1", "dpkg -r vdi-gateway");
     assert_eq!(
@@ -83,4 +144,26 @@ fn install_remove_purge() {
         0,
         "purge deletes /opt/vdi-gateway"
     );
+}
+
+/// The desktop stand-in: echoes every connection.
+async fn echo_desk(addr: SocketAddr) {
+    let l = TcpListener::bind(addr).await.unwrap();
+    loop {
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+/// Sends `what` and reads the same bytes back.
+async fn echoes(s: &mut TcpStream, what: &[u8]) -> bool {
+    if s.write_all(what).await.is_err() {
+        return false;
+    }
+    let mut back = vec![0u8; what.len()];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back)).await;
+    matches!(read, Ok(Ok(_))) && back == what
 }

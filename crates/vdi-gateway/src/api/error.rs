@@ -126,7 +126,8 @@ impl From<crate::gateway::OpenError> for ApiError {
         let msg = e.to_string();
         match e {
             Disabled => ApiError::Disabled(msg),
-            Draining => ApiError::Draining(msg),
+            // The same answer for the broker: try again, here or elsewhere.
+            Draining | Restarting => ApiError::Draining(msg),
             BadRequest(_) => ApiError::BadRequest(msg),
             Unresolvable(_) => ApiError::Unresolvable(msg),
             NotAllowed(_) => ApiError::TargetNotAllowed(msg),

@@ -4,6 +4,8 @@
 //! the dispatcher.
 #![allow(dead_code, unused_imports)]
 
+pub mod daemon;
+
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};

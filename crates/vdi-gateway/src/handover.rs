@@ -1,0 +1,499 @@
+//! The handover from one gateway process to the next (`SIGUSR2`: the daemon
+//! re-executes the binary now on disk in place): what crosses `execve`, how it
+//! is written and read, and the checks on both sides. See docs/upgrades.md.
+//!
+//! Descriptors cross as they are (no `FD_CLOEXEC`, same numbers); everything
+//! else is one sealed memfd: a fixed header (magic, format), a JSON document
+//! that names the descriptors, and a blob with the bytes that were in flight.
+//! `VDI_GATEWAY_HANDOVER` lists the memfd first and then every handed
+//! descriptor, so a process that cannot read the document (a format it does
+//! not know) still closes each of them: never half-restored.
+//!
+//! Pure parts (`encode`, `decode`, `parse_env`) are unit-tested; the rest is
+//! tested through the real binary (`tests/handover.rs`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use vdi_wire::{OpenConnection, StreamVia};
+
+/// The environment variable that carries the handover to the next process.
+pub const ENV: &str = "VDI_GATEWAY_HANDOVER";
+
+/// The snapshot format this build writes and reads. A reader refuses any
+/// other: a newer process may add fields an older one would drop silently.
+pub const FORMAT: u32 = 1;
+
+const MAGIC: &[u8; 8] = b"VDIGWHO\0";
+/// magic, format (u32 LE), document length (u64 LE).
+const HEADER: usize = 8 + 4 + 8;
+/// A snapshot larger than this is refused (a million streams' records and
+/// two full pipes for each of ten thousand parked streams fit well below).
+const MAX_SNAPSHOT: u64 = 2 << 30;
+
+/// Everything the next process needs to carry on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Unix milliseconds when written; the relative times below count from it.
+    pub written_at_ms: i64,
+    /// The next stream id to hand out (ids never repeat across the handover).
+    pub next_stream: u64,
+    /// The API and service tunnel listeners.
+    pub listeners: Vec<ListenerRec>,
+    pub tunnels: Vec<TunnelRec>,
+    pub streams: Vec<StreamRec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerRec {
+    /// `api` or `service`.
+    pub kind: String,
+    pub addr: SocketAddr,
+    pub fd: RawFd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelRec {
+    pub id: String,
+    pub port: u16,
+    pub open: OpenConnection,
+    pub target_addr: SocketAddr,
+    pub opened_by: SocketAddr,
+    pub created_at: DateTime<Utc>,
+    /// Reserved until this many ms after `written_at_ms` (negative: before).
+    pub reserved_ms: i64,
+    /// The last stream ended this many ms after `written_at_ms` (negative).
+    pub last_stream_end_ms: Option<i64>,
+    /// Its listening sockets (one per local address).
+    pub listeners: Vec<RawFd>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRec {
+    pub id: u64,
+    pub tunnel: String,
+    pub via: StreamVia,
+    pub started_at: DateTime<Utc>,
+    /// The TCP peer (HAProxy or the client) and the client a PROXY header named.
+    pub peer: SocketAddr,
+    pub proxied: Option<SocketAddr>,
+    pub to_target: u64,
+    pub to_client: u64,
+    pub last_activity_ms: i64,
+    pub client_fd: RawFd,
+    pub target_fd: RawFd,
+    /// Bytes read from the client and not yet written to the target; `None`:
+    /// that direction had ended (its EOF passed on).
+    pub pending_to_target: Option<Span>,
+    pub pending_to_client: Option<Span>,
+}
+
+/// A range of the snapshot's blob.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    pub off: u64,
+    pub len: u64,
+}
+
+/// The bytes in flight, appended as the snapshot is built.
+#[derive(Debug, Default)]
+pub struct Blob(pub Vec<u8>);
+
+impl Blob {
+    pub fn push(&mut self, bytes: &[u8]) -> Span {
+        let off = self.0.len() as u64;
+        self.0.extend_from_slice(bytes);
+        Span {
+            off,
+            len: bytes.len() as u64,
+        }
+    }
+
+    pub fn get(&self, s: Span) -> Option<&[u8]> {
+        let end = s.off.checked_add(s.len)?;
+        self.0.get(s.off as usize..usize::try_from(end).ok()?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("{ENV} is malformed: {0}")]
+    Env(String),
+    #[error("not a handover snapshot (bad magic or truncated header)")]
+    NotSnapshot,
+    #[error(
+        "the snapshot is of format {0}; this build reads format {FORMAT} only: its streams are closed"
+    )]
+    Format(u32),
+    #[error("the snapshot is damaged: {0}")]
+    Damaged(String),
+    #[error("descriptor {0} named by the snapshot was not handed over")]
+    MissingFd(RawFd),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The header, the document, the blob.
+pub fn encode(s: &Snapshot, blob: &Blob) -> Vec<u8> {
+    let doc = serde_json::to_vec(s).expect("a snapshot serialises");
+    let mut out = Vec::with_capacity(HEADER + doc.len() + blob.0.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&(doc.len() as u64).to_le_bytes());
+    out.extend_from_slice(&doc);
+    out.extend_from_slice(&blob.0);
+    out
+}
+
+/// Reads what [`encode`] wrote; every pending span must lie inside the blob.
+pub fn decode(bytes: &[u8]) -> Result<(Snapshot, Blob), HandoverError> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(HandoverError::NotSnapshot);
+    }
+    let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(HandoverError::Format(format));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let rest = &bytes[HEADER..];
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= rest.len())
+        .ok_or_else(|| HandoverError::Damaged("document length past the end".into()))?;
+    let s: Snapshot = serde_json::from_slice(&rest[..len])
+        .map_err(|e| HandoverError::Damaged(format!("document: {e}")))?;
+    let blob = Blob(rest[len..].to_vec());
+    for st in &s.streams {
+        for span in [st.pending_to_target, st.pending_to_client]
+            .into_iter()
+            .flatten()
+        {
+            if blob.get(span).is_none() {
+                return Err(HandoverError::Damaged(format!(
+                    "stream s{}: pending bytes outside the blob",
+                    st.id
+                )));
+            }
+        }
+        if !s.tunnels.iter().any(|t| t.id == st.tunnel) {
+            return Err(HandoverError::Damaged(format!(
+                "stream s{} names an unknown tunnel",
+                st.id
+            )));
+        }
+    }
+    Ok((s, blob))
+}
+
+/// `VDI_GATEWAY_HANDOVER`: the memfd, then every handed descriptor
+/// (comma-separated numbers above 2, no repeats).
+pub fn parse_env(v: &str) -> Result<(RawFd, Vec<RawFd>), HandoverError> {
+    let mut fds = Vec::new();
+    for part in v.split(',') {
+        let fd: RawFd = part
+            .trim()
+            .parse()
+            .map_err(|_| HandoverError::Env(format!("{part:?} is not a descriptor number")))?;
+        if fd <= 2 || fds.contains(&fd) {
+            return Err(HandoverError::Env(format!(
+                "descriptor {fd} is standard or repeated"
+            )));
+        }
+        fds.push(fd);
+    }
+    let memfd = *fds
+        .first()
+        .ok_or_else(|| HandoverError::Env("empty".into()))?;
+    Ok((memfd, fds[1..].to_vec()))
+}
+
+/// What the previous process handed over, taken at start.
+pub struct Inherited {
+    pub snapshot: Snapshot,
+    pub blob: Blob,
+    fds: std::collections::HashMap<RawFd, OwnedFd>,
+}
+
+impl Inherited {
+    /// Takes the descriptor `fd` (each once).
+    pub fn take(&mut self, fd: RawFd) -> Result<OwnedFd, HandoverError> {
+        self.fds.remove(&fd).ok_or(HandoverError::MissingFd(fd))
+    }
+
+    /// Descriptors handed over but named by nothing that was restored.
+    pub fn leftover(&self) -> usize {
+        self.fds.len()
+    }
+}
+
+/// Reads the handover named by the environment, if any, and removes the
+/// variable (children of the gateway must not see it). Every handed
+/// descriptor is owned from here on: whatever is not restored closes.
+/// `Err` means the handover was refused and its descriptors are closed.
+///
+/// # Safety
+/// Call before any other thread runs (it changes the environment) and
+/// before anything else opens descriptors (it takes the numbers listed).
+pub unsafe fn take_from_env() -> Option<Result<Inherited, HandoverError>> {
+    let v = std::env::var(ENV).ok()?;
+    // Safety: the caller guarantees no other thread runs.
+    unsafe { std::env::remove_var(ENV) };
+    Some(take(&v))
+}
+
+fn take(v: &str) -> Result<Inherited, HandoverError> {
+    let (memfd, listed) = parse_env(v)?;
+    let mut fds = std::collections::HashMap::new();
+    for fd in std::iter::once(memfd).chain(listed.iter().copied()) {
+        // Safety: F_GETFD only asks whether the number is an open descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(HandoverError::MissingFd(fd));
+        }
+    }
+    for fd in &listed {
+        // Safety: the previous process handed these numbers to us alone;
+        // each is listed once and checked open above.
+        let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
+        set_cloexec(&owned, true)?;
+        fds.insert(*fd, owned);
+    }
+    // Safety: as above.
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    let mut file = std::fs::File::from(memfd);
+    let len = file.seek(io::SeekFrom::End(0))?;
+    if len > MAX_SNAPSHOT {
+        return Err(HandoverError::Damaged(format!("{len} bytes")));
+    }
+    file.seek(io::SeekFrom::Start(0))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
+    // On a refusal `fds` drops here: every handed socket is closed.
+    let (snapshot, blob) = decode(&bytes)?;
+    Ok(Inherited {
+        snapshot,
+        blob,
+        fds,
+    })
+}
+
+/// The snapshot in a sealed memfd (no one can change it after this).
+pub fn write_memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let name = c"vdi-gateway-handover";
+    // Safety: a valid C string; the flags are constants.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Safety: memfd_create returned a new descriptor we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(owned);
+    file.write_all(bytes)?;
+    file.rewind()?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // Safety: fcntl on our own descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+pub fn set_cloexec(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // Safety: F_GETFD/F_SETFD on a descriptor the caller holds.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = if on {
+            flags | libc::FD_CLOEXEC
+        } else {
+            flags & !libc::FD_CLOEXEC
+        };
+        if libc::fcntl(fd, libc::F_SETFD, flags) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The binary to execute: the path this process was started from, as it is
+/// on disk now (after a package upgrade, the new version).
+pub fn binary_on_disk() -> io::Result<std::path::PathBuf> {
+    let link = std::fs::read_link("/proc/self/exe")?;
+    let s = link.to_string_lossy();
+    // The kernel marks a replaced file; the new one is at the same path.
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => link,
+    })
+}
+
+/// Executes `path` in place of this process (same PID, same arguments),
+/// handing it `memfd` and `fds`. Returns only if `execve` failed, with
+/// every descriptor's close-on-exec flag set back.
+pub fn exec(path: &std::path::Path, memfd: &OwnedFd, fds: &[OwnedFd]) -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let all: Vec<RawFd> = std::iter::once(memfd.as_raw_fd())
+        .chain(fds.iter().map(|f| f.as_raw_fd()))
+        .collect();
+    let cloexec = |on: bool| -> io::Result<()> {
+        set_cloexec(memfd, on)?;
+        fds.iter().try_for_each(|f| set_cloexec(f, on))
+    };
+    if let Err(e) = cloexec(false) {
+        let _ = cloexec(true);
+        return e;
+    }
+    let list: Vec<String> = all.iter().map(|fd| fd.to_string()).collect();
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(path);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    let e = cmd.args(args).env(ENV, list.join(",")).exec();
+    let _ = cloexec(true);
+    e
+}
+
+/// The version and snapshot formats a binary declares
+/// (`vdi-gateway handover-check`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capability {
+    pub version: String,
+    pub formats: Vec<u32>,
+}
+
+impl Capability {
+    pub fn ours() -> Self {
+        Self {
+            version: vdi_wire::PRODUCT_VERSION.to_string(),
+            formats: vec![FORMAT],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Snapshot, Blob) {
+        let mut blob = Blob::default();
+        let a = blob.push(b"to the desktop");
+        let b = blob.push(b"");
+        let s = Snapshot {
+            written_at_ms: 1_700_000_000_000,
+            next_stream: 42,
+            listeners: vec![ListenerRec {
+                kind: "api".into(),
+                addr: "127.0.0.1:8000".parse().unwrap(),
+                fd: 7,
+            }],
+            tunnels: vec![TunnelRec {
+                id: "t1".into(),
+                port: 5900,
+                open: serde_json::from_str(r#"{"target_host":"10.0.0.5","target_port":5901}"#)
+                    .unwrap(),
+                target_addr: "10.0.0.5:5901".parse().unwrap(),
+                opened_by: "192.0.2.7:40000".parse().unwrap(),
+                created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                reserved_ms: -1500,
+                last_stream_end_ms: None,
+                listeners: vec![8],
+            }],
+            streams: vec![StreamRec {
+                id: 41,
+                tunnel: "t1".into(),
+                via: StreamVia::Tcp,
+                started_at: DateTime::from_timestamp(1_700_000_001, 0).unwrap(),
+                peer: "192.0.2.7:40001".parse().unwrap(),
+                proxied: None,
+                to_target: 10,
+                to_client: 20,
+                last_activity_ms: 1_700_000_000_500,
+                client_fd: 9,
+                target_fd: 10,
+                pending_to_target: Some(a),
+                pending_to_client: Some(b),
+            }],
+        };
+        (s, blob)
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_as_written() {
+        let (s, blob) = sample();
+        let (back, blob2) = decode(&encode(&s, &blob)).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            blob2.get(s.streams[0].pending_to_target.unwrap()).unwrap(),
+            b"to the desktop"
+        );
+        assert_eq!(
+            blob2.get(s.streams[0].pending_to_client.unwrap()).unwrap(),
+            b""
+        );
+    }
+
+    #[test]
+    fn another_format_is_refused_before_its_document_is_read() {
+        let (s, blob) = sample();
+        let mut bytes = encode(&s, &blob);
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes.truncate(HEADER + 3); // whatever follows is not read
+        assert!(matches!(decode(&bytes), Err(HandoverError::Format(2))));
+        assert!(matches!(
+            decode(b"VDIGWHO"),
+            Err(HandoverError::NotSnapshot)
+        ));
+        assert!(matches!(
+            decode(b"something else entirely"),
+            Err(HandoverError::NotSnapshot)
+        ));
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused() {
+        let (mut s, blob) = sample();
+        let good = encode(&s, &blob);
+        // Truncated inside the document.
+        assert!(matches!(
+            decode(&good[..HEADER + 10]),
+            Err(HandoverError::Damaged(_))
+        ));
+        // A pending span past the blob's end.
+        s.streams[0].pending_to_client = Some(Span { off: 10, len: 100 });
+        assert!(matches!(
+            decode(&encode(&s, &blob)),
+            Err(HandoverError::Damaged(_))
+        ));
+        // A stream of a tunnel that is not there.
+        let (mut s, blob) = sample();
+        s.streams[0].tunnel = "t2".into();
+        assert!(matches!(
+            decode(&encode(&s, &blob)),
+            Err(HandoverError::Damaged(_))
+        ));
+        // A span whose end overflows.
+        assert!(
+            Blob(vec![1, 2])
+                .get(Span {
+                    off: u64::MAX,
+                    len: 2
+                })
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_environment_lists_the_memfd_then_the_sockets() {
+        assert_eq!(parse_env("5,6,7").unwrap(), (5, vec![6, 7]));
+        assert_eq!(parse_env("9").unwrap(), (9, vec![]));
+        for bad in ["", "1,5", "5,5", "x", "5,-1", "5,,6"] {
+            assert!(parse_env(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}
