@@ -764,8 +764,7 @@ impl Gateway {
     /// spliced stream parks at a chunk boundary (the rest end with reason
     /// `restart`). False when something was still running after `limit`.
     pub async fn quiesce(&self, limit: Duration) -> bool {
-        self.tunnels.handover().cancel();
-        let all = self.tunnels.all();
+        let all = self.tunnels.begin_handover();
         for t in &all {
             t.tasks().close();
         }

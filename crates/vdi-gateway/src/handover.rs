@@ -245,22 +245,32 @@ pub unsafe fn take_from_env() -> Option<Result<Inherited, HandoverError>> {
 
 fn take(v: &str) -> Result<Inherited, HandoverError> {
     let (memfd, listed) = parse_env(v)?;
+    // Every open descriptor listed is owned (and so closed on any refusal
+    // below), whatever else is wrong.
     let mut fds = std::collections::HashMap::new();
-    for fd in std::iter::once(memfd).chain(listed.iter().copied()) {
+    let mut missing = None;
+    let mut own = |fd: RawFd| -> Option<OwnedFd> {
         // Safety: F_GETFD only asks whether the number is an open descriptor.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(HandoverError::MissingFd(fd));
+            missing.get_or_insert(fd);
+            return None;
+        }
+        // Safety: the previous process handed these numbers to us alone;
+        // each is listed once (parse_env) and is open.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = set_cloexec(&owned, true);
+        Some(owned)
+    };
+    let memfd = own(memfd);
+    for fd in &listed {
+        if let Some(owned) = own(*fd) {
+            fds.insert(*fd, owned);
         }
     }
-    for fd in &listed {
-        // Safety: the previous process handed these numbers to us alone;
-        // each is listed once and checked open above.
-        let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
-        set_cloexec(&owned, true)?;
-        fds.insert(*fd, owned);
+    if let Some(fd) = missing {
+        return Err(HandoverError::MissingFd(fd));
     }
-    // Safety: as above.
-    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    let memfd = memfd.expect("checked above");
     let mut file = std::fs::File::from(memfd);
     let len = file.seek(io::SeekFrom::End(0))?;
     if len > MAX_SNAPSHOT {
@@ -495,5 +505,20 @@ mod tests {
         for bad in ["", "1,5", "5,5", "x", "5,-1", "5,,6"] {
             assert!(parse_env(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn a_missing_descriptor_refuses_the_handover_and_closes_the_listed_ones() {
+        use std::os::fd::IntoRawFd;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let memfd = write_memfd(b"not even a snapshot").unwrap().into_raw_fd();
+        let fa = a.into_raw_fd();
+        let err = take(&format!("{memfd},{fa},999999")).err().unwrap();
+        assert!(matches!(err, HandoverError::MissingFd(999999)), "{err}");
+        // `a` was owned, then closed with the refusal: its peer reads the end.
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
     }
 }

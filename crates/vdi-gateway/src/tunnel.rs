@@ -96,6 +96,8 @@ pub enum NoTunnel {
     NoFreePort { start: u16, stop: u16, size: usize },
     #[error("client {client} holds {max} tunnels already (max_tunnels_per_client)")]
     TooManyTunnels { client: IpAddr, max: u32 },
+    #[error("this node is handing its streams to a new process (a few milliseconds): try again")]
+    Restarting,
 }
 
 /// Why a stream is not admitted to a tunnel.
@@ -175,6 +177,14 @@ impl Registry {
     /// The handover token (see the field).
     pub fn handover(&self) -> &CancellationToken {
         &self.handover
+    }
+
+    /// Fires the handover token (under the registry's lock: no tunnel opens
+    /// past it) and returns every tunnel there is.
+    pub fn begin_handover(&self) -> Vec<Arc<Tunnel>> {
+        let inner = self.inner.lock().unwrap();
+        self.handover.cancel();
+        inner.tunnels.values().cloned().collect()
     }
 
     /// Takes what parked since the handover began.
@@ -302,6 +312,11 @@ impl Registry {
             )
         };
         let mut inner = self.inner.lock().unwrap();
+        // Under the lock `begin_handover` takes: a tunnel is either in the
+        // snapshot or never opened.
+        if self.handover.is_cancelled() {
+            return Err(NoTunnel::Restarting);
+        }
         let client = req.opened_by.ip();
         let held = inner
             .tunnels
@@ -646,6 +661,11 @@ impl Registry {
         let mut streams = Vec::new();
         for p in parked.streams {
             let st = &p.stream;
+            // Its tunnel was closing (a disconnect racing the handover).
+            if !tunnels.iter().any(|t| t.id == p.tunnel) {
+                tracing::info!(stream = %stream_id(st.id), "stream of a closing tunnel not handed over; closed");
+                continue;
+            }
             let relay::Parked {
                 client,
                 target,

@@ -135,6 +135,7 @@ impl From<crate::gateway::OpenError> for ApiError {
             NoTunnel(crate::tunnel::NoTunnel::TooManyTunnels { .. }) => {
                 ApiError::TooManyTunnels(msg)
             }
+            NoTunnel(crate::tunnel::NoTunnel::Restarting) => ApiError::Draining(msg),
         }
     }
 }
