@@ -209,7 +209,7 @@ async fn soak_client(addr: SocketAddr, id: u64, bytes: u64) -> Result<Seen> {
 }
 
 /// A log line without its terminal colours.
-fn strip_ansi(l: &str) -> String {
+pub(crate) fn strip_ansi(l: &str) -> String {
     let mut out = String::with_capacity(l.len());
     let mut esc = false;
     for c in l.chars() {

@@ -9,6 +9,7 @@
 //! and time. `--smoke` runs the same steps in seconds (for CI).
 
 mod faults;
+mod handover;
 mod iperf;
 mod journal;
 mod load;
@@ -86,6 +87,17 @@ struct Args {
     /// have grown from after the first (a leak grows with each).
     #[arg(long, default_value_t = 3)]
     soak_rounds: usize,
+    /// The handover step: SIGUSR2s sent to one gateway (each re-executes it
+    /// in place), while this many streams over this many tunnels echo a
+    /// message every `--handover-ms` each.
+    #[arg(long, default_value_t = 20)]
+    handovers: usize,
+    #[arg(long, default_value_t = 1000)]
+    handover_streams: usize,
+    #[arg(long, default_value_t = 100)]
+    handover_tunnels: usize,
+    #[arg(long, default_value_t = 20)]
+    handover_ms: u64,
     /// Write the results as Markdown here too.
     #[arg(long, default_value = "target/bench/latest.md")]
     out: PathBuf,
@@ -107,6 +119,8 @@ enum Step {
     Journal,
     Soak,
     Faults,
+    /// SIGUSR2 (re-execution in place) under load: stalls, resets, bytes.
+    Handover,
 }
 
 /// Loopback addresses of this run (away from the tests' ranges).
@@ -140,13 +154,19 @@ impl Ctx {
         (!self.args.relay_cpus.is_empty()).then_some(self.args.relay_cpus.as_slice())
     }
 
-    /// A fresh gateway process on its own address.
-    async fn gateway(&self, relay: &str) -> Result<Gateway> {
+    /// The next gateway process's number and address (127.0.61.10, .11, …).
+    fn next_gateway_ip(&self) -> (u8, IpAddr) {
         let n = self.next_gateway.get();
         self.next_gateway.set(n + 1);
         let [a, b, c] = GATEWAY_NET;
+        (n, ip([a, b, c, 10 + n]))
+    }
+
+    /// A fresh gateway process on its own address.
+    async fn gateway(&self, relay: &str) -> Result<Gateway> {
+        let (n, addr) = self.next_gateway_ip();
         let name = format!("{n}-{relay}");
-        let mut spec = GatewaySpec::new(&self.bin, &self.dir, &name, ip([a, b, c, 10 + n]), 17_100);
+        let mut spec = GatewaySpec::new(&self.bin, &self.dir, &name, addr, 17_100);
         spec.relay = relay;
         spec.cpus = self.relay_cpus();
         procs::gateway(spec).await
@@ -155,11 +175,9 @@ impl Ctx {
     /// A gateway set up as `with` says (the fault steps: extra settings, a
     /// descriptor limit, a log), on the next address.
     async fn gateway_with(&self, with: impl FnOnce(&mut GatewaySpec<'_>)) -> Result<Gateway> {
-        let n = self.next_gateway.get();
-        self.next_gateway.set(n + 1);
-        let [a, b, c] = GATEWAY_NET;
+        let (n, addr) = self.next_gateway_ip();
         let name = format!("{n}-faults");
-        let mut spec = GatewaySpec::new(&self.bin, &self.dir, &name, ip([a, b, c, 10 + n]), 17_100);
+        let mut spec = GatewaySpec::new(&self.bin, &self.dir, &name, addr, 17_100);
         with(&mut spec);
         procs::gateway(spec).await
     }
@@ -223,8 +241,17 @@ async fn main() -> Result<()> {
     let mut args = Args::parse();
     if let Some(at) = args.echo_server {
         procs::raise_fd_limit();
-        let l = TcpListener::bind(at).await?;
-        load::echo(l).await;
+        // A backlog above tokio's 1024 (up to net.core.somaxconn): a
+        // thousand streams dialled in a burst otherwise meet SYN cookies
+        // here, and a few of them a reset (as the soak's desktop).
+        let s = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        s.set_reuseaddr(true)?;
+        s.bind(at)?;
+        load::echo(s.listen(8192)?).await;
         return Ok(());
     }
     if args.steps.is_empty() {
@@ -237,6 +264,9 @@ async fn main() -> Result<()> {
         args.tunnels = args.tunnels.min(10);
         args.latency_streams = args.latency_streams.min(100);
         args.setups = args.setups.min(30);
+        args.handovers = args.handovers.min(2);
+        args.handover_streams = args.handover_streams.min(20);
+        args.handover_tunnels = args.handover_tunnels.min(4);
         args.steps.retain(|s| *s != Step::Journal);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -316,6 +346,7 @@ async fn main() -> Result<()> {
             Step::Journal => step_journal(&ctx, &mut rep).await,
             Step::Soak => faults::step_soak(&ctx, &mut rep).await,
             Step::Faults => faults::step_faults(&ctx, &mut rep).await,
+            Step::Handover => handover::step_handover(&ctx, &mut rep).await,
         }
         .with_context(|| format!("step {step:?}"))?;
         // A shared host's neighbours take CPU time away: said beside every

@@ -285,13 +285,24 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
 }
 
 impl Gateway {
-    /// `open_connection` to `target`: the tunnel's address.
+    /// `open_connection` to `target`: the tunnel's address. (Without a
+    /// `vm_id`, every call for one target reuses one tunnel.)
     pub async fn open(&self, target: SocketAddr) -> Result<SocketAddr> {
+        self.open_vm(target, None).await
+    }
+
+    /// `open_connection` to `target` for `vm_id`: a tunnel of its own per
+    /// vm (the reuse rule: same vm, target and protocol share one).
+    pub async fn open_vm(&self, target: SocketAddr, vm_id: Option<&str>) -> Result<SocketAddr> {
+        let mut req = serde_json::json!({"target_host": target.ip().to_string(), "target_port": target.port()});
+        if let Some(vm) = vm_id {
+            req["vm_id"] = vm.into();
+        }
         let r: serde_json::Value = self
             .http
             .post(format!("{}/v3/open_connection/", self.api))
             .header("cli_key", &self.cli_key)
-            .json(&serde_json::json!({"target_host": target.ip().to_string(), "target_port": target.port()}))
+            .json(&req)
             .send()
             .await?
             .error_for_status()?

@@ -1,0 +1,789 @@
+//! The handover under load: `SIGUSR2` makes a running `vdi-gateway serve`
+//! execute the binary on disk in place (same PID), handing over every
+//! listener, tunnel and spliced stream. Here one gateway carries
+//! `--handover-streams` streams over `--handover-tunnels` tunnels, every
+//! stream echoing a numbered 64-byte message every `--handover-ms` (checked
+//! byte by byte on its way back), while the gateway is handed over
+//! `--handovers` times, one after another. Reported: streams intact, resets,
+//! corrupted bytes, the longest gap between two echoes of each stream (the
+//! stall), what the gateway logs of each handover (`quiesced_ms`), whether
+//! `get_connections` keeps every stream's id and counters, and a new tunnel
+//! after each. Loopback only; every loop is bounded in count and time.
+
+use crate::faults::strip_ansi;
+use crate::load::{connect_many, pct};
+use crate::procs::{self, Gateway, GatewaySpec};
+use crate::{Ctx, Report, verdict};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixDatagram};
+
+/// Bytes per message.
+const MSG: usize = 64;
+/// A stream that echoes nothing for this long (or cannot write) has failed.
+const STREAM_LIMIT: Duration = Duration::from_secs(15);
+/// One handover, `SIGUSR2` to `READY=1`, at most (the daemon's own limits
+/// are 10 s for the binary's check and 5 s for quiescing).
+const HANDOVER_LIMIT: Duration = Duration::from_secs(30);
+/// Between two handovers, from `READY=1`.
+const BETWEEN: Duration = Duration::from_secs(1);
+
+/// Message `k` of stream `id`: the stream, the number, then bytes generated
+/// from both (xorshift64), so the reader checks every byte without keeping
+/// what was sent.
+fn message(id: u64, k: u64) -> [u8; MSG] {
+    let mut m = [0u8; MSG];
+    m[..4].copy_from_slice(&(id as u32).to_le_bytes());
+    m[4..8].copy_from_slice(&(k as u32).to_le_bytes());
+    let mut x =
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)) | 1;
+    for c in m[8..].chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    m
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Failure {
+    /// A socket error (RST, broken pipe, …) on either half.
+    Reset,
+    /// An echoed byte differs from the one sent.
+    Corrupted,
+    /// The end (EOF) came before every message was echoed.
+    Ended,
+    /// Nothing echoed, or a write blocked, for `STREAM_LIMIT`.
+    Stalled,
+}
+
+/// What one stream saw over the whole run.
+#[derive(Default)]
+struct Flow {
+    sent: u64,
+    echoed: u64,
+    /// The longest time between two consecutive echoes: in the whole run,
+    /// before the first `SIGUSR2`, and of the gaps a `SIGUSR2` fell in.
+    max_gap: Duration,
+    max_gap_before: Duration,
+    max_gap_handover: Duration,
+    corrupted_bytes: u64,
+    failure: Option<(Failure, String)>,
+}
+
+impl Flow {
+    fn fail(&mut self, f: Failure, why: String) {
+        if self.failure.is_none() {
+            self.failure = Some((f, why));
+        }
+    }
+}
+
+fn io_failure(e: &std::io::Error) -> Failure {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        UnexpectedEof => Failure::Ended,
+        _ => Failure::Reset,
+    }
+}
+
+/// What the streams share with the step.
+#[derive(Clone)]
+struct Shared {
+    /// Writers stop (and half-close) when set.
+    stop: Arc<AtomicBool>,
+    /// `SIGUSR2`s sent so far: a gap across which it changed had a
+    /// handover in it; gaps while it is 0 are the baseline.
+    signals: Arc<AtomicU64>,
+}
+
+/// One stream: the writer sends message after message at `pace` until told
+/// to stop, then half-closes; the reader checks every echoed byte, to the end.
+async fn run_flow(
+    s: TcpStream,
+    id: u64,
+    pace: Duration,
+    max_msgs: u64,
+    sh: Shared,
+    echoed: Arc<AtomicU64>,
+) -> Flow {
+    let _ = s.set_nodelay(true);
+    let (mut r, mut w) = s.into_split();
+    let stop = sh.stop.clone();
+    let writer = async move {
+        // Spread the streams' phases over one period.
+        tokio::time::sleep(pace.mul_f64((id.wrapping_mul(7919) % 1000) as f64 / 1000.0)).await;
+        let mut tick = tokio::time::interval(pace);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut k = 0u64;
+        while k < max_msgs && !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            match tokio::time::timeout(STREAM_LIMIT, w.write_all(&message(id, k))).await {
+                Ok(Ok(())) => k += 1,
+                Ok(Err(e)) => return (k, Some((io_failure(&e), format!("write {k}: {e}")))),
+                Err(_) => {
+                    return (
+                        k,
+                        Some((
+                            Failure::Stalled,
+                            format!("write {k} blocked {STREAM_LIMIT:?}"),
+                        )),
+                    );
+                }
+            }
+        }
+        match w.shutdown().await {
+            Ok(()) => (k, None),
+            Err(e) => (k, Some((io_failure(&e), format!("shutdown: {e}")))),
+        }
+    };
+    let signals = sh.signals.clone();
+    let reader = async move {
+        let mut f = Flow::default();
+        let mut buf = [0u8; MSG];
+        let mut last: Option<Instant> = None;
+        let mut last_signals = 0;
+        loop {
+            let mut filled = 0;
+            while filled < MSG {
+                match tokio::time::timeout(STREAM_LIMIT, r.read(&mut buf[filled..])).await {
+                    Err(_) => {
+                        f.fail(
+                            Failure::Stalled,
+                            format!("no echo for {STREAM_LIMIT:?} after {}", f.echoed),
+                        );
+                        return f;
+                    }
+                    Ok(Err(e)) => {
+                        f.fail(io_failure(&e), format!("read after {}: {e}", f.echoed));
+                        return f;
+                    }
+                    Ok(Ok(0)) => {
+                        if filled > 0 {
+                            f.fail(
+                                Failure::Ended,
+                                format!("EOF inside message {} ({filled} bytes)", f.echoed),
+                            );
+                        }
+                        return f;
+                    }
+                    Ok(Ok(n)) => filled += n,
+                }
+            }
+            let want = message(id, f.echoed);
+            let bad = buf.iter().zip(&want).filter(|(a, b)| a != b).count() as u64;
+            if bad > 0 {
+                // Everything after is out of step: counted up to here.
+                f.corrupted_bytes += bad;
+                f.fail(
+                    Failure::Corrupted,
+                    format!("message {}: {bad} of {MSG} bytes differ", f.echoed),
+                );
+                return f;
+            }
+            let now = Instant::now();
+            let sent = signals.load(Ordering::Relaxed);
+            if let Some(l) = last {
+                let gap = now - l;
+                f.max_gap = f.max_gap.max(gap);
+                if sent == 0 {
+                    f.max_gap_before = f.max_gap_before.max(gap);
+                }
+                if sent != last_signals {
+                    f.max_gap_handover = f.max_gap_handover.max(gap);
+                }
+            }
+            last = Some(now);
+            last_signals = sent;
+            f.echoed += 1;
+            echoed.store(f.echoed, Ordering::Relaxed);
+        }
+    };
+    let ((sent, werr), mut f) = tokio::join!(writer, reader);
+    f.sent = sent;
+    if let Some((kind, why)) = werr {
+        f.fail(kind, why);
+    }
+    if f.failure.is_none() && f.echoed != f.sent {
+        f.fail(
+            Failure::Ended,
+            format!("{} of {} messages echoed", f.echoed, f.sent),
+        );
+    }
+    f
+}
+
+/// Waits (bounded) for a line `what` on the notify socket.
+async fn expect_notify(sock: &UnixDatagram, what: &str, limit: Duration) -> Result<()> {
+    let end = Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, sock.recv(&mut buf))
+            .await
+            .map_err(|_| anyhow!("no {what} within {limit:?}"))??;
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == what)
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits (bounded) until every stream has echoed more than it had in
+/// `before`; `None` when some did not within `limit`.
+async fn all_move(counters: &[Arc<AtomicU64>], before: &[u64], limit: Duration) -> Option<usize> {
+    let end = Instant::now() + limit;
+    loop {
+        let still = counters
+            .iter()
+            .zip(before)
+            .filter(|(c, b)| c.load(Ordering::Relaxed) <= **b)
+            .count();
+        if still == 0 {
+            return None;
+        }
+        if Instant::now() > end {
+            return Some(still);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn counts(counters: &[Arc<AtomicU64>]) -> Vec<u64> {
+    counters.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+}
+
+/// One message there and back within 5 s.
+async fn echoes(s: &mut TcpStream, what: &[u8]) -> Result<()> {
+    let mut back = vec![0u8; what.len()];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        s.write_all(what).await?;
+        s.read_exact(&mut back).await
+    })
+    .await
+    .context("no echo within 5 s")??;
+    anyhow::ensure!(back == what, "the echo differs");
+    Ok(())
+}
+
+/// `open_connection`, connect, one echo: the time it took and the stream.
+async fn new_stream(g: &Gateway, target: SocketAddr, n: usize) -> Result<(Duration, TcpStream)> {
+    let t = Instant::now();
+    let addr = g.open_vm(target, Some(&format!("bench-new-{n}"))).await?;
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    echoes(&mut s, format!("new tunnel after handover {n}").as_bytes()).await?;
+    Ok((t.elapsed(), s))
+}
+
+/// stream id → (tunnel id, bytes to target, bytes to client), from
+/// `get_connections`.
+type Streams = BTreeMap<String, (String, u64, u64)>;
+
+async fn streams(g: &Gateway) -> Result<Streams> {
+    let (_, _, body) = g.get_connections().await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let mut out = BTreeMap::new();
+    for t in v["tunnels"].as_array().context("tunnels")? {
+        for s in t["streams"].as_array().context("streams")? {
+            out.insert(
+                s["id"].as_str().context("a stream id")?.to_string(),
+                (
+                    t["id"].as_str().unwrap_or_default().to_string(),
+                    s["bytes_to_target"].as_u64().unwrap_or(0),
+                    s["bytes_to_client"].as_u64().unwrap_or(0),
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// What `get_connections` says across one handover: streams of `before`
+/// missing after, moved to another tunnel, or with a counter gone down.
+fn continued(before: &Streams, after: &Streams) -> (usize, usize, usize) {
+    let (mut missing, mut moved, mut lower) = (0, 0, 0);
+    for (id, (t, to_target, to_client)) in before {
+        match after.get(id) {
+            None => missing += 1,
+            Some((t2, tt, tc)) => {
+                if t2 != t {
+                    moved += 1;
+                }
+                if tt < to_target || tc < to_client {
+                    lower += 1;
+                }
+            }
+        }
+    }
+    (missing, moved, lower)
+}
+
+/// One handover as the step saw it.
+struct Row {
+    /// `SIGUSR2` → `READY=1`, and `RELOADING=1` → `READY=1` (the streams
+    /// are parked in between: after the binary's check, before the exec).
+    ready: Option<Duration>,
+    paused: Option<Duration>,
+    /// `SIGUSR2` → every stream echoed again; or how many had not within 10 s.
+    all_echo: Result<Duration, usize>,
+    new_tunnel: Option<Duration>,
+    same_pid: bool,
+    /// (streams before, missing, moved, counters lower)
+    ids: Option<(usize, usize, usize, usize)>,
+    error: Option<String>,
+}
+
+impl Row {
+    fn new() -> Self {
+        Row {
+            ready: None,
+            paused: None,
+            all_echo: Err(0),
+            new_tunnel: None,
+            same_pid: false,
+            ids: None,
+            error: None,
+        }
+    }
+}
+
+/// `key=N` in a log line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    let pat = format!(" {key}=");
+    let at = line.find(&pat)? + pat.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// The gateway's log lines (colours removed).
+fn log_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(strip_ansi)
+        .collect()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
+    let a = &ctx.args;
+    let streams_n = a.handover_streams.max(1);
+    let tunnels = a.handover_tunnels.clamp(1, streams_n);
+    let handovers = a.handovers;
+    let pace = Duration::from_millis(a.handover_ms.max(1));
+
+    // A copy of the binary of its own: the daemon executes the file at its
+    // path at each handover, and a build going on beside the bench may
+    // rewrite target/.
+    let dir = ctx.dir.join("handover");
+    std::fs::create_dir_all(&dir)?;
+    let bin = dir.join("vdi-gateway");
+    std::fs::copy(&ctx.bin, &bin).with_context(|| format!("copy {}", ctx.bin.display()))?;
+    let notify_path = dir.join("notify");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path)?;
+    let log = dir.join("gateway.log");
+    let (n, addr) = ctx.next_gateway_ip();
+    let name = format!("{n}-handover");
+    let mut spec = GatewaySpec::new(&bin, &ctx.dir, &name, addr, 17_100);
+    spec.cpus = ctx.relay_cpus();
+    spec.log = Some(log.clone());
+    spec.env.push(("VDI_GATEWAY_LOG", "info".into()));
+    spec.env
+        .push(("NOTIFY_SOCKET", notify_path.display().to_string()));
+    // One port per tunnel, and one per handover's new tunnel.
+    let need = (tunnels + handovers + 16).min(u16::MAX as usize / 2) as u16;
+    if spec.range.1 - spec.range.0 + 1 < need {
+        spec.range.1 = spec.range.0 + need - 1;
+    }
+    let mut g = procs::gateway(spec).await?;
+    // The process is replaced: no pooled API connection across it.
+    g.http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    expect_notify(&notify, "READY=1", HANDOVER_LIMIT)
+        .await
+        .context("the gateway's first READY=1")?;
+    let pid = g.pid();
+
+    let mut addrs = Vec::new();
+    for t in 0..tunnels {
+        // A vm each: one tunnel (port) each.
+        addrs.push(
+            g.open_vm(ctx.echo_addr, Some(&format!("bench-{t}")))
+                .await?,
+        );
+    }
+    let ports: std::collections::BTreeSet<u16> = addrs.iter().map(|a| a.port()).collect();
+    anyhow::ensure!(
+        ports.len() == tunnels,
+        "{} distinct tunnel ports for {tunnels} tunnels",
+        ports.len()
+    );
+    let conns = connect_many(&addrs, streams_n).await?;
+    g.wait_streams(streams_n).await?;
+    let sh = Shared {
+        stop: Arc::new(AtomicBool::new(false)),
+        signals: Arc::new(AtomicU64::new(0)),
+    };
+    // Bounded: the writers stop at the step's end or after this many.
+    let run_limit = Duration::from_secs(120) + (HANDOVER_LIMIT + BETWEEN * 3) * handovers as u32;
+    let max_msgs = (run_limit.as_millis() / pace.as_millis()) as u64;
+    let counters: Vec<Arc<AtomicU64>> = (0..streams_n)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            tokio::spawn(run_flow(
+                s,
+                i as u64,
+                pace,
+                max_msgs,
+                sh.clone(),
+                counters[i].clone(),
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    if let Some(still) = all_move(&counters, &vec![0; streams_n], Duration::from_secs(30)).await {
+        // Not the handover's doing: say what ended them, then stop.
+        sh.stop.store(true, Ordering::Relaxed);
+        let mut why = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            if let Ok(Ok(f)) = tokio::time::timeout(STREAM_LIMIT * 2, t).await
+                && let Some((_, w)) = f.failure
+            {
+                why.push(format!("stream {i}: {w}"));
+            }
+        }
+        why.truncate(5);
+        bail!(
+            "{still} of {streams_n} streams echoed nothing in 30 s, before any handover: {}",
+            why.join("; ")
+        );
+    }
+    // A baseline without handovers.
+    tokio::time::sleep(Duration::from_secs(if a.smoke { 1 } else { 3 })).await;
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut fresh: Vec<TcpStream> = Vec::new();
+    for h in 0..handovers {
+        let mut row = Row::new();
+        let before = streams(&g).await?;
+        let moved_before = counts(&counters);
+        let t = Instant::now();
+        sh.signals.fetch_add(1, Ordering::Relaxed);
+        // Safety: a signal to our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
+        let handed = async {
+            expect_notify(&notify, "RELOADING=1", HANDOVER_LIMIT).await?;
+            let reloading = Instant::now();
+            expect_notify(&notify, "READY=1", HANDOVER_LIMIT).await?;
+            Result::<_>::Ok(reloading)
+        }
+        .await;
+        let reloading = match handed {
+            Ok(r) => r,
+            Err(e) => {
+                row.error = Some(format!("{e:#}"));
+                rows.push(row);
+                break;
+            }
+        };
+        let ready_at = Instant::now();
+        row.ready = Some(t.elapsed());
+        row.paused = Some(ready_at - reloading);
+        row.all_echo = match all_move(&counters, &moved_before, Duration::from_secs(10)).await {
+            None => Ok(t.elapsed()),
+            Some(still) => Err(still),
+        };
+        match new_stream(&g, ctx.echo_addr, h + 1).await {
+            Ok((took, s)) => {
+                row.new_tunnel = Some(took);
+                fresh.push(s);
+            }
+            Err(e) => row.error = Some(format!("new tunnel: {e:#}")),
+        }
+        match streams(&g).await {
+            Ok(after) => {
+                let (missing, moved, lower) = continued(&before, &after);
+                row.ids = Some((before.len(), missing, moved, lower));
+            }
+            Err(e) => row.error = Some(format!("get_connections: {e:#}")),
+        }
+        row.same_pid = g.proc.0.try_wait().ok().flatten().is_none()
+            && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == bin);
+        rows.push(row);
+        tokio::time::sleep(BETWEEN.saturating_sub(ready_at.elapsed())).await;
+    }
+    // The tail: streams run on a little after the last handover, then end.
+    tokio::time::sleep(Duration::from_secs(if a.smoke { 1 } else { 2 })).await;
+    sh.stop.store(true, Ordering::Relaxed);
+    let ran = started.elapsed();
+    let mut flows = Vec::new();
+    for t in tasks {
+        match tokio::time::timeout(STREAM_LIMIT * 2, t).await {
+            Ok(Ok(f)) => flows.push(f),
+            Ok(Err(e)) => bail!("a stream's task: {e}"),
+            Err(_) => bail!("a stream did not end within {:?}", STREAM_LIMIT * 2),
+        }
+    }
+    let mut fresh_ok = 0;
+    for (i, s) in fresh.iter_mut().enumerate() {
+        if echoes(s, format!("still there {i}").as_bytes())
+            .await
+            .is_ok()
+        {
+            fresh_ok += 1;
+        }
+    }
+    let alive = g.proc.0.try_wait().ok().flatten().is_none();
+
+    // What the gateway logged of each handover.
+    let lines = log_lines(&log);
+    let quiesced: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.contains("handover: executing the binary on disk"))
+        .filter_map(|l| field(l, "quiesced_ms"))
+        .collect();
+    let taken: Vec<(u64, u64, u64)> = lines
+        .iter()
+        .filter(|l| l.contains("handover: tunnels and streams taken over"))
+        .map(|l| {
+            (
+                field(l, "tunnels").unwrap_or(0),
+                field(l, "streams").unwrap_or(0),
+                field(l, "failed").unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut odd: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &lines {
+        if l.contains(" WARN ") || l.contains(" ERROR ") {
+            // Without its timestamp, so equal lines count together.
+            let key = l.split_once(' ').map_or(l.as_str(), |(_, r)| r).trim();
+            *odd.entry(key.to_string()).or_default() += 1;
+        }
+    }
+
+    // Figures.
+    let total = flows.len();
+    let intact = flows.iter().filter(|f| f.failure.is_none()).count();
+    let count = |k: Failure| {
+        flows
+            .iter()
+            .filter(|f| matches!(f.failure, Some((x, _)) if x == k))
+            .count()
+    };
+    let (resets, corrupt_streams, ended, stalled) = (
+        count(Failure::Reset),
+        count(Failure::Corrupted),
+        count(Failure::Ended),
+        count(Failure::Stalled),
+    );
+    let corrupted_bytes: u64 = flows.iter().map(|f| f.corrupted_bytes).sum();
+    let echoed: u64 = flows.iter().map(|f| f.echoed).sum();
+    let sorted = |g: fn(&Flow) -> Duration| {
+        let mut v: Vec<u32> = flows.iter().map(|f| g(f).as_micros() as u32).collect();
+        v.sort_unstable();
+        v
+    };
+    let gaps = sorted(|f| f.max_gap);
+    let base = sorted(|f| f.max_gap_before);
+    let across = sorted(|f| f.max_gap_handover);
+    let q = |v: &[u32], p: f64| pct(v, p) / 1000.0;
+    let (p50, p99, max) = (q(&gaps, 0.5), q(&gaps, 0.99), q(&gaps, 1.0));
+    let done = rows.iter().filter(|r| r.ready.is_some()).count();
+    let ids_ok =
+        rows.iter().all(|r| matches!(r.ids, Some((_, 0, 0, 0)))) && rows.len() == handovers;
+    let new_ok = rows.iter().filter(|r| r.new_tunnel.is_some()).count();
+    let mut qs = quiesced.clone();
+    qs.sort_unstable();
+    let mut paused: Vec<u32> = rows
+        .iter()
+        .filter_map(|r| r.paused.map(|d| d.as_micros() as u32))
+        .collect();
+    paused.sort_unstable();
+    let mut readies: Vec<u32> = rows
+        .iter()
+        .filter_map(|r| r.ready.map(|d| d.as_micros() as u32))
+        .collect();
+    readies.sort_unstable();
+
+    rep.line(format!(
+        "## Handover under load: {handovers} × SIGUSR2 (re-execution in place) on one gateway, {streams_n} streams over {tunnels} tunnels, each echoing a {MSG}-byte message every {} ms",
+        pace.as_millis()
+    ));
+    rep.line(format!(
+        "Every echoed byte checked; {:.1} s of traffic, {echoed} messages ({:.1} MB each way) echoed. Stall: a stream's longest time between two consecutive echoes (the {} ms pace included).",
+        ran.as_secs_f64(),
+        echoed as f64 * MSG as f64 / 1e6,
+        pace.as_millis()
+    ));
+    rep.line("| # | SIGUSR2 → READY=1 | RELOADING=1 → READY=1 | quiesced (gateway log) | taken over: tunnels / streams / failed (log) | every stream echoing again (from SIGUSR2) | new tunnel → first echo | stream ids kept, counters not lower | same PID, binary |");
+    rep.line("|---|---|---|---|---|---|---|---|---|");
+    for (i, r) in rows.iter().enumerate() {
+        let dash = || "—".to_string();
+        rep.line(format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            r.ready.map_or_else(dash, ms),
+            r.paused.map_or_else(dash, ms),
+            quiesced.get(i).map_or_else(dash, |q| format!("{q} ms")),
+            taken
+                .get(i)
+                .map_or_else(dash, |(t, s, f)| format!("{t} / {s} / {f}")),
+            match r.all_echo {
+                Ok(d) if r.ready.is_some() => ms(d),
+                Err(n) if r.ready.is_some() => format!("❌ {n} still silent after 10 s"),
+                _ => dash(),
+            },
+            r.new_tunnel.map_or_else(dash, ms),
+            match r.ids {
+                Some((n, 0, 0, 0)) => format!("✅ {n}/{n}"),
+                Some((n, missing, moved, lower)) => format!(
+                    "❌ of {n}: {missing} missing, {moved} in another tunnel, {lower} lower"
+                ),
+                None => dash(),
+            },
+            if r.ready.is_some() {
+                verdict(r.same_pid).to_string()
+            } else {
+                dash()
+            },
+        ));
+        if let Some(e) = &r.error {
+            rep.line(format!("| | ❌ {e} | | | | | | | |"));
+        }
+    }
+    rep.line(String::new());
+    rep.line(format!(
+        "- streams intact (every message echoed, every byte equal): **{intact}/{total}**; resets {resets}, corrupted {corrupt_streams} ({corrupted_bytes} bytes), ended early {ended}, stalled > {} s {stalled}",
+        STREAM_LIMIT.as_secs()
+    ));
+    rep.line(format!(
+        "- stall per stream over the whole run: p50 **{p50:.0} ms**, p99 **{p99:.0} ms**, max **{max:.0} ms**; before the first handover (baseline, same load): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        q(&base, 0.5),
+        q(&base, 0.99),
+        q(&base, 1.0)
+    ));
+    rep.line(format!(
+        "- the gap a SIGUSR2 fell in (last echo before it → first after), per stream, the worst of its {handovers} handovers: p50 **{:.0} ms**, p99 **{:.0} ms**, max **{:.0} ms**",
+        q(&across, 0.5),
+        q(&across, 0.99),
+        q(&across, 1.0)
+    ));
+    rep.line(format!(
+        "- handovers completed {done}/{handovers}; SIGUSR2 → READY=1 p50 {:.0} ms, max {:.0} ms; RELOADING=1 → READY=1 (streams parked, exec, taken over) p50 {:.0} ms, max {:.0} ms; quiesced_ms (the gateway's log, {} lines) p50 {:.0}, max {:.0}; taken-over lines {}",
+        q(&readies, 0.5),
+        q(&readies, 1.0),
+        q(&paused, 0.5),
+        q(&paused, 1.0),
+        quiesced.len(),
+        pct(&qs.iter().map(|x| *x as u32).collect::<Vec<_>>(), 0.5),
+        qs.last().copied().unwrap_or(0),
+        taken.len()
+    ));
+    rep.line(format!(
+        "- a new tunnel after each handover: {new_ok}/{handovers} echoed; still echoing at the end: {fresh_ok}/{}; gateway alive at the end: {}",
+        fresh.len(),
+        verdict(alive)
+    ));
+    for (f, why) in flows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.failure.as_ref().map(|(_, w)| (i, w)))
+        .take(5)
+    {
+        rep.line(format!("- stream {f}: {why}"));
+    }
+    for (l, n) in odd.iter().take(10) {
+        rep.line(format!("- gateway log ({n}×): `{l}`"));
+    }
+
+    let lost = total - intact;
+    ctx.summary(
+        &format!("handover: streams intact over {handovers} SIGUSR2 ({total} streams)"),
+        format!(
+            "{} {intact}/{total}",
+            verdict(lost == 0 && done == handovers)
+        ),
+        "all",
+    );
+    ctx.summary(
+        "handover: resets / corrupted bytes",
+        format!(
+            "{} {resets} / {corrupted_bytes}",
+            verdict(resets == 0 && corrupted_bytes == 0)
+        ),
+        "0 / 0",
+    );
+    ctx.summary(
+        "handover: stall per stream, p99 / max",
+        format!(
+            "**{p99:.0} ms** / **{max:.0} ms** (p50 {p50:.0} ms; without a handover: p99 {:.0} ms, max {:.0} ms; the gap a SIGUSR2 fell in: p99 {:.0} ms, max {:.0} ms)",
+            q(&base, 0.99),
+            q(&base, 1.0),
+            q(&across, 0.99),
+            q(&across, 1.0)
+        ),
+        &format!(
+            "≤ 300 ms / ≤ 1 s {}",
+            verdict(p99 <= 300.0 && max <= 1000.0)
+        ),
+    );
+    ctx.summary(
+        "handover: quiesced_ms (gateway log), max",
+        format!("{} ms", qs.last().copied().unwrap_or(0)),
+        "—",
+    );
+    ctx.summary(
+        "handover: stream ids and counters continued (`get_connections`)",
+        format!("{} {done} handover(s)", verdict(ids_ok)),
+        "all",
+    );
+    if lost > 0 || done < handovers || !alive {
+        bail!(
+            "handover: {lost} of {total} streams lost or corrupted, {done} of {handovers} handovers completed, gateway alive: {alive}"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_differ_and_repeat() {
+        assert_eq!(message(3, 7), message(3, 7));
+        assert_ne!(message(3, 7), message(3, 8));
+        assert_ne!(message(3, 7), message(4, 7));
+    }
+
+    #[test]
+    fn log_fields() {
+        let l = "2026-12-03T18:00:00Z  INFO vdi_gateway::cli: handover: executing the binary on disk binary=/x tunnels=100 streams=1000 bytes_in_flight=0 quiesced_ms=42";
+        assert_eq!(field(l, "quiesced_ms"), Some(42));
+        assert_eq!(field(l, "streams"), Some(1000));
+        assert_eq!(field(l, "failed"), None);
+    }
+}
