@@ -336,8 +336,10 @@ fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
 
 fn serve(db: PathBuf) -> ExitCode {
     // Safety: no other thread runs yet, and nothing has opened a descriptor
-    // since the exec that handed these over.
-    let inherited = unsafe { handover::take_from_env() };
+    // since the exec (or the start by systemd) that handed these over.
+    let mut stored = Vec::new();
+    let inherited =
+        unsafe { handover::take_from_env() }.or_else(|| unsafe { take_from_store(&mut stored) });
     // The running binary itself, to execute again should the one on disk
     // fail to execute at a handover (a package upgrade replaces the file).
     let this_binary = std::fs::File::open("/proc/self/exe").ok();
@@ -364,7 +366,7 @@ fn serve(db: PathBuf) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(serve_async(db, inherited, this_binary)) {
+    match runtime.block_on(serve_async(db, inherited, this_binary, stored)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway stopped");
@@ -377,6 +379,7 @@ async fn serve_async(
     db: PathBuf,
     inherited: Option<handover::Inherited>,
     this_binary: Option<std::fs::File>,
+    stored: Vec<String>,
 ) -> anyhow::Result<()> {
     let (store, created) = Store::open_or_create(&db, store::first_start_settings)?;
     if created {
@@ -411,6 +414,9 @@ async fn serve_async(
         tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    // Only now: should this process die before it serves, the store still
+    // holds every stream for the next start (`Restart=on-failure`).
+    forget_stored(&stored);
     tokio::spawn(handle_signals(
         gw.gateway().clone(),
         gw.shutdown_token(),
@@ -439,7 +445,14 @@ async fn handle_signals(
     };
     loop {
         tokio::select! {
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                if let Some(max) = fdstore_max()
+                    && park_in_store(&gw, max).await
+                {
+                    std::process::exit(0);
+                }
+                break;
+            }
             _ = int.recv() => break,
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
@@ -537,4 +550,123 @@ async fn check_binary(path: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `VDI_GATEWAY_FDSTORE_MAX` (the unit's `FileDescriptorStoreMax=`), under
+/// systemd only: `SIGTERM` parks every stream in systemd's descriptor store,
+/// and the next start takes them back (`systemctl restart`). A stop closes
+/// them (systemd releases the store of a stopped unit).
+fn fdstore_max() -> Option<usize> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    std::env::var("VDI_GATEWAY_FDSTORE_MAX")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// Hands every listener, tunnel and spliced stream to systemd's descriptor
+/// store (one descriptor per message, named by its number here), the
+/// snapshot last. False when nothing could be stored: then the ordinary
+/// shutdown closes everything.
+async fn park_in_store(gw: &crate::Shared, max: usize) -> bool {
+    use sd_notify::NotifyState;
+    use std::os::fd::AsFd;
+    use std::os::fd::AsRawFd;
+    let started = std::time::Instant::now();
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    if !gw.quiesce(QUIESCE_LIMIT).await {
+        tracing::warn!("some streams did not stop within {QUIESCE_LIMIT:?}; they are cut");
+    }
+    let (snapshot, blob, fds) = gw.handover_snapshot();
+    if fds.len() + 1 > max {
+        tracing::error!(
+            descriptors = fds.len() + 1,
+            max,
+            "more descriptors than the store takes (FileDescriptorStoreMax); closing every stream"
+        );
+        return false;
+    }
+    let memfd = match handover::write_memfd(&handover::encode(&snapshot, &blob)) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the handover snapshot; closing every stream");
+            return false;
+        }
+    };
+    for fd in &fds {
+        let name = handover::store_name(fd.as_raw_fd());
+        let states = [NotifyState::FdStore, NotifyState::FdName(&name)];
+        if let Err(e) = sd_notify::notify_with_fds(&states, &[fd.as_fd()]) {
+            tracing::error!(error = %e, "systemd's descriptor store refused a descriptor; closing every stream");
+            return false;
+        }
+    }
+    let states = [
+        NotifyState::FdStore,
+        NotifyState::FdName(handover::STORE_SNAPSHOT),
+    ];
+    if let Err(e) = sd_notify::notify_with_fds(&states, &[memfd.as_fd()]) {
+        tracing::error!(error = %e, "systemd's descriptor store refused the snapshot; closing every stream");
+        return false;
+    }
+    tracing::info!(
+        tunnels = snapshot.tunnels.len(),
+        streams = snapshot.streams.len(),
+        bytes_in_flight = blob.0.len(),
+        quiesced_ms = started.elapsed().as_millis() as u64,
+        "handover: parked in systemd's descriptor store; the next start takes them (a stop closes them)"
+    );
+    true
+}
+
+/// A handover from systemd's descriptor store (`LISTEN_FDS`, names from
+/// [`park_in_store`]). `stored` receives every name, to remove from the
+/// store once this process serves. Descriptors not named by us are closed.
+///
+/// # Safety
+/// As [`handover::take_from_env`]: before any other thread, before any
+/// other descriptor is opened.
+unsafe fn take_from_store(
+    stored: &mut Vec<String>,
+) -> Option<Result<handover::Inherited, handover::HandoverError>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // Safety: the caller's.
+    let listed = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }.ok()?;
+    let mut memfd = None;
+    let mut fds = std::collections::HashMap::new();
+    for (fd, name) in listed {
+        // Safety: systemd passed these to this process alone.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        if name == handover::STORE_SNAPSHOT {
+            memfd = Some(owned);
+        } else if let Some(n) = handover::store_number(&name) {
+            fds.insert(n, owned);
+        }
+        stored.push(name);
+    }
+    if stored.is_empty() {
+        return None;
+    }
+    let Some(memfd) = memfd else {
+        return Some(Err(handover::HandoverError::NotSnapshot));
+    };
+    Some(handover::read_snapshot(memfd, fds))
+}
+
+/// Removes what a handover left in systemd's descriptor store (the store
+/// holds its own copy of each: a stream that ends here must close).
+fn forget_stored(names: &[String]) {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        let states = [
+            sd_notify::NotifyState::FdStoreRemove,
+            sd_notify::NotifyState::FdName(name),
+        ];
+        if let Err(e) = sd_notify::notify(&states) {
+            tracing::warn!(name, error = %e, "cannot remove a descriptor from systemd's store");
+        }
+    }
 }

@@ -271,6 +271,15 @@ fn take(v: &str) -> Result<Inherited, HandoverError> {
         return Err(HandoverError::MissingFd(fd));
     }
     let memfd = memfd.expect("checked above");
+    read_snapshot(memfd, fds)
+}
+
+/// Reads the snapshot in `memfd`; `fds` are the handed descriptors by their
+/// number in the previous process (closed on a refusal, as they drop).
+pub fn read_snapshot(
+    memfd: OwnedFd,
+    fds: std::collections::HashMap<RawFd, OwnedFd>,
+) -> Result<Inherited, HandoverError> {
     let mut file = std::fs::File::from(memfd);
     let len = file.seek(io::SeekFrom::End(0))?;
     if len > MAX_SNAPSHOT {
@@ -279,13 +288,30 @@ fn take(v: &str) -> Result<Inherited, HandoverError> {
     file.seek(io::SeekFrom::Start(0))?;
     let mut bytes = Vec::with_capacity(len as usize);
     file.read_to_end(&mut bytes)?;
-    // On a refusal `fds` drops here: every handed socket is closed.
     let (snapshot, blob) = decode(&bytes)?;
     Ok(Inherited {
         snapshot,
         blob,
         fds,
     })
+}
+
+/// systemd's descriptor store: the snapshot's name there.
+pub const STORE_SNAPSHOT: &str = "vdi-snapshot";
+const STORE_PREFIX: &str = "vdi-fd-";
+
+/// The store name of a handed descriptor: its number in the process that
+/// stored it (the snapshot names descriptors by those numbers).
+pub fn store_name(fd: RawFd) -> String {
+    format!("{STORE_PREFIX}{fd}")
+}
+
+/// The number a store name stands for; `None` for a name that is not ours.
+pub fn store_number(name: &str) -> Option<RawFd> {
+    name.strip_prefix(STORE_PREFIX)?
+        .parse()
+        .ok()
+        .filter(|n| *n > 2)
 }
 
 /// The snapshot in a sealed memfd (no one can change it after this).
@@ -520,5 +546,20 @@ mod tests {
             .unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(b.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn store_names_carry_the_numbers_the_snapshot_uses() {
+        assert_eq!(store_number(&store_name(17)), Some(17));
+        for other in [
+            STORE_SNAPSHOT,
+            "vdi-fd-",
+            "vdi-fd-x",
+            "vdi-fd-2",
+            "stored",
+            "vdi-fd--5",
+        ] {
+            assert_eq!(store_number(other), None, "{other}");
+        }
     }
 }

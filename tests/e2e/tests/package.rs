@@ -76,48 +76,52 @@ fn install_remove_purge() {
     );
     let pid = bed.sh("h1", "systemctl show -p MainPID --value vdi-gateway");
     let cli_key = doc["cli_key"].as_str().unwrap().to_string();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let client = bed.in_ns("client", move || async move {
-        let body = json!({"target_host": desk.to_string(), "target_port": 5901, "vm_id": "vm-up"});
-        let r = reqwest::Client::new()
-            .post(format!("http://{ip}:8000/v3/open_connection/"))
-            .header("cli_key", cli_key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let port = r.json::<Value>().await.unwrap()["port"].as_u64().unwrap() as u16;
-        let mut s = TcpStream::connect((ip, port)).await.unwrap();
-        let before = echoes(&mut s, b"before the upgrade").await;
-        ready_tx.send(before).unwrap();
-        // Nothing else runs on this thread's runtime: blocking here is fine.
-        go_rx.recv_timeout(Duration::from_secs(300)).unwrap();
-        echoes(&mut s, b"after the upgrade").await
-    });
-    assert!(ready_rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
     bed.copy_to("h1", &deb, "/root/vdi-gateway.deb");
     let out = bed.sh("h1", "dpkg -i /root/vdi-gateway.deb 2>&1");
     assert!(out.contains("took the new version"), "{out}");
-    go_tx.send(()).unwrap();
-    assert!(
-        client.join().unwrap(),
-        "the stream echoes after the upgrade"
-    );
+    assert!(held.echoes_after(), "the stream echoes after the upgrade");
     assert_eq!(
         bed.sh("h1", "systemctl show -p MainPID --value vdi-gateway"),
         pid,
         "same process"
     );
+    let taken = || {
+        bed.sh(
+            "h1",
+            "journalctl -u vdi-gateway -o cat -g 'taken over' --no-pager",
+        )
+        .lines()
+        .filter(|l| l.contains("streams=1 "))
+        .count()
+    };
+    assert_eq!(taken(), 1);
+
+    // `systemctl restart`: the stream waits in systemd's descriptor store,
+    // the new process takes it back (a new PID).
+    let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
+    bed.sh("h1", "systemctl restart vdi-gateway");
+    assert!(held.echoes_after(), "the stream echoes after the restart");
+    assert_ne!(
+        bed.sh("h1", "systemctl show -p MainPID --value vdi-gateway"),
+        pid,
+        "a new process"
+    );
+    assert_eq!(taken(), 2);
     let log = bed.sh(
         "h1",
         "journalctl -u vdi-gateway -o cat -g handover --no-pager",
     );
     assert!(
-        log.contains("taken over from the previous process") && log.contains("streams=1"),
+        log.contains("parked in systemd's descriptor store"),
         "{log}"
     );
+
+    // `systemctl stop` still closes every stream: the store goes with the unit.
+    let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
+    bed.sh("h1", "systemctl stop vdi-gateway");
+    assert!(held.ends(), "the client sees its stream end after a stop");
+    bed.sh("h1", "systemctl start vdi-gateway");
 
     // Removal keeps the settings and keys; reinstalling finds them.
     bed.sh("h1", "dpkg -r vdi-gateway");
@@ -166,4 +170,58 @@ async fn echoes(s: &mut TcpStream, what: &[u8]) -> bool {
     let mut back = vec![0u8; what.len()];
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back)).await;
     matches!(read, Ok(Ok(_))) && back == what
+}
+
+/// A stream from the client namespace through h1, held across an
+/// operation on the host: echoes once when opened, then once more or waits
+/// for the end when told.
+struct Held {
+    go: std::sync::mpsc::Sender<bool>,
+    done: std::thread::JoinHandle<bool>,
+}
+
+impl Held {
+    fn open(bed: &Bed, ip: std::net::IpAddr, desk: std::net::IpAddr, key: &str, vm: &str) -> Held {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<bool>();
+        let (key, vm) = (key.to_string(), vm.to_string());
+        let done = bed.in_ns("client", move || async move {
+            let body = json!({"target_host": desk.to_string(), "target_port": 5901, "vm_id": vm});
+            let r = reqwest::Client::new()
+                .post(format!("http://{ip}:8000/v3/open_connection/"))
+                .header("cli_key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let port = r.json::<Value>().await.unwrap()["port"].as_u64().unwrap() as u16;
+            let mut s = TcpStream::connect((ip, port)).await.unwrap();
+            ready_tx.send(echoes(&mut s, b"before").await).unwrap();
+            // Nothing else runs on this thread's runtime: blocking here is fine.
+            let echo = go_rx.recv_timeout(Duration::from_secs(300)).unwrap();
+            if echo {
+                return echoes(&mut s, b"after").await;
+            }
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            // The end: EOF, or a reset.
+            matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+        });
+        assert!(
+            ready_rx.recv_timeout(Duration::from_secs(60)).unwrap(),
+            "the stream echoes before"
+        );
+        Held { go, done }
+    }
+
+    fn echoes_after(self) -> bool {
+        self.go.send(true).unwrap();
+        self.done.join().unwrap()
+    }
+
+    fn ends(self) -> bool {
+        self.go.send(false).unwrap();
+        self.done.join().unwrap()
+    }
 }
