@@ -395,3 +395,193 @@ async fn a_snapshot_of_an_unknown_format_is_refused_and_its_sockets_closed() {
     let (code, _, log) = daemon.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+/// A child process killed when dropped.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The programs the SPICE test needs (Debian packages, `scripts/setup`):
+/// missing ones fail the test under CI, and skip it elsewhere.
+fn spice_tools() -> bool {
+    let missing: Vec<&str> = ["qemu-system-x86_64", "spicy", "Xvfb", "xdotool", "import"]
+        .into_iter()
+        .filter(|t| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "missing {missing:?}: run scripts/setup"
+    );
+    eprintln!("skipped: missing {missing:?} (scripts/setup installs them)");
+    false
+}
+
+/// A real SPICE session (qemu's SPICE server, spice-gtk's `spicy` client
+/// under Xvfb) through a tunnel, across a handover to a binary newly written
+/// on disk: the client keeps its four channels (same stream ids), input it
+/// sends afterwards reaches the server, and the window shows the desktop
+/// before and after. `VDI_SCREENSHOTS=DIR` keeps the two pictures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_spice_session_survives_an_upgrade() {
+    if !spice_tools() {
+        return;
+    }
+    let dir = TempDir::new();
+    let bin_dir = TempDir::new();
+    let ip = unique_loopback();
+    let db = prepared_db(&dir, ip);
+    let bin = install(&bin_dir.0);
+    let daemon = Daemon::start_with(&bin, &db, &[]);
+    let api = Api::new(&db, ip);
+
+    // The desktop: qemu's SPICE server (no disk: the BIOS screen is enough).
+    let spice_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _qemu = Proc(
+        std::process::Command::new("qemu-system-x86_64")
+            .args([
+                "-display",
+                "none",
+                "-vga",
+                "qxl",
+                "-m",
+                "128",
+                "-nodefaults",
+            ])
+            .args(["-serial", "none", "-monitor", "none", "-spice"])
+            .arg(format!(
+                "port={spice_port},addr=127.0.0.1,disable-ticketing=on"
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let desk: SocketAddr = ([127, 0, 0, 1], spice_port).into();
+    let end = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(desk).await.is_err() {
+        assert!(Instant::now() < end, "qemu's SPICE server did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A display of our own.
+    // A display number no X server holds (the window test runs its own).
+    let n = (0..200)
+        .map(|k| 90 + (std::process::id() + k) % 800)
+        .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
+        .expect("a free display number");
+    let display = format!(":{n}");
+    let socket = format!("/tmp/.X11-unix/X{n}");
+    let _xvfb = Proc(
+        std::process::Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    while !Path::new(&socket).exists() {
+        assert!(Instant::now() < end, "Xvfb did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let port = api.open(desk, "spice-vm").await;
+    let mut spicy = Proc(
+        std::process::Command::new("spicy")
+            .args(["-h", &ip.to_string(), "-p", &port.to_string()])
+            .env("DISPLAY", &display)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Its channels: main, display, inputs, cursor (at least).
+    let end = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let s = api.streams().await;
+        if s.len() >= 4 && s.values().all(|(_, _, to_client)| *to_client > 0) {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "the SPICE client did not open its channels: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let shot = |name: &str| {
+        let to = dir.0.join(name);
+        let ok = std::process::Command::new("import")
+            .args(["-display", &display, "-window", "root"])
+            .arg(&to)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "screenshot {name}");
+        if let Ok(keep) = std::env::var("VDI_SCREENSHOTS") {
+            std::fs::copy(&to, Path::new(&keep).join(name)).unwrap();
+        }
+        std::fs::metadata(&to).unwrap().len()
+    };
+    assert!(shot("spice-before-upgrade.png") > 1000);
+
+    install(&bin_dir.0);
+    daemon.signal(libc::SIGUSR2);
+    daemon.expect_notify("RELOADING=1");
+    daemon.expect_notify("READY=1");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", daemon.child.id())).unwrap(),
+        bin
+    );
+    // Input after the handover reaches the desktop through the same channels.
+    let moved = || {
+        std::process::Command::new("xdotool")
+            .args([
+                "mousemove",
+                "300",
+                "300",
+                "mousemove",
+                "400",
+                "350",
+                "click",
+                "1",
+            ])
+            .env("DISPLAY", &display)
+            .status()
+            .unwrap()
+    };
+    let sent: u64 = before.values().map(|(_, to_target, _)| to_target).sum();
+    let end = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        moved();
+        let s = api.streams().await;
+        if s.values().map(|(_, to_target, _)| to_target).sum::<u64>() > sent {
+            break s;
+        }
+        assert!(Instant::now() < end, "no input reached the desktop: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for id in before.keys() {
+        assert!(after.contains_key(id), "channel {id} kept: {after:?}");
+    }
+    assert!(
+        spicy.0.try_wait().unwrap().is_none(),
+        "the client still runs"
+    );
+    assert!(shot("spice-after-upgrade.png") > 1000);
+    assert!(!daemon.log().contains("not restored"));
+}
