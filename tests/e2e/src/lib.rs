@@ -205,3 +205,49 @@ impl Drop for Bed {
         }
     }
 }
+
+/// Repacks `deb` with another version; `broken` makes its daemon exit at once.
+pub fn deb_variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathBuf {
+    let root = dir.join(format!("pkg-{version}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let run = |cmd: &mut std::process::Command| {
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(std::process::Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&root));
+    let control = root.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Version:") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    if broken {
+        let bin = root.join("usr/bin/vdi-gateway");
+        // `init` (postinst) and `check` (ExecStartPre) pass, `serve` dies: a bad build.
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\ncase \"$*\" in *init*|*check*) exit 0;; esac\necho 'vdi-gateway: broken build' >&2\nexit 1\n",
+        )
+        .unwrap();
+    }
+    let out = dir.join(format!("vdi-gateway_{version}_amd64.deb"));
+    run(std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&root)
+        .arg(&out));
+    out
+}

@@ -4,7 +4,7 @@
 //! connection, configuration drift. The console runs in the bed's client
 //! namespace, like an admin's workstation on that network.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use vdi_console::journal::Query;
 use vdi_console::secrets::Secrets;
 use vdi_console::{Console, Error, audit::AuditFilter};
-use vdi_e2e::{Bed, build_deb, can_run};
+use vdi_e2e::{Bed, build_deb, can_run, deb_variant};
 use vdi_wire::console::{DeployOutcome, GatewayDraft, JournalEvent, ServiceAction, SshAuth};
 
 /// Runs a bed command off the async runtime (it blocks on a subprocess).
@@ -374,52 +374,6 @@ fn scopeguard(c: std::process::Child) -> Guard {
     Guard(c)
 }
 
-/// Repacks `deb` with another version; `broken` makes its daemon exit at once.
-fn variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathBuf {
-    let root = dir.join(format!("pkg-{version}"));
-    let _ = std::fs::remove_dir_all(&root);
-    let run = |cmd: &mut std::process::Command| {
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(std::process::Command::new("dpkg-deb")
-        .arg("-R")
-        .arg(deb)
-        .arg(&root));
-    let control = root.join("DEBIAN/control");
-    let text = std::fs::read_to_string(&control).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("Version:") {
-                format!("Version: {version}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(&control, text).unwrap();
-    if broken {
-        let bin = root.join("usr/bin/vdi-gateway");
-        // `init` (postinst) and `check` (ExecStartPre) pass, `serve` dies: a bad build.
-        std::fs::write(
-            &bin,
-            "#!/bin/sh\ncase \"$*\" in *init*|*check*) exit 0;; esac\necho 'vdi-gateway: broken build' >&2\nexit 1\n",
-        )
-        .unwrap();
-    }
-    let out = dir.join(format!("vdi-gateway_{version}_amd64.deb"));
-    run(std::process::Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-b"])
-        .arg(&root)
-        .arg(&out));
-    out
-}
-
 #[test]
 fn console_deploys_upgrades_and_rolls_back() {
     if !can_run() {
@@ -428,8 +382,8 @@ fn console_deploys_upgrades_and_rolls_back() {
     let deb = build_deb();
     let dir = std::env::temp_dir().join(format!("vdi-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let v2 = variant(&deb, &dir, "0.1.0+up1", false);
-    let bad = variant(&deb, &dir, "0.1.0+up2", true);
+    let v2 = deb_variant(&deb, &dir, "0.1.0+up1", false);
+    let bad = deb_variant(&deb, &dir, "0.1.0+up2", true);
     let bed = Arc::new(Bed::up_with("cdep", 1, &[]));
     let h1 = bed.ip("h1");
     assert_eq!(

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vdi_e2e::{Bed, build_deb, can_run};
+use vdi_e2e::{Bed, build_deb, can_run, deb_variant};
 
 #[test]
 fn install_remove_purge() {
@@ -116,6 +116,28 @@ fn install_remove_purge() {
         log.contains("parked in systemd's descriptor store"),
         "{log}"
     );
+
+    // A new version that cannot serve, then the rollback: the streams wait in
+    // the store while systemd retries the unit (`Restart=on-failure`), and
+    // the previous version takes them back.
+    let dir = std::env::temp_dir().join(format!("vdi-pkg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = deb_variant(&deb, &dir, "0.1.0+broken", true);
+    bed.copy_to("h1", &bad, "/root/broken.deb");
+    bed.copy_to("h1", &deb, "/root/vdi-gateway.deb");
+    let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
+    let out = bed.sh("h1", "dpkg -i /root/broken.deb 2>&1");
+    assert!(out.contains("did not take the new version"), "{out}");
+    let log = bed.sh("h1", "journalctl -u vdi-gateway -o cat --no-pager -n 50");
+    assert!(log.contains("broken build"), "{log}");
+    // The rollback (the console's Deploy does it after its health check).
+    bed.sh("h1", "dpkg -i /root/vdi-gateway.deb");
+    assert!(
+        held.echoes_after(),
+        "the stream echoes after a failed upgrade and its rollback"
+    );
+    assert_eq!(taken(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
 
     // `systemctl stop` still closes every stream: the store goes with the unit.
     let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
