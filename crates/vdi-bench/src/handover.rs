@@ -12,7 +12,7 @@
 
 use crate::faults::strip_ansi;
 use crate::load::{connect_many, pct};
-use crate::procs::{self, Gateway, GatewaySpec};
+use crate::procs::{self, Api, GatewaySpec};
 use crate::{Ctx, Report, verdict};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ const BETWEEN: Duration = Duration::from_secs(1);
 /// Message `k` of stream `id`: the stream, the number, then bytes generated
 /// from both (xorshift64), so the reader checks every byte without keeping
 /// what was sent.
-fn message(id: u64, k: u64) -> [u8; MSG] {
+pub(crate) fn message(id: u64, k: u64) -> [u8; MSG] {
     let mut m = [0u8; MSG];
     m[..4].copy_from_slice(&(id as u32).to_le_bytes());
     m[4..8].copy_from_slice(&(k as u32).to_le_bytes());
@@ -53,7 +53,7 @@ fn message(id: u64, k: u64) -> [u8; MSG] {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Failure {
+pub(crate) enum Failure {
     /// A socket error (RST, broken pipe, …) on either half.
     Reset,
     /// An echoed byte differs from the one sent.
@@ -66,7 +66,7 @@ enum Failure {
 
 /// What one stream saw over the whole run.
 #[derive(Default)]
-struct Flow {
+pub(crate) struct Flow {
     sent: u64,
     echoed: u64,
     /// The longest time between two consecutive echoes: in the whole run,
@@ -74,8 +74,11 @@ struct Flow {
     max_gap: Duration,
     max_gap_before: Duration,
     max_gap_handover: Duration,
+    /// The gap each operation fell in (index: the operation's number − 1),
+    /// when this stream saw one across it.
+    gap_by_op: Vec<Duration>,
     corrupted_bytes: u64,
-    failure: Option<(Failure, String)>,
+    pub(crate) failure: Option<(Failure, String)>,
 }
 
 impl Flow {
@@ -96,17 +99,31 @@ fn io_failure(e: &std::io::Error) -> Failure {
 
 /// What the streams share with the step.
 #[derive(Clone)]
-struct Shared {
+pub(crate) struct Shared {
     /// Writers stop (and half-close) when set.
-    stop: Arc<AtomicBool>,
-    /// `SIGUSR2`s sent so far: a gap across which it changed had a
-    /// handover in it; gaps while it is 0 are the baseline.
-    signals: Arc<AtomicU64>,
+    pub(crate) stop: Arc<AtomicBool>,
+    /// Operations (`SIGUSR2`s, restarts, …) started so far: a gap across
+    /// which it changed had one in it; gaps while it is 0 are the baseline.
+    pub(crate) signals: Arc<AtomicU64>,
+    /// Set while an operation runs that may take a while (a restart, a
+    /// package install): every gap that overlaps it belongs to it, not only
+    /// the one `signals` changed in.
+    pub(crate) active: Arc<AtomicBool>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Shared {
+            stop: Arc::new(AtomicBool::new(false)),
+            signals: Arc::new(AtomicU64::new(0)),
+            active: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// One stream: the writer sends message after message at `pace` until told
 /// to stop, then half-closes; the reader checks every echoed byte, to the end.
-async fn run_flow(
+pub(crate) async fn run_flow(
     s: TcpStream,
     id: u64,
     pace: Duration,
@@ -144,12 +161,12 @@ async fn run_flow(
             Err(e) => (k, Some((io_failure(&e), format!("shutdown: {e}")))),
         }
     };
-    let signals = sh.signals.clone();
+    let (signals, active) = (sh.signals.clone(), sh.active.clone());
     let reader = async move {
         let mut f = Flow::default();
         let mut buf = [0u8; MSG];
         let mut last: Option<Instant> = None;
-        let mut last_signals = 0;
+        let (mut last_signals, mut last_active) = (0, false);
         loop {
             let mut filled = 0;
             while filled < MSG {
@@ -190,18 +207,25 @@ async fn run_flow(
             }
             let now = Instant::now();
             let sent = signals.load(Ordering::Relaxed);
+            let running = active.load(Ordering::Relaxed);
             if let Some(l) = last {
                 let gap = now - l;
                 f.max_gap = f.max_gap.max(gap);
                 if sent == 0 {
                     f.max_gap_before = f.max_gap_before.max(gap);
                 }
-                if sent != last_signals {
+                if sent > 0 && (sent != last_signals || running || last_active) {
                     f.max_gap_handover = f.max_gap_handover.max(gap);
+                    let op = sent as usize - 1;
+                    if f.gap_by_op.len() <= op {
+                        f.gap_by_op.resize(op + 1, Duration::ZERO);
+                    }
+                    f.gap_by_op[op] = f.gap_by_op[op].max(gap);
                 }
             }
             last = Some(now);
             last_signals = sent;
+            last_active = running;
             f.echoed += 1;
             echoed.store(f.echoed, Ordering::Relaxed);
         }
@@ -240,7 +264,11 @@ async fn expect_notify(sock: &UnixDatagram, what: &str, limit: Duration) -> Resu
 
 /// Waits (bounded) until every stream has echoed more than it had in
 /// `before`; `None` when some did not within `limit`.
-async fn all_move(counters: &[Arc<AtomicU64>], before: &[u64], limit: Duration) -> Option<usize> {
+pub(crate) async fn all_move(
+    counters: &[Arc<AtomicU64>],
+    before: &[u64],
+    limit: Duration,
+) -> Option<usize> {
     let end = Instant::now() + limit;
     loop {
         let still = counters
@@ -258,12 +286,12 @@ async fn all_move(counters: &[Arc<AtomicU64>], before: &[u64], limit: Duration) 
     }
 }
 
-fn counts(counters: &[Arc<AtomicU64>]) -> Vec<u64> {
+pub(crate) fn counts(counters: &[Arc<AtomicU64>]) -> Vec<u64> {
     counters.iter().map(|c| c.load(Ordering::Relaxed)).collect()
 }
 
 /// One message there and back within 5 s.
-async fn echoes(s: &mut TcpStream, what: &[u8]) -> Result<()> {
+pub(crate) async fn echoes(s: &mut TcpStream, what: &[u8]) -> Result<()> {
     let mut back = vec![0u8; what.len()];
     tokio::time::timeout(Duration::from_secs(5), async {
         s.write_all(what).await?;
@@ -276,7 +304,11 @@ async fn echoes(s: &mut TcpStream, what: &[u8]) -> Result<()> {
 }
 
 /// `open_connection`, connect, one echo: the time it took and the stream.
-async fn new_stream(g: &Gateway, target: SocketAddr, n: usize) -> Result<(Duration, TcpStream)> {
+pub(crate) async fn new_stream(
+    g: &Api,
+    target: SocketAddr,
+    n: usize,
+) -> Result<(Duration, TcpStream)> {
     let t = Instant::now();
     let addr = g.open_vm(target, Some(&format!("bench-new-{n}"))).await?;
     let mut s = TcpStream::connect(addr).await?;
@@ -287,9 +319,9 @@ async fn new_stream(g: &Gateway, target: SocketAddr, n: usize) -> Result<(Durati
 
 /// stream id → (tunnel id, bytes to target, bytes to client), from
 /// `get_connections`.
-type Streams = BTreeMap<String, (String, u64, u64)>;
+pub(crate) type Streams = BTreeMap<String, (String, u64, u64)>;
 
-async fn streams(g: &Gateway) -> Result<Streams> {
+pub(crate) async fn streams(g: &Api) -> Result<Streams> {
     let (_, _, body) = g.get_connections().await?;
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     let mut out = BTreeMap::new();
@@ -310,7 +342,7 @@ async fn streams(g: &Gateway) -> Result<Streams> {
 
 /// What `get_connections` says across one handover: streams of `before`
 /// missing after, moved to another tunnel, or with a counter gone down.
-fn continued(before: &Streams, after: &Streams) -> (usize, usize, usize) {
+pub(crate) fn continued(before: &Streams, after: &Streams) -> (usize, usize, usize) {
     let (mut missing, mut moved, mut lower) = (0, 0, 0);
     for (id, (t, to_target, to_client)) in before {
         match after.get(id) {
@@ -358,7 +390,7 @@ impl Row {
 }
 
 /// `key=N` in a log line.
-fn field(line: &str, key: &str) -> Option<u64> {
+pub(crate) fn field(line: &str, key: &str) -> Option<u64> {
     let pat = format!(" {key}=");
     let at = line.find(&pat)? + pat.len();
     let digits: String = line[at..]
@@ -377,8 +409,85 @@ fn log_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The streams' figures at the end of a run.
+pub(crate) struct Tally {
+    pub(crate) total: usize,
+    pub(crate) intact: usize,
+    pub(crate) resets: usize,
+    pub(crate) corrupt_streams: usize,
+    pub(crate) corrupted_bytes: u64,
+    pub(crate) ended: usize,
+    pub(crate) stalled: usize,
+    pub(crate) echoed: u64,
+    /// Per stream, sorted (µs): the longest gap of the whole run, before the
+    /// first operation, and of the gaps an operation fell in.
+    pub(crate) gaps: Vec<u32>,
+    pub(crate) base: Vec<u32>,
+    pub(crate) across: Vec<u32>,
+    /// Per operation, per stream that saw a gap across it, sorted (µs).
+    pub(crate) by_op: Vec<Vec<u32>>,
+}
+
+impl Tally {
+    pub(crate) fn of(flows: &[Flow]) -> Tally {
+        let count = |k: Failure| {
+            flows
+                .iter()
+                .filter(|f| matches!(f.failure, Some((x, _)) if x == k))
+                .count()
+        };
+        let sorted = |g: fn(&Flow) -> Duration| {
+            let mut v: Vec<u32> = flows.iter().map(|f| g(f).as_micros() as u32).collect();
+            v.sort_unstable();
+            v
+        };
+        let ops = flows.iter().map(|f| f.gap_by_op.len()).max().unwrap_or(0);
+        let by_op = (0..ops)
+            .map(|op| {
+                let mut v: Vec<u32> = flows
+                    .iter()
+                    .filter_map(|f| f.gap_by_op.get(op))
+                    .filter(|d| !d.is_zero())
+                    .map(|d| d.as_micros() as u32)
+                    .collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        Tally {
+            total: flows.len(),
+            intact: flows.iter().filter(|f| f.failure.is_none()).count(),
+            resets: count(Failure::Reset),
+            corrupt_streams: count(Failure::Corrupted),
+            corrupted_bytes: flows.iter().map(|f| f.corrupted_bytes).sum(),
+            ended: count(Failure::Ended),
+            stalled: count(Failure::Stalled),
+            echoed: flows.iter().map(|f| f.echoed).sum(),
+            gaps: sorted(|f| f.max_gap),
+            base: sorted(|f| f.max_gap_before),
+            across: sorted(|f| f.max_gap_handover),
+            by_op,
+        }
+    }
+
+    /// The first few failures, one line each.
+    pub(crate) fn failures(flows: &[Flow]) -> Vec<String> {
+        flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.failure.as_ref().map(|(_, w)| format!("stream {i}: {w}")))
+            .take(5)
+            .collect()
+    }
+}
+
+/// Percentile `p` of sorted µs, in ms.
+pub(crate) fn q(v: &[u32], p: f64) -> f64 {
+    pct(v, p) / 1000.0
 }
 
 pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
@@ -438,10 +547,7 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     );
     let conns = connect_many(&addrs, streams_n).await?;
     g.wait_streams(streams_n).await?;
-    let sh = Shared {
-        stop: Arc::new(AtomicBool::new(false)),
-        signals: Arc::new(AtomicU64::new(0)),
-    };
+    let sh = Shared::new();
     // Bounded: the writers stop at the step's end or after this many.
     let run_limit = Duration::from_secs(120) + (HANDOVER_LIMIT + BETWEEN * 3) * handovers as u32;
     let max_msgs = (run_limit.as_millis() / pace.as_millis()) as u64;
@@ -585,32 +691,20 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     }
 
     // Figures.
-    let total = flows.len();
-    let intact = flows.iter().filter(|f| f.failure.is_none()).count();
-    let count = |k: Failure| {
-        flows
-            .iter()
-            .filter(|f| matches!(f.failure, Some((x, _)) if x == k))
-            .count()
-    };
-    let (resets, corrupt_streams, ended, stalled) = (
-        count(Failure::Reset),
-        count(Failure::Corrupted),
-        count(Failure::Ended),
-        count(Failure::Stalled),
-    );
-    let corrupted_bytes: u64 = flows.iter().map(|f| f.corrupted_bytes).sum();
-    let echoed: u64 = flows.iter().map(|f| f.echoed).sum();
-    let sorted = |g: fn(&Flow) -> Duration| {
-        let mut v: Vec<u32> = flows.iter().map(|f| g(f).as_micros() as u32).collect();
-        v.sort_unstable();
-        v
-    };
-    let gaps = sorted(|f| f.max_gap);
-    let base = sorted(|f| f.max_gap_before);
-    let across = sorted(|f| f.max_gap_handover);
-    let q = |v: &[u32], p: f64| pct(v, p) / 1000.0;
-    let (p50, p99, max) = (q(&gaps, 0.5), q(&gaps, 0.99), q(&gaps, 1.0));
+    let t = Tally::of(&flows);
+    let Tally {
+        total,
+        intact,
+        resets,
+        corrupt_streams,
+        corrupted_bytes,
+        ended,
+        stalled,
+        echoed,
+        ..
+    } = t;
+    let (gaps, base, across) = (&t.gaps, &t.base, &t.across);
+    let (p50, p99, max) = (q(gaps, 0.5), q(gaps, 0.99), q(gaps, 1.0));
     let done = rows.iter().filter(|r| r.ready.is_some()).count();
     let ids_ok =
         rows.iter().all(|r| matches!(r.ids, Some((_, 0, 0, 0)))) && rows.len() == handovers;
@@ -681,15 +775,15 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     ));
     rep.line(format!(
         "- stall per stream over the whole run: p50 **{p50:.0} ms**, p99 **{p99:.0} ms**, max **{max:.0} ms**; before the first handover (baseline, same load): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        q(&base, 0.5),
-        q(&base, 0.99),
-        q(&base, 1.0)
+        q(base, 0.5),
+        q(base, 0.99),
+        q(base, 1.0)
     ));
     rep.line(format!(
         "- the gap a SIGUSR2 fell in (last echo before it → first after), per stream, the worst of its {handovers} handovers: p50 **{:.0} ms**, p99 **{:.0} ms**, max **{:.0} ms**",
-        q(&across, 0.5),
-        q(&across, 0.99),
-        q(&across, 1.0)
+        q(across, 0.5),
+        q(across, 0.99),
+        q(across, 1.0)
     ));
     rep.line(format!(
         "- handovers completed {done}/{handovers}; SIGUSR2 → READY=1 p50 {:.0} ms, max {:.0} ms; RELOADING=1 → READY=1 (streams parked, exec, taken over) p50 {:.0} ms, max {:.0} ms; quiesced_ms (the gateway's log, {} lines) p50 {:.0}, max {:.0}; taken-over lines {}",
@@ -707,13 +801,8 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         fresh.len(),
         verdict(alive)
     ));
-    for (f, why) in flows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| f.failure.as_ref().map(|(_, w)| (i, w)))
-        .take(5)
-    {
-        rep.line(format!("- stream {f}: {why}"));
+    for why in Tally::failures(&flows) {
+        rep.line(format!("- {why}"));
     }
     for (l, n) in odd.iter().take(10) {
         rep.line(format!("- gateway log ({n}×): `{l}`"));
@@ -740,10 +829,10 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         "handover: stall per stream, p99 / max",
         format!(
             "**{p99:.0} ms** / **{max:.0} ms** (p50 {p50:.0} ms; without a handover: p99 {:.0} ms, max {:.0} ms; the gap a SIGUSR2 fell in: p99 {:.0} ms, max {:.0} ms)",
-            q(&base, 0.99),
-            q(&base, 1.0),
-            q(&across, 0.99),
-            q(&across, 1.0)
+            q(base, 0.99),
+            q(base, 1.0),
+            q(across, 0.99),
+            q(across, 1.0)
         ),
         &format!(
             "≤ 300 ms / ≤ 1 s {}",

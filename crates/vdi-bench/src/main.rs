@@ -14,6 +14,7 @@ mod iperf;
 mod journal;
 mod load;
 mod procs;
+mod restart;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -98,6 +99,11 @@ struct Args {
     handover_tunnels: usize,
     #[arg(long, default_value_t = 20)]
     handover_ms: u64,
+    /// The restart step (a test bed host, needs root): `systemctl restart`s
+    /// under the handover's load, then one package upgrade and one failed
+    /// upgrade with its rollback.
+    #[arg(long, default_value_t = 20)]
+    restarts: usize,
     /// Write the results as Markdown here too.
     #[arg(long, default_value = "target/bench/latest.md")]
     out: PathBuf,
@@ -121,6 +127,9 @@ enum Step {
     Faults,
     /// SIGUSR2 (re-execution in place) under load: stalls, resets, bytes.
     Handover,
+    /// `systemctl restart`, a package upgrade and a rollback under load, on
+    /// a test bed host (needs root).
+    Restart,
 }
 
 /// Loopback addresses of this run (away from the tests' ranges).
@@ -267,6 +276,7 @@ async fn main() -> Result<()> {
         args.handovers = args.handovers.min(2);
         args.handover_streams = args.handover_streams.min(20);
         args.handover_tunnels = args.handover_tunnels.min(4);
+        args.restarts = args.restarts.min(2);
         args.steps.retain(|s| *s != Step::Journal);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -347,6 +357,7 @@ async fn main() -> Result<()> {
             Step::Soak => faults::step_soak(&ctx, &mut rep).await,
             Step::Faults => faults::step_faults(&ctx, &mut rep).await,
             Step::Handover => handover::step_handover(&ctx, &mut rep).await,
+            Step::Restart => restart::step_restart(&ctx, &mut rep).await,
         }
         .with_context(|| format!("step {step:?}"))?;
         // A shared host's neighbours take CPU time away: said beside every

@@ -128,14 +128,33 @@ pub fn haproxy(
     Ok(Proc(child))
 }
 
-/// One `vdi-gateway serve` process and what a client needs to drive it.
-pub struct Gateway {
-    pub proc: Proc,
+/// What a client needs to drive one gateway's API, wherever it runs (a
+/// process of the bench's, or a test bed host's daemon).
+pub struct Api {
     pub ip: IpAddr,
     pub api: String,
     pub api_key: String,
     pub cli_key: String,
     pub http: reqwest::Client,
+}
+
+/// One `vdi-gateway serve` process of the bench's and its API.
+pub struct Gateway {
+    pub proc: Proc,
+    pub client: Api,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut Api {
+        &mut self.client
+    }
 }
 
 /// Where and how to run one gateway.
@@ -274,17 +293,19 @@ pub async fn gateway(spec: GatewaySpec<'_>) -> Result<Gateway> {
     }
     let gw = Gateway {
         proc: Proc(cmd.spawn()?),
-        ip: g,
-        api: format!("http://{g}:{}", spec.api_port),
-        api_key: doc["api_key"].as_str().unwrap_or_default().into(),
-        cli_key: doc["cli_key"].as_str().unwrap_or_default().into(),
-        http: reqwest::Client::new(),
+        client: Api {
+            ip: g,
+            api: format!("http://{g}:{}", spec.api_port),
+            api_key: doc["api_key"].as_str().unwrap_or_default().into(),
+            cli_key: doc["cli_key"].as_str().unwrap_or_default().into(),
+            http: reqwest::Client::new(),
+        },
     };
     wait_listening(SocketAddr::new(g, spec.api_port), "the gateway's API").await?;
     Ok(gw)
 }
 
-impl Gateway {
+impl Api {
     /// `open_connection` to `target`: the tunnel's address. (Without a
     /// `vm_id`, every call for one target reuses one tunnel.)
     pub async fn open(&self, target: SocketAddr) -> Result<SocketAddr> {
@@ -373,7 +394,9 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
 
+impl Gateway {
     pub fn pid(&self) -> u32 {
         self.proc.0.id()
     }

@@ -579,14 +579,6 @@ async fn park_in_store(gw: &crate::Shared, max: usize) -> bool {
         tracing::warn!("some streams did not stop within {QUIESCE_LIMIT:?}; they are cut");
     }
     let (snapshot, blob, fds) = gw.handover_snapshot();
-    if fds.len() + 1 > max {
-        tracing::error!(
-            descriptors = fds.len() + 1,
-            max,
-            "more descriptors than the store takes (FileDescriptorStoreMax); closing every stream"
-        );
-        return false;
-    }
     let memfd = match handover::write_memfd(&handover::encode(&snapshot, &blob)) {
         Ok(m) => m,
         Err(e) => {
@@ -594,12 +586,41 @@ async fn park_in_store(gw: &crate::Shared, max: usize) -> bool {
             return false;
         }
     };
-    for fd in &fds {
-        let name = handover::store_name(fd.as_raw_fd());
-        let states = [NotifyState::FdStore, NotifyState::FdName(&name)];
-        if let Err(e) = sd_notify::notify_with_fds(&states, &[fd.as_fd()]) {
-            tracing::error!(error = %e, "systemd's descriptor store refused a descriptor; closing every stream");
+    // One socket carries every descriptor (systemd's store slows down
+    // quadratically with its entries); one entry each if it cannot.
+    let bundled = match handover::bundle(&fds) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(error = %e, descriptors = fds.len(),
+                "cannot bundle the descriptors; storing them one by one (slower)");
+            None
+        }
+    };
+    if let Some(b) = &bundled {
+        let states = [
+            NotifyState::FdStore,
+            NotifyState::FdName(handover::STORE_BUNDLE),
+        ];
+        if let Err(e) = sd_notify::notify_with_fds(&states, &[b.as_fd()]) {
+            tracing::error!(error = %e, "systemd's descriptor store refused the bundle; closing every stream");
             return false;
+        }
+    } else {
+        if fds.len() + 1 > max {
+            tracing::error!(
+                descriptors = fds.len() + 1,
+                max,
+                "more descriptors than the store takes (FileDescriptorStoreMax); closing every stream"
+            );
+            return false;
+        }
+        for fd in &fds {
+            let name = handover::store_name(fd.as_raw_fd());
+            let states = [NotifyState::FdStore, NotifyState::FdName(&name)];
+            if let Err(e) = sd_notify::notify_with_fds(&states, &[fd.as_fd()]) {
+                tracing::error!(error = %e, "systemd's descriptor store refused a descriptor; closing every stream");
+                return false;
+            }
         }
     }
     let states = [
@@ -635,11 +656,18 @@ unsafe fn take_from_store(
     let listed = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }.ok()?;
     let mut memfd = None;
     let mut fds = std::collections::HashMap::new();
+    let mut bad = None;
     for (fd, name) in listed {
         // Safety: systemd passed these to this process alone.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         if name == handover::STORE_SNAPSHOT {
             memfd = Some(owned);
+        } else if name == handover::STORE_BUNDLE {
+            match handover::unbundle(owned) {
+                Ok(all) => fds.extend(all),
+                // Every listed descriptor is still owned (and so closed).
+                Err(e) => bad = Some(e),
+            }
         } else if let Some(n) = handover::store_number(&name) {
             fds.insert(n, owned);
         }
@@ -647,6 +675,9 @@ unsafe fn take_from_store(
     }
     if stored.is_empty() {
         return None;
+    }
+    if let Some(e) = bad {
+        return Some(Err(e.into()));
     }
     let Some(memfd) = memfd else {
         return Some(Err(handover::HandoverError::NotSnapshot));

@@ -314,6 +314,135 @@ pub fn store_number(name: &str) -> Option<RawFd> {
         .filter(|n| *n > 2)
 }
 
+/// systemd's descriptor store: the name of the socket that carries every
+/// handed descriptor ([`bundle`]).
+pub const STORE_BUNDLE: &str = "vdi-bundle";
+/// Descriptors per message (the kernel takes at most 253, `SCM_MAX_FD`).
+const BUNDLE_CHUNK: usize = 250;
+
+/// Puts `fds` in flight on a Unix socket pair and returns the receiving end:
+/// as long as it is open, its unread `SCM_RIGHTS` messages keep every one of
+/// them alive, each message naming the numbers the descriptors had here (the
+/// snapshot's names). One descriptor in systemd's store instead of one each:
+/// systemd compares every new stored descriptor with all it holds, which is
+/// quadratic (2 100 descriptors took it 2.5 s). Fails, never blocks, when the
+/// socket's buffer cannot take them all; the caller stores them one by one.
+pub fn bundle(fds: &[OwnedFd]) -> io::Result<OwnedFd> {
+    let (keep, send) = std::os::unix::net::UnixDatagram::pair()?;
+    send.set_nonblocking(true)?;
+    // Unread messages count against the sender's buffer: as large as the
+    // system lets it be (32 768 descriptors need about 250 KiB).
+    let _ = socket2::SockRef::from(&send).set_send_buffer_size(8 << 20);
+    for chunk in fds.chunks(BUNDLE_CHUNK) {
+        let numbers: Vec<u8> = chunk
+            .iter()
+            .flat_map(|f| f.as_raw_fd().to_le_bytes())
+            .collect();
+        let raw: Vec<RawFd> = chunk.iter().map(AsRawFd::as_raw_fd).collect();
+        let fd_bytes = std::mem::size_of_val(raw.as_slice());
+        // Safety: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+        let mut control = vec![0u8; space];
+        let mut iov = libc::iovec {
+            iov_base: numbers.as_ptr() as *mut libc::c_void,
+            iov_len: numbers.len(),
+        };
+        // Safety: a zeroed msghdr is valid; every pointer set below outlives
+        // the sendmsg call and the lengths are those of the buffers.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = space as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(raw.as_ptr() as *const u8, libc::CMSG_DATA(c), fd_bytes);
+            libc::sendmsg(send.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if sent as usize != numbers.len() {
+            return Err(io::Error::other("a bundle message went out short"));
+        }
+    }
+    Ok(keep.into())
+}
+
+/// Reads back what [`bundle`] put in flight on `holder`: every descriptor by
+/// the number it had in the process that bundled it. A message that was cut
+/// (its descriptors or its numbers) refuses the whole bundle; whatever was
+/// received is closed then, as it drops.
+pub fn unbundle(holder: OwnedFd) -> io::Result<std::collections::HashMap<RawFd, OwnedFd>> {
+    let sock = std::os::unix::net::UnixDatagram::from(holder);
+    sock.set_nonblocking(true)?;
+    let mut out = std::collections::HashMap::new();
+    let fd_bytes = BUNDLE_CHUNK * std::mem::size_of::<RawFd>();
+    // One more than a full message: a longer one is not ours.
+    let mut numbers = vec![0u8; fd_bytes + 4];
+    // Safety: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE((fd_bytes + 4) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: numbers.as_mut_ptr() as *mut libc::c_void,
+            iov_len: numbers.len(),
+        };
+        // Safety: as in `bundle`; the buffers outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        // Safety: a valid msghdr over our buffers.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(out);
+            }
+            return Err(e);
+        }
+        // Take ownership of whatever arrived before judging the message.
+        let mut got = Vec::new();
+        // Safety: walking the control buffer recvmsg filled, by its length.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let data = libc::CMSG_DATA(c) as *const RawFd;
+                    for i in 0..len / std::mem::size_of::<RawFd>() {
+                        got.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let n = n as usize;
+        if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0
+            || !n.is_multiple_of(4)
+            || n / 4 != got.len()
+        {
+            return Err(io::Error::other(format!(
+                "a bundle message does not match its descriptors ({n} bytes, {} descriptors)",
+                got.len()
+            )));
+        }
+        for (num, fd) in numbers[..n].chunks_exact(4).zip(got) {
+            let num = RawFd::from_le_bytes(num.try_into().expect("chunks of 4"));
+            if out.insert(num, fd).is_some() {
+                return Err(io::Error::other(format!(
+                    "descriptor {num} twice in the bundle"
+                )));
+            }
+        }
+    }
+}
+
 /// The snapshot in a sealed memfd (no one can change it after this).
 pub fn write_memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
     let name = c"vdi-gateway-handover";
@@ -546,6 +675,52 @@ mod tests {
             .unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(b.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_bundle_carries_every_descriptor_under_its_number() {
+        use std::io::Write as _;
+        // More than one message's worth, each a live socket whose peer we keep.
+        let mut peers = Vec::new();
+        let mut fds = Vec::new();
+        for _ in 0..(BUNDLE_CHUNK * 2 + 7) {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            fds.push(OwnedFd::from(a));
+            peers.push(b);
+        }
+        let numbers: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let holder = bundle(&fds).unwrap();
+        // Only the bundle holds them now.
+        drop(fds);
+        let mut back = unbundle(holder).unwrap();
+        assert_eq!(back.len(), numbers.len());
+        for (n, peer) in numbers.iter().zip(&mut peers) {
+            let fd = back.remove(n).expect("every number comes back");
+            let mut s = std::os::unix::net::UnixStream::from(fd);
+            s.write_all(b"x").unwrap();
+            let mut buf = [0u8; 1];
+            peer.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"x");
+        }
+    }
+
+    #[test]
+    fn closing_a_bundle_closes_what_it_carries() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let holder = bundle(&[OwnedFd::from(a)]).unwrap();
+        drop(holder);
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_message_that_is_not_a_bundle_is_refused() {
+        let (keep, send) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        send.send(b"abcdefgh").unwrap();
+        let err = unbundle(keep.into()).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 
     #[test]
