@@ -7,7 +7,7 @@ use tauri::ipc::Channel;
 use vdi_console::audit::{AuditFilter, AuditRecord};
 use vdi_wire::console::{
     ActionOutcome, AuditFormat, ConfigPreview, DeployProgress, DeployReport, JournalEntry,
-    JournalEvent, JournalRequest, ServiceAction, UnitStatus, WatchId,
+    JournalEvent, JournalRequest, RebootPlan, ServiceAction, UnitStatus, WatchId,
 };
 
 #[tauri::command]
@@ -29,6 +29,22 @@ pub async fn service_action(
     action: ServiceAction,
 ) -> Res<ActionOutcome> {
     Ok(console.service_action(id, &unit, action).await?)
+}
+
+/// The host's "reboot when empty or after T" plan.
+#[tauri::command]
+pub async fn reboot_plan(console: App<'_>, id: i64) -> Res<RebootPlan> {
+    Ok(console.reboot_plan(id).await?)
+}
+
+#[tauri::command]
+pub async fn plan_reboot(console: App<'_>, id: i64, after_secs: u64) -> Res<RebootPlan> {
+    Ok(console.plan_reboot(id, after_secs).await?)
+}
+
+#[tauri::command]
+pub async fn cancel_reboot(console: App<'_>, id: i64) -> Res<RebootPlan> {
+    Ok(console.cancel_reboot(id).await?)
 }
 
 /// One host after the other; each outcome is pushed as it is known.

@@ -249,16 +249,43 @@ start_host() {
     # Each nspawn starts in a cgroup of its own. Without one, every container
     # gets the same /payload cgroup and their systemd instances trample each
     # other's units (random "Failed to attach to cgroup", status=219/CGROUP).
+    rm -f "$dir/pid" "$dir/supervisor"
+    # The subshell supervises the host as systemd-nspawn@.service does: a
+    # reboot inside makes nspawn exit 133, and the host boots again (the
+    # console's "reboot when empty" is tested for real). "$dir/pid" is always
+    # the current nspawn; TERM to the supervisor ("$dir/supervisor") ends the
+    # loop after the fork it may be in (bash runs the trap between commands).
     (
         for r in $(cgroup_roots); do
             mkdir -p "$r/$cg"
             echo "$BASHPID" >"$r/$cg/cgroup.procs"
         done
-        SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec setsid systemd-nspawn -q -D "$dir/root" --boot \
-            --register=no --keep-unit -M "$1-$2" --network-namespace-path="/run/netns/$1-$2" \
-            --capability=CAP_NET_ADMIN,CAP_NET_RAW --console=read-only
+        stop=0
+        trap 'stop=1' TERM
+        while :; do
+            # Not a process group leader here: setsid execs nspawn in place, so $! is nspawn.
+            SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 setsid systemd-nspawn -q -D "$dir/root" --boot \
+                --register=no --keep-unit -M "$1-$2" --network-namespace-path="/run/netns/$1-$2" \
+                --capability=CAP_NET_ADMIN,CAP_NET_RAW --console=read-only &
+            echo $! >"$dir/pid.new" && mv "$dir/pid.new" "$dir/pid"
+            rc=0
+            while :; do
+                wait "$!" && rc=0 || rc=$?
+                # A trapped TERM interrupts wait (status > 128) with nspawn still running.
+                ((stop == 0)) || exit 0
+                alive "$(<"$dir/pid")" || break
+            done
+            ((rc == 133 && stop == 0)) || exit "$rc"
+            echo "testbed: $2 rebooted" >&2
+        done
     ) </dev/null >"$dir/console.log" 2>&1 &
-    echo $! >"$dir/pid"
+    echo $! >"$dir/supervisor"
+    # The first nspawn's pid, for wait_ready.
+    local n=50
+    until [[ -s $dir/pid ]]; do
+        ((n-- > 0)) || die "$2: systemd-nspawn did not start"
+        sleep 0.1
+    done
 }
 
 # Remove the cgroups of bed $1, deepest first. A not yet reaped (zombie)
@@ -413,6 +440,20 @@ cmd_down() {
     [[ $# -eq 1 ]] || die "usage: $PROG down BED"
     local bed=$1 dir=$RUN_ROOT/$1 f h i pid pids=() names=() kids=() ns
     check_bed "$bed"
+    # First the supervisors, so that no host boots again while it halts.
+    local sups=()
+    for f in "$dir"/h*/supervisor; do
+        [[ -f $f ]] || continue
+        h=$(basename "$(dirname "$f")")
+        pid=$(<"$f")
+        if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && grep -q "/vdi-testbed/$bed-$h\$" "/proc/$pid/cgroup" 2>/dev/null; then
+            sups+=("$pid")
+        fi
+    done
+    if ((${#sups[@]})); then
+        kill -TERM "${sups[@]}" 2>/dev/null || true
+        wait_gone 5 "${sups[@]}" || log "warning: host supervisors alive after SIGTERM: ${sups[*]}"
+    fi
     for f in "$dir"/h*/pid; do
         [[ -f $f ]] || continue
         h=$(basename "$(dirname "$f")")
@@ -444,6 +485,7 @@ cmd_down() {
             wait_gone 5 "${pids[@]}" || log "warning: processes alive after SIGKILL: ${pids[*]}"
         fi
     fi
+    pids+=("${sups[@]}")
     if ((${#pids[@]})); then wait "${pids[@]}" 2>/dev/null || true; fi # reap, if ours (failed up)
     [[ ! -d $dir ]] || umount_under "$dir"
     remove_cgroups "$bed"

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use vdi_wire::console::{
     ActionOutcome, AuditFilter, AuditFormat, AuditRecord, ConfigPreview, ConsoleError,
     DeployProgress, DeployReport, GatewayDraft, GatewayEntry, JournalEntry, JournalEvent,
-    JournalRequest, ServiceAction, UnitStatus, WatchId,
+    JournalRequest, RebootPlan, ServiceAction, UnitStatus, WatchId,
 };
 pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, FleetUpdate};
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
@@ -287,6 +287,28 @@ pub async fn service_action(
         ]),
     )
     .await
+}
+
+/// The host's "reboot when empty or after T" plan.
+pub async fn reboot_plan(id: i64) -> Result<RebootPlan, ConsoleError> {
+    call("reboot_plan", args(&[id_arg(id)])).await
+}
+
+/// Drains the gateway and reboots its host once no stream is left, or
+/// after `after_secs` at the latest.
+pub async fn plan_reboot(id: i64, after_secs: u64) -> Result<RebootPlan, ConsoleError> {
+    call(
+        "plan_reboot",
+        args(&[
+            id_arg(id),
+            ("afterSecs", JsValue::from_f64(after_secs as f64)),
+        ]),
+    )
+    .await
+}
+
+pub async fn cancel_reboot(id: i64) -> Result<RebootPlan, ConsoleError> {
+    call("cancel_reboot", args(&[id_arg(id)])).await
 }
 
 /// One host after the other; `on` gets each host's outcome as it is known.

@@ -8,6 +8,7 @@ mod config;
 mod hosts;
 mod inventory;
 mod journal;
+mod maintenance;
 mod pane;
 mod settings;
 
@@ -372,6 +373,7 @@ fn ConnectionsView() -> impl IntoView {
                 </select>
             </label>
         </div>
+        <maintenance::RebootBar/>
         <Pane state={conns} loading="Loading…" data={move |_, c: Connections| view! {
             <div class="toolbar">
                 <span class="summary" id="connections-summary">{format!("{} tunnels, {} streams", c.tunnels.len(),

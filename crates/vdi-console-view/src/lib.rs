@@ -98,6 +98,27 @@ pub fn split_matches<'a>(message: &'a str, needle: &str) -> Vec<(&'a str, bool)>
     parts
 }
 
+/// A host's reboot plan in one line, `now` in Unix seconds.
+pub fn reboot_plan_line(p: &vdi_wire::console::RebootPlan, now: i64) -> String {
+    let last = p
+        .last_line
+        .as_deref()
+        .map(|l| format!(" · {l}"))
+        .unwrap_or_default();
+    if p.scheduled {
+        let when = match p.deadline {
+            Some(d) if d > now => format!(", at the latest in {}", age(d - now)),
+            Some(_) => ", now".to_string(),
+            None => String::new(),
+        };
+        format!("Reboot planned: when no stream is left{when}{last}")
+    } else if let Some(why) = &p.failed {
+        format!("The last reboot plan {why}{last}")
+    } else {
+        "No reboot planned".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +134,38 @@ mod tests {
         assert_eq!(age(60 * 5 + 7), "5 min");
         assert_eq!(age(2 * 3600 + 3 * 60), "2 h 3 min");
         assert_eq!(age(4 * 86400 + 1), "4 d");
+    }
+
+    #[test]
+    fn reboot_plans_in_words() {
+        use vdi_wire::console::RebootPlan;
+        assert_eq!(
+            reboot_plan_line(&RebootPlan::default(), 0),
+            "No reboot planned"
+        );
+        let p = RebootPlan {
+            scheduled: true,
+            since: Some(1000),
+            after_secs: Some(3600),
+            deadline: Some(4600),
+            failed: None,
+            last_line: Some("drained since ...: 1 tunnel(s), 2 stream(s) still open".into()),
+        };
+        assert_eq!(
+            reboot_plan_line(&p, 1060),
+            "Reboot planned: when no stream is left, at the latest in 59 min · drained since ...: 1 tunnel(s), 2 stream(s) still open"
+        );
+        assert!(reboot_plan_line(&p, 5000).contains("left, now ·"));
+        let failed = RebootPlan {
+            scheduled: false,
+            failed: Some("ended without a reboot: exit-code, exit status 1".into()),
+            last_line: None,
+            ..p
+        };
+        assert_eq!(
+            reboot_plan_line(&failed, 0),
+            "The last reboot plan ended without a reboot: exit-code, exit status 1"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod host_local;
 pub mod inventory;
 pub mod journal;
+pub mod maintenance;
 pub mod preview;
 mod remote;
 pub mod secrets;

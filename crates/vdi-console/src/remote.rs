@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::host_local::{self, HostSetError};
 use crate::secrets::Kind;
 use crate::ssh::{Credentials, Jump, Session, Target, config};
-use crate::{Console, audit, deploy, journal, preview, services, watch};
+use crate::{Console, audit, deploy, journal, maintenance, preview, services, watch};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use vdi_wire::Settings;
 use vdi_wire::console::{
     ActionOutcome, AuditFormat, ConfigPreview, DeployParams, DeployProgress, DeployReport,
-    GatewayEntry, JournalEntry, JournalEvent, JournalRequest, ServiceAction, ServiceParams,
-    SshAuth, TrustParams, UNITS, UnitStatus, WatchId,
+    GatewayEntry, JournalEntry, JournalEvent, JournalRequest, RebootParams, RebootPlan,
+    ServiceAction, ServiceParams, SshAuth, TrustParams, UNITS, UnitStatus, WatchId,
 };
 
 /// How long one service action may take (start timeouts of our units are shorter).
@@ -286,6 +286,48 @@ impl Console {
         };
         let v = verdict(&r, |o| (o.ok, o.summary.clone()));
         self.audited(Some(id), &self.host_label(id), "service", &params, v);
+        r
+    }
+
+    /// The "reboot when empty or after T" plan on gateway `id`'s host.
+    pub async fn reboot_plan(&self, id: i64) -> Result<RebootPlan> {
+        let s = self.ssh(id).await?;
+        Ok(maintenance::state(&s).await?)
+    }
+
+    /// Drains gateway `id` and reboots its host once no stream is left, or
+    /// after `after_secs` (at most a day) whatever still runs; audited.
+    pub async fn plan_reboot(&self, id: i64, after_secs: u64) -> Result<RebootPlan> {
+        let r = async {
+            let after = maintenance::check_after(after_secs)
+                .map_err(|m| Error::invalid("after_secs", m))?;
+            let s = self.ssh(id).await?;
+            maintenance::start(&s, after).await
+        }
+        .await;
+        let v = verdict(&r, |p| match &p.failed {
+            Some(why) => (false, why.clone()),
+            None => (true, format!("reboot when empty or after {after_secs} s")),
+        });
+        let params = RebootParams {
+            after_secs: Some(after_secs),
+        };
+        self.audited(Some(id), &self.host_label(id), "reboot_plan", &params, v);
+        r
+    }
+
+    /// Cancels the plan (the drain stays until undrained); audited.
+    pub async fn cancel_reboot(&self, id: i64) -> Result<RebootPlan> {
+        let r = async {
+            let s = self.ssh(id).await?;
+            maintenance::cancel(&s).await
+        }
+        .await;
+        let v = verdict(&r, |_| {
+            (true, "reboot plan cancelled; still drained".into())
+        });
+        let params = RebootParams::default();
+        self.audited(Some(id), &self.host_label(id), "reboot_cancel", &params, v);
         r
     }
 

@@ -423,6 +423,35 @@ pub struct ServiceParams {
     pub action: ServiceAction,
 }
 
+/// "Reboot when empty or after T" on one gateway host: the drain runs and
+/// the host reboots once no stream is left, or at `deadline` at the latest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootPlan {
+    /// A plan is waiting on the host now.
+    pub scheduled: bool,
+    /// When it was made (Unix seconds).
+    pub since: Option<i64>,
+    /// Its bound: the reboot comes at `since + after_secs` at the latest.
+    pub after_secs: Option<u64>,
+    pub deadline: Option<i64>,
+    /// A plan that ended without a reboot: why (the drain's exit status,
+    /// for example when the gateway was not running). `None` otherwise.
+    pub failed: Option<String>,
+    /// The plan's last log line on the host (the drain's count of what is
+    /// still open, or its error).
+    pub last_line: Option<String>,
+}
+
+/// The longest bound a reboot plan takes.
+pub const REBOOT_AFTER_MAX_SECS: u64 = 86_400;
+
+/// An audit record's `params` for `reboot_plan` and `reboot_cancel`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootParams {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub after_secs: Option<u64>,
+}
+
 /// An audit record's `params` for `deploy`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployParams {
