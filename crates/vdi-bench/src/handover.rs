@@ -121,6 +121,95 @@ impl Shared {
     }
 }
 
+/// The load both steps carry: one checking writer per stream, each with the
+/// count of its messages echoed so far.
+pub(crate) struct Load {
+    pub(crate) sh: Shared,
+    pub(crate) counters: Vec<Arc<AtomicU64>>,
+    tasks: Vec<tokio::task::JoinHandle<Flow>>,
+}
+
+impl Load {
+    pub(crate) fn start(conns: Vec<TcpStream>, pace: Duration, max_msgs: u64) -> Load {
+        let sh = Shared::new();
+        let counters: Vec<Arc<AtomicU64>> = (0..conns.len())
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        let tasks = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                tokio::spawn(run_flow(
+                    s,
+                    i as u64,
+                    pace,
+                    max_msgs,
+                    sh.clone(),
+                    counters[i].clone(),
+                ))
+            })
+            .collect();
+        Load {
+            sh,
+            counters,
+            tasks,
+        }
+    }
+
+    /// Every stream echoes within 30 s, before `first` (the first
+    /// operation); else the load stops and the error says how many did not
+    /// and the first reasons they ended (each waited for within `each`).
+    pub(crate) async fn first_echoes(self, first: &str, each: Duration) -> Result<Load> {
+        let n = self.counters.len();
+        let Some(still) = all_move(&self.counters, &vec![0; n], Duration::from_secs(30)).await
+        else {
+            return Ok(self);
+        };
+        self.sh.stop.store(true, Ordering::Relaxed);
+        let mut why = Vec::new();
+        for (i, t) in self.tasks.into_iter().enumerate() {
+            if let Ok(Ok(f)) = tokio::time::timeout(each, t).await
+                && let Some((_, w)) = f.failure
+            {
+                why.push(format!("stream {i}: {w}"));
+            }
+        }
+        why.truncate(5);
+        bail!(
+            "{still} of {n} streams echoed nothing in 30 s, before {first}: {}",
+            why.join("; ")
+        )
+    }
+
+    /// Stops the writers and collects every stream's account, each within `limit`.
+    pub(crate) async fn finish(self, limit: Duration) -> Result<Vec<Flow>> {
+        self.sh.stop.store(true, Ordering::Relaxed);
+        let mut flows = Vec::new();
+        for t in self.tasks {
+            match tokio::time::timeout(limit, t).await {
+                Ok(Ok(f)) => flows.push(f),
+                Ok(Err(e)) => bail!("a stream's task: {e}"),
+                Err(_) => bail!("a stream did not end within {limit:?}"),
+            }
+        }
+        Ok(flows)
+    }
+}
+
+/// How many of the streams opened after each operation still echo.
+pub(crate) async fn still_echo(fresh: &mut [TcpStream]) -> usize {
+    let mut ok = 0;
+    for (i, s) in fresh.iter_mut().enumerate() {
+        if echoes(s, format!("still there {i}").as_bytes())
+            .await
+            .is_ok()
+        {
+            ok += 1;
+        }
+    }
+    ok
+}
+
 /// One stream: the writer sends message after message at `pace` until told
 /// to stop, then half-closes; the reader checks every echoed byte, to the end.
 pub(crate) async fn run_flow(
@@ -547,45 +636,14 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     );
     let conns = connect_many(&addrs, streams_n).await?;
     g.wait_streams(streams_n).await?;
-    let sh = Shared::new();
     // Bounded: the writers stop at the step's end or after this many.
     let run_limit = Duration::from_secs(120) + (HANDOVER_LIMIT + BETWEEN * 3) * handovers as u32;
     let max_msgs = (run_limit.as_millis() / pace.as_millis()) as u64;
-    let counters: Vec<Arc<AtomicU64>> = (0..streams_n)
-        .map(|_| Arc::new(AtomicU64::new(0)))
-        .collect();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            tokio::spawn(run_flow(
-                s,
-                i as u64,
-                pace,
-                max_msgs,
-                sh.clone(),
-                counters[i].clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(conns, pace, max_msgs);
     let started = Instant::now();
-    if let Some(still) = all_move(&counters, &vec![0; streams_n], Duration::from_secs(30)).await {
-        // Not the handover's doing: say what ended them, then stop.
-        sh.stop.store(true, Ordering::Relaxed);
-        let mut why = Vec::new();
-        for (i, t) in tasks.into_iter().enumerate() {
-            if let Ok(Ok(f)) = tokio::time::timeout(STREAM_LIMIT * 2, t).await
-                && let Some((_, w)) = f.failure
-            {
-                why.push(format!("stream {i}: {w}"));
-            }
-        }
-        why.truncate(5);
-        bail!(
-            "{still} of {streams_n} streams echoed nothing in 30 s, before any handover: {}",
-            why.join("; ")
-        );
-    }
+    // Not the handover's doing if this fails: it says what ended them.
+    let load = load.first_echoes("any handover", STREAM_LIMIT * 2).await?;
+    let (sh, counters) = (load.sh.clone(), load.counters.clone());
     // A baseline without handovers.
     tokio::time::sleep(Duration::from_secs(if a.smoke { 1 } else { 3 })).await;
 
@@ -642,25 +700,9 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     }
     // The tail: streams run on a little after the last handover, then end.
     tokio::time::sleep(Duration::from_secs(if a.smoke { 1 } else { 2 })).await;
-    sh.stop.store(true, Ordering::Relaxed);
     let ran = started.elapsed();
-    let mut flows = Vec::new();
-    for t in tasks {
-        match tokio::time::timeout(STREAM_LIMIT * 2, t).await {
-            Ok(Ok(f)) => flows.push(f),
-            Ok(Err(e)) => bail!("a stream's task: {e}"),
-            Err(_) => bail!("a stream did not end within {:?}", STREAM_LIMIT * 2),
-        }
-    }
-    let mut fresh_ok = 0;
-    for (i, s) in fresh.iter_mut().enumerate() {
-        if echoes(s, format!("still there {i}").as_bytes())
-            .await
-            .is_ok()
-        {
-            fresh_ok += 1;
-        }
-    }
+    let flows = load.finish(STREAM_LIMIT * 2).await?;
+    let fresh_ok = still_echo(&mut fresh).await;
     let alive = g.proc.0.try_wait().ok().flatten().is_none();
 
     // What the gateway logged of each handover.

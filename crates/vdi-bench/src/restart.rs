@@ -12,8 +12,8 @@
 //! each. Needs root (the bed). Every loop bounded in count and time.
 
 use crate::handover::{
-    Failure, Flow, Shared, Streams, Tally, all_move, continued, counts, echoes, field, ms,
-    new_stream, q, run_flow, streams,
+    Failure, Flow, Load, Streams, Tally, all_move, continued, counts, field, ms, new_stream, q,
+    still_echo, streams,
 };
 use crate::load::connect_many;
 use crate::procs::Api;
@@ -22,7 +22,7 @@ use anyhow::{Result, anyhow, bail};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -224,35 +224,18 @@ async fn drive(bed: &Arc<Bed>, api: &Api, target: SocketAddr, p: &Params) -> Res
     }
     let conns = connect_many(&addrs, streams_n).await?;
     api.wait_streams(streams_n).await?;
-    let sh = Shared::new();
     let plan: Vec<Kind> = std::iter::repeat_n(Kind::Restart, p.restarts)
         .chain([Kind::Upgrade, Kind::FailedUpgrade])
         .collect();
     // Bounded: the writers stop at the end or after this many messages.
     let run_limit = Duration::from_secs(120) + (OP_LIMIT + MOVE_LIMIT) * plan.len() as u32;
     let max_msgs = (run_limit.as_millis() / p.pace.as_millis().max(1)) as u64;
-    let counters: Vec<Arc<AtomicU64>> = (0..streams_n)
-        .map(|_| Arc::new(AtomicU64::new(0)))
-        .collect();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            tokio::spawn(run_flow(
-                s,
-                i as u64,
-                p.pace,
-                max_msgs,
-                sh.clone(),
-                counters[i].clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(conns, p.pace, max_msgs);
     let started = Instant::now();
-    if let Some(still) = all_move(&counters, &vec![0; streams_n], Duration::from_secs(30)).await {
-        sh.stop.store(true, Ordering::Relaxed);
-        bail!("{still} of {streams_n} streams echoed nothing in 30 s, before any operation");
-    }
+    let load = load
+        .first_echoes("any operation", Duration::from_secs(60))
+        .await?;
+    let (sh, counters) = (load.sh.clone(), load.counters.clone());
     // A baseline without operations.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -328,25 +311,9 @@ async fn drive(bed: &Arc<Bed>, api: &Api, target: SocketAddr, p: &Params) -> Res
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    sh.stop.store(true, Ordering::Relaxed);
     let ran = started.elapsed();
-    let mut flows = Vec::new();
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(60), t).await {
-            Ok(Ok(f)) => flows.push(f),
-            Ok(Err(e)) => bail!("a stream's task: {e}"),
-            Err(_) => bail!("a stream did not end within 60 s"),
-        }
-    }
-    let mut fresh_ok = 0;
-    for (i, s) in fresh.iter_mut().enumerate() {
-        if echoes(s, format!("still there {i}").as_bytes())
-            .await
-            .is_ok()
-        {
-            fresh_ok += 1;
-        }
-    }
+    let flows = load.finish(Duration::from_secs(60)).await?;
+    let fresh_ok = still_echo(&mut fresh).await;
     Ok(Outcome {
         ops,
         flows,

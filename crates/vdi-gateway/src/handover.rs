@@ -671,10 +671,15 @@ mod tests {
         let err = take(&format!("{memfd},{fa},999999")).err().unwrap();
         assert!(matches!(err, HandoverError::MissingFd(999999)), "{err}");
         // `a` was owned, then closed with the refusal: its peer reads the end.
-        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        reads_the_end(&mut b);
+    }
+
+    /// The other end of `peer` was closed: it reads EOF (within 5 s).
+    fn reads_the_end(peer: &mut std::os::unix::net::UnixStream) {
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let mut buf = [0u8; 1];
-        assert_eq!(b.read(&mut buf).unwrap(), 0);
+        assert_eq!(peer.read(&mut buf).unwrap(), 0);
     }
 
     #[test]
@@ -709,10 +714,7 @@ mod tests {
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
         let holder = bundle(&[OwnedFd::from(a)]).unwrap();
         drop(holder);
-        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let mut buf = [0u8; 1];
-        assert_eq!(b.read(&mut buf).unwrap(), 0);
+        reads_the_end(&mut b);
     }
 
     #[test]
