@@ -49,6 +49,25 @@ wait_gone() {
         sleep 0.1
     done
 }
+# Start time of PID $1 in clock ticks since boot (field 22 of stat; the
+# command may hold spaces and parentheses, so cut after the last ')').
+start_time() {
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    # shellcheck disable=SC2086
+    set -- $st
+    printf '%s' "${20}"
+}
+# True when bed dir $1 records an owner (VDI_TESTBED_OWNER at `up`) that no
+# longer runs: the same PID with the same start time guards against PID reuse.
+# A bed without an owner (brought up by hand) is never "gone".
+owner_gone() {
+    local pid start
+    [[ -r $1/owner ]] || return 1
+    read -r pid start <"$1/owner" || return 1
+    ! alive "$pid" || [[ $(start_time "$pid") != "$start" ]]
+}
 children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 # Clean halt of the containers of nspawn PIDs $2..., waiting up to $1 s: SIGTERM
 # to nspawn (it forwards SIGRTMIN+3 to the container's systemd), then each second
@@ -370,6 +389,10 @@ cmd_up() {
         esac
     done
     dir=$RUN_ROOT/$bed
+    if [[ -e $dir ]] && owner_gone "$dir"; then
+        log "$bed: its owner $(cat "$dir/owner") is gone (killed run): taking the bed down first"
+        cmd_down "$bed"
+    fi
     [[ ! -e $dir ]] || die "bed $bed exists ($dir): '$PROG down $bed' first"
     [[ -z $(bed_netns "$bed") ]] || die "namespaces of bed $bed are left over: '$PROG down $bed' first"
     command -v systemd-nspawn >/dev/null || die "systemd-nspawn missing: run '$PROG deps' first"
@@ -377,6 +400,11 @@ cmd_up() {
     t0=$(now)
     mkdir -p "$RUN_ROOT"
     mkdir "$dir"
+    if [[ -n ${VDI_TESTBED_OWNER:-} ]]; then
+        [[ $VDI_TESTBED_OWNER =~ ^[1-9][0-9]*$ ]] && alive "$VDI_TESTBED_OWNER" ||
+            die "VDI_TESTBED_OWNER must be the PID of a running process"
+        echo "$VDI_TESTBED_OWNER $(start_time "$VDI_TESTBED_OWNER")" >"$dir/owner"
+    fi
     UP_BED=$bed
     trap up_cleanup EXIT
     trap 'exit 130' INT

@@ -74,7 +74,9 @@ impl Bed {
         let t = Instant::now();
         let mut cmd = Command::new("bash");
         cmd.arg(Self::script())
-            .args(["up", name, &hosts.to_string()]);
+            .args(["up", name, &hosts.to_string()])
+            // A bed left by a killed run of ours is reclaimed by the next `up`.
+            .env("VDI_TESTBED_OWNER", std::process::id().to_string());
         for d in debs {
             cmd.arg("--deb").arg(d);
         }
