@@ -64,9 +64,13 @@ pub fn show_command() -> String {
     )
 }
 
-/// The plan's last log line since it started (`since`, Unix seconds).
+/// The plan's last log line since it started (`since`, Unix seconds): its
+/// own output only (`_TRANSPORT=stdout`, stderr included), not systemd's
+/// "Started ..." that may come after the drain's first count.
 pub fn last_line_command(since: i64) -> String {
-    format!("journalctl -q -u {UNIT}.service --since @{since} -n 1 -o cat --no-pager")
+    format!(
+        "journalctl -q -u {UNIT}.service _TRANSPORT=stdout --since @{since} -n 1 -o cat --no-pager"
+    )
 }
 
 /// Parses [`show_command`]'s output. A unit that is not loaded is no plan;

@@ -872,3 +872,222 @@ fn console_ssh_hardened() {
     .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Polls `host` over the bed's SSH until `cmd` exits 0, through a reboot
+/// (SSH refused meanwhile); panics after `limit`.
+async fn until_true(bed: &Arc<Bed>, host: &'static str, cmd: &'static str, limit: Duration) {
+    let bed = bed.clone();
+    tokio::task::spawn_blocking(move || {
+        bed.wait(cmd, limit, || bed.ssh(host, cmd).0 == 0);
+    })
+    .await
+    .unwrap();
+}
+
+/// (drained, streams open) on h1, from the gateway's control socket.
+async fn drained(bed: &Arc<Bed>) -> (bool, u64) {
+    let st: serde_json::Value =
+        serde_json::from_str(&sh(bed, "h1", "vdi-gateway status --json".into()).await).unwrap();
+    (
+        st["draining"].as_bool().unwrap(),
+        st["streams"].as_u64().unwrap(),
+    )
+}
+
+/// The plan on the host through the console, once SSH answers again after
+/// a reboot (the console's old session died with the host).
+async fn plan_when_back(c: &Console, id: i64) -> vdi_wire::console::RebootPlan {
+    let t = Instant::now();
+    loop {
+        match c.reboot_plan(id).await {
+            Ok(p) => return p,
+            Err(e) if t.elapsed() < Duration::from_secs(60) => {
+                eprintln!("plan not readable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("the plan after a reboot: {e}"),
+        }
+    }
+}
+
+/// "Reboot when empty or after T" on a real systemd host (issue 14): the
+/// plan drains, waits while a stream runs (its log says so), is refused a
+/// second time and beyond 24 h, can be cancelled (the drain stays), reboots
+/// as soon as the last stream ends, and at the bound with a stream still
+/// open; the host comes back drained.
+#[test]
+fn console_reboots_when_empty_or_after_t() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let bed = Arc::new(Bed::up("crb", 1, &deb));
+    let (h1, desk) = (bed.ip("h1"), bed.ip("desk"));
+    bed.in_ns("desk", move || {
+        vdi_e2e::echo_desk(std::net::SocketAddr::new(desk, 5901))
+    });
+    bed.sh(
+        "h1",
+        &format!(
+            "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
+        ),
+    );
+    let keys: serde_json::Value =
+        serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
+    let cli_key = keys["cli_key"].as_str().unwrap().to_string();
+    let mark = "touch /run/vdi-boot-mark";
+    bed.sh("h1", mark);
+    let held = vdi_e2e::Held::open(&bed, h1, desk, &cli_key, "vm-reboot");
+
+    let key = bed.key();
+    let data = std::env::temp_dir().join(format!("vdi-crb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap();
+        let g = c.add(&draft("h1", &h1.to_string(), &key)).unwrap().id;
+        c.trust_host_key(g, &h1.to_string(), 22, &bed.host_fingerprint("h1"))
+            .await
+            .unwrap();
+        assert_eq!(c.reboot_plan(g).await.unwrap(), Default::default());
+        expect_err(c.plan_reboot(g, 86_401).await, "invalid_input");
+
+        // Planned with a stream open: drained, waiting, and saying why.
+        let p = c.plan_reboot(g, 600).await.unwrap();
+        assert!(p.scheduled && p.failed.is_none(), "{p:?}");
+        assert_eq!(p.after_secs, Some(600));
+        assert_eq!(p.deadline, p.since.map(|s| s + 600), "{p:?}");
+        assert_eq!(drained(&bed).await, (true, 1));
+        let t = Instant::now();
+        let p = loop {
+            let p = c.reboot_plan(g).await.unwrap();
+            if p.last_line
+                .as_deref()
+                .is_some_and(|l| l.contains("1 stream(s) still open"))
+                || t.elapsed() > Duration::from_secs(20)
+            {
+                break p;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(p.scheduled, "{p:?}");
+        assert!(
+            p.last_line
+                .as_deref()
+                .unwrap_or("")
+                .contains("1 stream(s) still open"),
+            "{p:?}"
+        );
+        // A second plan would race the first to the reboot.
+        let e = expect_err(c.plan_reboot(g, 5).await, "action_failed");
+        assert!(e.message.contains("cancel it first"), "{}", e.message);
+
+        // Cancelled: no plan, the host still up (same boot) and still drained.
+        let p = c.cancel_reboot(g).await.unwrap();
+        assert!(!p.scheduled, "{p:?}");
+        assert_eq!(c.reboot_plan(g).await.unwrap(), Default::default());
+        assert_eq!(drained(&bed).await, (true, 1));
+        sh(&bed, "h1", "test -e /run/vdi-boot-mark".into()).await;
+
+        // Planned again; the last stream ends, and the host reboots at once.
+        let p = c.plan_reboot(g, 600).await.unwrap();
+        assert!(p.scheduled, "{p:?}");
+        let t = Instant::now();
+        assert!(
+            tokio::task::spawn_blocking(move || held.echoes_after())
+                .await
+                .unwrap(),
+            "the held stream echoes until its client closes it"
+        );
+        until_true(
+            &bed,
+            "h1",
+            "! test -e /run/vdi-boot-mark",
+            Duration::from_secs(90),
+        )
+        .await;
+        let empty_after = t.elapsed();
+        assert!(empty_after < Duration::from_secs(60), "{empty_after:?}");
+        until_true(
+            &bed,
+            "h1",
+            "systemctl is-active -q vdi-gateway",
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(
+            drained(&bed).await,
+            (true, 0),
+            "the host comes back drained"
+        );
+        assert_eq!(plan_when_back(&c, g).await, Default::default());
+
+        // At the bound: a stream still open does not hold the reboot off.
+        sh(&bed, "h1", format!("vdi-gateway undrain && {mark}")).await;
+        let b2 = bed.clone();
+        let k2 = cli_key.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            vdi_e2e::Held::open(&b2, h1, desk, &k2, "vm-bound")
+        })
+        .await
+        .unwrap();
+        assert_eq!(drained(&bed).await, (false, 1));
+        let t = Instant::now();
+        let p = c.plan_reboot(g, 3).await.unwrap();
+        assert_eq!(p.after_secs, Some(3));
+        until_true(
+            &bed,
+            "h1",
+            "! test -e /run/vdi-boot-mark",
+            Duration::from_secs(90),
+        )
+        .await;
+        let bound_after = t.elapsed();
+        assert!(
+            bound_after >= Duration::from_secs(3),
+            "rebooted before the bound with a stream open: {bound_after:?}"
+        );
+        assert!(
+            tokio::task::spawn_blocking(move || held.ends())
+                .await
+                .unwrap(),
+            "the stream still open at the bound ends with the reboot"
+        );
+        until_true(
+            &bed,
+            "h1",
+            "systemctl is-active -q vdi-gateway",
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(drained(&bed).await, (true, 0));
+        eprintln!("reboot when empty: {empty_after:?}; at the 3 s bound: {bound_after:?}");
+
+        // Audited: both outcomes of each action, the bound in the params.
+        let log = c.audit_log(&AuditFilter::default()).unwrap();
+        let seen: Vec<(&str, &str)> = log
+            .iter()
+            .filter(|r| r.action.starts_with("reboot_"))
+            .map(|r| (r.action.as_str(), r.result.as_str()))
+            .collect();
+        for want in [
+            ("reboot_plan", "ok"),
+            ("reboot_plan", "failed"),
+            ("reboot_cancel", "ok"),
+        ] {
+            assert!(seen.contains(&want), "{want:?} in {seen:?}");
+        }
+        assert_eq!(
+            seen.iter().filter(|s| **s == ("reboot_plan", "ok")).count(),
+            3
+        );
+        assert!(
+            log.iter()
+                .any(|r| r.action == "reboot_plan" && r.params.contains("\"after_secs\":3")),
+            "{log:?}"
+        );
+    })
+    .join()
+    .unwrap();
+}

@@ -2,12 +2,8 @@
 //! the unit as shipped, an upgrade that keeps a running stream, removal
 //! keeping the settings, purge deleting them.
 
-use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use vdi_e2e::{Bed, build_deb, can_run, deb_variant};
+use vdi_e2e::{Bed, Held, build_deb, can_run, deb_variant, echo_desk};
 
 #[test]
 fn install_remove_purge() {
@@ -170,80 +166,4 @@ fn install_remove_purge() {
         0,
         "purge deletes /opt/vdi-gateway"
     );
-}
-
-/// The desktop stand-in: echoes every connection.
-async fn echo_desk(addr: SocketAddr) {
-    let l = TcpListener::bind(addr).await.unwrap();
-    loop {
-        let (mut s, _) = l.accept().await.unwrap();
-        tokio::spawn(async move {
-            let (mut r, mut w) = s.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-        });
-    }
-}
-
-/// Sends `what` and reads the same bytes back.
-async fn echoes(s: &mut TcpStream, what: &[u8]) -> bool {
-    if s.write_all(what).await.is_err() {
-        return false;
-    }
-    let mut back = vec![0u8; what.len()];
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back)).await;
-    matches!(read, Ok(Ok(_))) && back == what
-}
-
-/// A stream from the client namespace through h1, held across an
-/// operation on the host: echoes once when opened, then once more or waits
-/// for the end when told.
-struct Held {
-    go: std::sync::mpsc::Sender<bool>,
-    done: std::thread::JoinHandle<bool>,
-}
-
-impl Held {
-    fn open(bed: &Bed, ip: std::net::IpAddr, desk: std::net::IpAddr, key: &str, vm: &str) -> Held {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel::<bool>();
-        let (key, vm) = (key.to_string(), vm.to_string());
-        let done = bed.in_ns("client", move || async move {
-            let body = json!({"target_host": desk.to_string(), "target_port": 5901, "vm_id": vm});
-            let r = reqwest::Client::new()
-                .post(format!("http://{ip}:8000/v3/open_connection/"))
-                .header("cli_key", key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let port = r.json::<Value>().await.unwrap()["port"].as_u64().unwrap() as u16;
-            let mut s = TcpStream::connect((ip, port)).await.unwrap();
-            ready_tx.send(echoes(&mut s, b"before").await).unwrap();
-            // Nothing else runs on this thread's runtime: blocking here is fine.
-            let echo = go_rx.recv_timeout(Duration::from_secs(300)).unwrap();
-            if echo {
-                return echoes(&mut s, b"after").await;
-            }
-            let mut buf = [0u8; 16];
-            let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
-            // The end: EOF, or a reset.
-            matches!(read, Ok(Ok(0)) | Ok(Err(_)))
-        });
-        assert!(
-            ready_rx.recv_timeout(Duration::from_secs(60)).unwrap(),
-            "the stream echoes before"
-        );
-        Held { go, done }
-    }
-
-    fn echoes_after(self) -> bool {
-        self.go.send(true).unwrap();
-        self.done.join().unwrap()
-    }
-
-    fn ends(self) -> bool {
-        self.go.send(false).unwrap();
-        self.done.join().unwrap()
-    }
 }
