@@ -2,7 +2,8 @@
 //! the bed's client namespace) meets an unknown host key and the admin trusts
 //! it, restarts a service and sees it come back, follows the journal and sees
 //! a fresh line appear, previews the configuration and finds it all in the
-//! audit log. Screenshots of these views go to target/screenshots/.
+//! audit log, and plans a reboot when empty, then cancels it. Screenshots of
+//! these views go to target/screenshots/.
 
 mod desktop;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
-use vdi_e2e::{Bed, build_deb, can_run};
+use vdi_e2e::{Bed, Held, build_deb, can_run, echo_desk};
 use vdi_wire::console::{GatewayDraft, SshAuth};
 
 #[test]
@@ -204,6 +205,69 @@ fn console_window_over_ssh() {
         let shown: serde_json::Value =
             serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show")).unwrap();
         assert_eq!(shown["keepalived_reload_cmd"], cmd, "{shown}");
+
+        // "Reboot when empty" from the connections view while a desktop
+        // stream runs: planned with a bound in minutes, its waiting line,
+        // then cancelled; the stream never noticed.
+        let desk = bed.ip("desk");
+        bed.in_ns("desk", move || {
+            echo_desk(std::net::SocketAddr::new(desk, 5901))
+        });
+        bed.sh(
+            "h1",
+            &format!(
+                "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
+            ),
+        );
+        let (b2, cli_key) = (bed.clone(), keys["cli_key"].as_str().unwrap().to_string());
+        let held =
+            tokio::task::spawn_blocking(move || Held::open(&b2, h1, desk, &cli_key, "vm-window"))
+                .await
+                .unwrap();
+        click(&c, "nav-connections").await;
+        wait_css_text(&c, "#reboot-plan", Duration::from_secs(20), |t| {
+            t == "No reboot planned"
+        })
+        .await;
+        click(&c, "plan-reboot").await;
+        c.send_alert_text("10")
+            .await
+            .expect("the prompt for the bound");
+        c.accept_alert().await.unwrap();
+        let line = wait_css_text(&c, "#reboot-plan", Duration::from_secs(30), |t| {
+            t.contains("1 stream(s) still open")
+        })
+        .await;
+        assert!(
+            line.starts_with("Reboot planned: when no stream is left, at the latest in "),
+            "{line}"
+        );
+        let unit = "systemctl is-active vdi-gateway-maintenance";
+        assert_eq!(bed.ssh("h1", unit).1.trim(), "active");
+        std::fs::write(
+            shots().join("reboot-plan.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        click(&c, "cancel-reboot").await;
+        wait_css_text(&c, "#notice", Duration::from_secs(20), |t| {
+            t.starts_with("Reboot cancelled")
+        })
+        .await;
+        wait_css_text(&c, "#reboot-plan", Duration::from_secs(10), |t| {
+            t == "No reboot planned"
+        })
+        .await;
+        assert_ne!(bed.ssh("h1", unit).1.trim(), "active");
+        let st: serde_json::Value =
+            serde_json::from_str(&bed.sh("h1", "vdi-gateway status --json")).unwrap();
+        assert_eq!(st["draining"], true, "the drain stays after a cancel: {st}");
+        assert!(
+            tokio::task::spawn_blocking(move || held.echoes_after())
+                .await
+                .unwrap(),
+            "the stream runs on: no reboot"
+        );
         c.close().await.unwrap();
     })
     .join()
