@@ -335,6 +335,7 @@ fn set(db: &PathBuf, assignments: &[String]) -> ExitCode {
 }
 
 fn serve(db: PathBuf) -> ExitCode {
+    let started = std::time::Instant::now();
     // Safety: no other thread runs yet, and nothing has opened a descriptor
     // since the exec (or the start by systemd) that handed these over.
     let mut stored = Vec::new();
@@ -366,7 +367,7 @@ fn serve(db: PathBuf) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(serve_async(db, inherited, this_binary, stored)) {
+    match runtime.block_on(serve_async(db, inherited, this_binary, stored, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway stopped");
@@ -380,6 +381,7 @@ async fn serve_async(
     inherited: Option<handover::Inherited>,
     this_binary: Option<std::fs::File>,
     stored: Vec<String>,
+    started: std::time::Instant,
 ) -> anyhow::Result<()> {
     let (store, created) = Store::open_or_create(&db, store::first_start_settings)?;
     if created {
@@ -413,6 +415,8 @@ async fn serve_async(
     for addr in gw.gateway().api_addrs() {
         tracing::info!("ready: API {scheme}://{addr}/v3/  docs {scheme}://{addr}/docs");
     }
+    // From exec to serving: the part of a restart's stall this process owns.
+    tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "serving");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     // Only now: should this process die before it serves, the store still
     // holds every stream for the next start (`Restart=on-failure`).

@@ -88,11 +88,13 @@ pub async fn start_inherited(
     }
     gw.start().await?;
     if let Some(inh) = inherited {
+        let t = std::time::Instant::now();
         let done = gw.restore(inh);
         tracing::info!(
             tunnels = done.tunnels,
             streams = done.streams,
             failed = done.failed,
+            restore_ms = t.elapsed().as_millis() as u64,
             "handover: tunnels and streams taken over from the previous process"
         );
     }

@@ -58,6 +58,8 @@ fn install_remove_purge() {
     );
     let log = bed.sh("h1", "journalctl -u vdi-gateway -p info --no-pager -o cat");
     assert!(log.contains("ready: API http://"), "{log}");
+    // The start's own share of a restart's stall, for the journal timeline.
+    assert!(log.contains("serving startup_ms="), "{log}");
     assert!(!log.contains(key), "the key leaked into the journal");
 
     // An upgrade over a running desktop stream: postinst re-executes the
