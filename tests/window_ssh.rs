@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
-use vdi_e2e::{Bed, Held, build_deb, can_run, echo_desk};
+use vdi_e2e::{Bed, Held, build_deb, can_run};
 use vdi_wire::console::{GatewayDraft, SshAuth};
 
 #[test]
@@ -209,16 +209,7 @@ fn console_window_over_ssh() {
         // "Reboot when empty" from the connections view while a desktop
         // stream runs: planned with a bound in minutes, its waiting line,
         // then cancelled; the stream never noticed.
-        let desk = bed.ip("desk");
-        bed.in_ns("desk", move || {
-            echo_desk(std::net::SocketAddr::new(desk, 5901))
-        });
-        bed.sh(
-            "h1",
-            &format!(
-                "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
-            ),
-        );
+        let desk = vdi_e2e::serve_desk(&bed, "h1");
         let (b2, cli_key) = (bed.clone(), keys["cli_key"].as_str().unwrap().to_string());
         let held =
             tokio::task::spawn_blocking(move || Held::open(&b2, h1, desk, &cli_key, "vm-window"))

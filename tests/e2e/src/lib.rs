@@ -254,6 +254,23 @@ pub fn deb_variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathB
     out
 }
 
+/// Starts the desktop stand-in (an echo server on desk:5901, the port
+/// [`Held`] opens its tunnel to) and lets `host`'s gateway reach it; returns
+/// the desktop's address.
+pub fn serve_desk(bed: &Bed, host: &str) -> IpAddr {
+    let desk = bed.ip("desk");
+    bed.in_ns("desk", move || {
+        echo_desk(std::net::SocketAddr::new(desk, 5901))
+    });
+    bed.sh(
+        host,
+        &format!(
+            "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
+        ),
+    );
+    desk
+}
+
 /// The desktop stand-in: echoes every connection.
 pub async fn echo_desk(addr: std::net::SocketAddr) {
     let l = tokio::net::TcpListener::bind(addr).await.unwrap();

@@ -922,16 +922,8 @@ fn console_reboots_when_empty_or_after_t() {
     }
     let deb = build_deb();
     let bed = Arc::new(Bed::up("crb", 1, &deb));
-    let (h1, desk) = (bed.ip("h1"), bed.ip("desk"));
-    bed.in_ns("desk", move || {
-        vdi_e2e::echo_desk(std::net::SocketAddr::new(desk, 5901))
-    });
-    bed.sh(
-        "h1",
-        &format!(
-            "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
-        ),
-    );
+    let h1 = bed.ip("h1");
+    let desk = vdi_e2e::serve_desk(&bed, "h1");
     let keys: serde_json::Value =
         serde_json::from_str(&bed.sh("h1", "vdi-gateway settings show --reveal")).unwrap();
     let cli_key = keys["cli_key"].as_str().unwrap().to_string();

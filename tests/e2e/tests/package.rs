@@ -2,8 +2,7 @@
 //! the unit as shipped, an upgrade that keeps a running stream, removal
 //! keeping the settings, purge deleting them.
 
-use std::net::SocketAddr;
-use vdi_e2e::{Bed, Held, build_deb, can_run, deb_variant, echo_desk};
+use vdi_e2e::{Bed, Held, build_deb, can_run, deb_variant};
 
 #[test]
 fn install_remove_purge() {
@@ -64,14 +63,7 @@ fn install_remove_purge() {
 
     // An upgrade over a running desktop stream: postinst re-executes the
     // daemon with SIGUSR2 (docs/upgrades.md); same PID, the stream goes on.
-    let desk = bed.ip("desk");
-    bed.in_ns("desk", move || echo_desk(SocketAddr::new(desk, 5901)));
-    bed.sh(
-        "h1",
-        &format!(
-            "vdi-gateway settings set allowed_targets={desk}/32 && systemctl reload vdi-gateway"
-        ),
-    );
+    let desk = vdi_e2e::serve_desk(&bed, "h1");
     let pid = bed.sh("h1", "systemctl show -p MainPID --value vdi-gateway");
     let cli_key = doc["cli_key"].as_str().unwrap().to_string();
     let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
