@@ -82,7 +82,7 @@ struct Seen {
 
 /// The soak's desktop: a stream starts with its id (8 bytes); then the
 /// desktop sends `bytes` generated from the id while hashing what it gets.
-async fn soak_desktop(l: TcpListener, bytes: u64, seen: Arc<Mutex<HashMap<u64, Seen>>>) {
+async fn soak_desktop(l: TcpListener, bytes: u64, seen: DeskSeen) {
     loop {
         let Ok((s, _)) = l.accept().await else {
             continue;
@@ -96,13 +96,17 @@ async fn soak_desktop(l: TcpListener, bytes: u64, seen: Arc<Mutex<HashMap<u64, S
             }
             let id = u64::from_le_bytes(id);
             let (sent, got) = tokio::join!(send(&mut w, !id, bytes), recv(&mut r));
-            if let (Ok(sent), Ok((got, got_sha))) = (sent, got) {
-                let mut m = seen.lock().unwrap();
-                m.insert(id, Seen { sent, got, got_sha });
-            }
+            let end = match (sent, got) {
+                (Ok(sent), Ok((got, got_sha))) => Ok(Seen { sent, got, got_sha }),
+                (Err(e), _) | (_, Err(e)) => Err(format!("desktop side: {e}")),
+            };
+            seen.lock().unwrap().insert(id, end);
         });
     }
 }
+
+/// How each stream ended at the soak's desktop, by id.
+type DeskSeen = Arc<Mutex<HashMap<u64, Result<Seen, String>>>>;
 
 /// What one burst of the soak saw.
 struct Round {
@@ -127,7 +131,7 @@ async fn soak_round(
     bytes: u64,
     idle: u64,
     limit: Duration,
-    seen: &Arc<Mutex<HashMap<u64, Seen>>>,
+    seen: &DeskSeen,
 ) -> Result<Round> {
     let (stop, peak) = sample_peak(g.pid());
     let t = Instant::now();
@@ -164,13 +168,27 @@ async fn soak_round(
         after = rss_kib(g.pid());
     }
     let settled_in = settle.elapsed();
-    // The desktop records a stream when both directions ended; they have
-    // once the gateway holds no stream.
+    // The desktop records a stream once its task has seen both directions
+    // end, which can be a moment after the gateway let go of it: wait for
+    // every id (bounded), so a slow wake-up is not counted as a loss.
+    let ids = first..first + streams as u64;
+    let recorded = Instant::now();
+    let all_in = || {
+        let theirs = seen.lock().unwrap();
+        ids.clone().all(|id| theirs.contains_key(&id))
+    };
+    while !all_in() && recorded.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let theirs = seen.lock().unwrap();
     let (mut ok, mut corrupt, mut lost) = (0, 0, 0);
-    for id in first..first + streams as u64 {
+    for id in ids {
         match (mine.get(&id), theirs.get(&id)) {
-            (Some(c), Some(d)) => {
+            (_, Some(Err(e))) => {
+                errors.push(format!("stream {id}: {e}"));
+                lost += 1;
+            }
+            (Some(c), Some(Ok(d))) => {
                 let up = c.sent == d.got_sha && d.got == bytes;
                 let down = d.sent == c.got_sha && c.got == bytes;
                 if up && down {
@@ -179,9 +197,14 @@ async fn soak_round(
                     corrupt += 1;
                 }
             }
-            _ => lost += 1,
+            (None, Some(Ok(_))) => lost += 1,
+            (_, None) => {
+                errors.push(format!("stream {id}: never ended at the desktop"));
+                lost += 1;
+            }
         }
     }
+    drop(theirs);
     Ok(Round {
         ok,
         corrupt,
