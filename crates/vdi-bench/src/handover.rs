@@ -478,6 +478,39 @@ impl Row {
     }
 }
 
+/// The new process's "taken over" log line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Takeover {
+    pub tunnels: u64,
+    pub streams: u64,
+    pub failed: u64,
+    /// How long the restore took in the new process (`restore_ms`).
+    pub restore_ms: Option<u64>,
+}
+
+impl Takeover {
+    pub(crate) const MARK: &'static str = "handover: tunnels and streams taken over";
+
+    pub(crate) fn parse(line: &str) -> Option<Self> {
+        line.contains(Self::MARK).then(|| Self {
+            tunnels: field(line, "tunnels").unwrap_or(0),
+            streams: field(line, "streams").unwrap_or(0),
+            failed: field(line, "failed").unwrap_or(0),
+            restore_ms: field(line, "restore_ms"),
+        })
+    }
+}
+
+impl std::fmt::Display for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} / {} / {}", self.tunnels, self.streams, self.failed)?;
+        match self.restore_ms {
+            Some(ms) => write!(f, " in {ms} ms"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `key=N` in a log line.
 pub(crate) fn field(line: &str, key: &str) -> Option<u64> {
     let pat = format!(" {key}=");
@@ -712,17 +745,7 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         .filter(|l| l.contains("handover: executing the binary on disk"))
         .filter_map(|l| field(l, "quiesced_ms"))
         .collect();
-    let taken: Vec<(u64, u64, u64)> = lines
-        .iter()
-        .filter(|l| l.contains("handover: tunnels and streams taken over"))
-        .map(|l| {
-            (
-                field(l, "tunnels").unwrap_or(0),
-                field(l, "streams").unwrap_or(0),
-                field(l, "failed").unwrap_or(0),
-            )
-        })
-        .collect();
+    let taken: Vec<Takeover> = lines.iter().filter_map(|l| Takeover::parse(l)).collect();
     let mut odd: BTreeMap<String, usize> = BTreeMap::new();
     for l in &lines {
         if l.contains(" WARN ") || l.contains(" ERROR ") {
@@ -774,7 +797,7 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         echoed as f64 * MSG as f64 / 1e6,
         pace.as_millis()
     ));
-    rep.line("| # | SIGUSR2 → READY=1 | RELOADING=1 → READY=1 | quiesced (gateway log) | taken over: tunnels / streams / failed (log) | every stream echoing again (from SIGUSR2) | new tunnel → first echo | stream ids kept, counters not lower | same PID, binary |");
+    rep.line("| # | SIGUSR2 → READY=1 | RELOADING=1 → READY=1 | quiesced (gateway log) | taken over: tunnels / streams / failed, restore time (log) | every stream echoing again (from SIGUSR2) | new tunnel → first echo | stream ids kept, counters not lower | same PID, binary |");
     rep.line("|---|---|---|---|---|---|---|---|---|");
     for (i, r) in rows.iter().enumerate() {
         let dash = || "—".to_string();
@@ -784,9 +807,7 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             r.ready.map_or_else(dash, ms),
             r.paused.map_or_else(dash, ms),
             quiesced.get(i).map_or_else(dash, |q| format!("{q} ms")),
-            taken
-                .get(i)
-                .map_or_else(dash, |(t, s, f)| format!("{t} / {s} / {f}")),
+            taken.get(i).map_or_else(dash, Takeover::to_string),
             match r.all_echo {
                 Ok(d) if r.ready.is_some() => ms(d),
                 Err(n) if r.ready.is_some() => format!("❌ {n} still silent after 10 s"),
@@ -902,6 +923,21 @@ pub async fn step_handover(ctx: &Ctx, rep: &mut Report) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn takeover_line_parses_with_and_without_its_restore_time() {
+        let now = "INFO vdi_gateway: handover: tunnels and streams taken over from the previous process tunnels=10 streams=1000 failed=0 restore_ms=37";
+        let t = Takeover::parse(now).unwrap();
+        assert_eq!(
+            (t.tunnels, t.streams, t.failed, t.restore_ms),
+            (10, 1000, 0, Some(37))
+        );
+        assert_eq!(t.to_string(), "10 / 1000 / 0 in 37 ms");
+        // An older build's line has no restore time.
+        let old = "handover: tunnels and streams taken over tunnels=2 streams=5 failed=1";
+        assert_eq!(Takeover::parse(old).unwrap().to_string(), "2 / 5 / 1");
+        assert_eq!(Takeover::parse("serving startup_ms=70"), None);
+    }
 
     #[test]
     fn messages_differ_and_repeat() {

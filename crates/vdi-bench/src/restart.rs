@@ -12,10 +12,10 @@
 //! each. Needs root (the bed). Every loop bounded in count and time.
 
 use crate::handover::{
-    Failure, Flow, Load, Streams, Tally, all_move, continued, counts, field, ms, new_stream, q,
-    still_echo, streams,
+    Failure, Flow, Load, Streams, Takeover, Tally, all_move, continued, counts, field, ms,
+    new_stream, q, still_echo, streams,
 };
-use crate::load::connect_many;
+use crate::load::{connect_many, pct};
 use crate::procs::Api;
 use crate::{Ctx, Report, verdict};
 use anyhow::{Result, anyhow, bail};
@@ -86,8 +86,10 @@ pub struct Outcome {
     pub ran: Duration,
     pub fresh: usize,
     pub fresh_ok: usize,
-    /// The journal's "taken over" lines: (tunnels, streams, failed).
-    pub taken: Vec<(u64, u64, u64)>,
+    /// The journal's "taken over" lines.
+    pub taken: Vec<Takeover>,
+    /// Each start's exec → serving (`serving startup_ms`), in order.
+    pub startup_ms: Vec<u64>,
     pub parked: usize,
     /// Warnings and errors the unit logged, without repeats: (count, line).
     pub odd: Vec<(usize, String)>,
@@ -177,17 +179,19 @@ pub fn run(p: Params) -> Result<Outcome> {
 
     let taken = bed.sh(
         "h1",
-        "journalctl -u vdi-gateway -o cat --no-pager -g 'tunnels and streams taken over'",
+        &format!(
+            "journalctl -u vdi-gateway -o cat --no-pager -g '{}'",
+            Takeover::MARK
+        ),
     );
-    out.taken = taken
+    out.taken = taken.lines().filter_map(Takeover::parse).collect();
+    out.startup_ms = bed
+        .sh(
+            "h1",
+            "journalctl -u vdi-gateway -o cat --no-pager -g 'serving startup_ms='",
+        )
         .lines()
-        .map(|l| {
-            (
-                field(l, "tunnels").unwrap_or(0),
-                field(l, "streams").unwrap_or(0),
-                field(l, "failed").unwrap_or(0),
-            )
-        })
+        .filter_map(|l| field(l, "startup_ms"))
         .collect();
     out.parked = bed
         .sh(
@@ -321,6 +325,7 @@ async fn drive(bed: &Arc<Bed>, api: &Api, target: SocketAddr, p: &Params) -> Res
         fresh: fresh.len(),
         fresh_ok,
         taken: Vec::new(),
+        startup_ms: Vec::new(),
         parked: 0,
         odd: Vec::new(),
         active_at_end: false,
@@ -355,7 +360,7 @@ fn operate(bed: &Bed, kind: Kind) -> Result<bool> {
     })
 }
 
-fn row(op: &Op, i: usize, gaps: &[u32], taken: Option<&(u64, u64, u64)>) -> String {
+fn row(op: &Op, i: usize, gaps: &[u32], taken: Option<&Takeover>) -> String {
     let dash = || "—".to_string();
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -371,7 +376,7 @@ fn row(op: &Op, i: usize, gaps: &[u32], taken: Option<&(u64, u64, u64)>) -> Stri
         } else {
             format!("{:.0} / {:.0} ms", q(gaps, 0.99), q(gaps, 1.0))
         },
-        taken.map_or_else(dash, |(t, s, f)| format!("{t} / {s} / {f}")),
+        taken.map_or_else(dash, Takeover::to_string),
         op.new_tunnel.map_or_else(dash, ms),
         match op.ids {
             Some((n, 0, 0, 0)) => format!("✅ {n}/{n}"),
@@ -420,11 +425,11 @@ pub async fn step_restart(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         t.echoed,
         t.echoed as f64 * 64.0 / 1e6
     ));
-    rep.line("| # | operation | command on the host | every stream echoing again (from the start) | stall per stream p99 / max | taken over: tunnels / streams / failed (journal) | new tunnel → first echo | ids kept, counters not lower | MainPID | the command said so |".to_string());
+    rep.line("| # | operation | command on the host | every stream echoing again (from the start) | stall per stream p99 / max | taken over: tunnels / streams / failed, restore time (journal) | new tunnel → first echo | ids kept, counters not lower | MainPID | the command said so |".to_string());
     rep.line("|---|---|---|---|---|---|---|---|---|---|".to_string());
     // One "taken over" line per start after the first (the bed's own start
     // took nothing): restarts, the upgrade's re-execution, the rollback.
-    let mut taken = o.taken.iter().filter(|(t, _, _)| *t > 0);
+    let mut taken = o.taken.iter().filter(|t| t.tunnels > 0);
     for (i, op) in o.ops.iter().enumerate() {
         let gaps = t.by_op.get(i).map(Vec::as_slice).unwrap_or(&[]);
         rep.line(row(op, i, gaps, taken.next()));
@@ -476,11 +481,32 @@ pub async fn step_restart(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     rep.line(format!(
         "- journal: {} parkings in the descriptor store, {} takeovers; the unit active at the end: {}; new tunnels still echoing at the end: {}/{}",
         o.parked,
-        o.taken.iter().filter(|(t, _, _)| *t > 0).count(),
+        o.taken.iter().filter(|t| t.tunnels > 0).count(),
         verdict(o.active_at_end),
         o.fresh_ok,
         o.fresh
     ));
+    // The new process's own share of each stall: exec → serving, and the
+    // restore inside it (the rest is systemd's stop and start).
+    let mut starts: Vec<u32> = o.startup_ms.iter().skip(1).map(|&v| v as u32).collect();
+    let mut restores: Vec<u32> = o
+        .taken
+        .iter()
+        .filter_map(|t| (t.tunnels > 0).then_some(t.restore_ms?))
+        .map(|v| v as u32)
+        .collect();
+    starts.sort_unstable();
+    restores.sort_unstable();
+    if !starts.is_empty() {
+        rep.line(format!(
+            "- the new process, exec → serving (journal `startup_ms`, {} starts): p50 {:.0} ms, max {:.0} ms; of it the takeover (`restore_ms`): p50 {:.0} ms, max {:.0} ms",
+            starts.len(),
+            pct(&starts, 0.5),
+            pct(&starts, 1.0),
+            pct(&restores, 0.5),
+            pct(&restores, 1.0)
+        ));
+    }
     for why in Tally::failures(&o.flows) {
         rep.line(format!("- {why}"));
     }
