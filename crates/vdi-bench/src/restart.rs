@@ -429,10 +429,10 @@ pub async fn step_restart(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     rep.line("|---|---|---|---|---|---|---|---|---|---|".to_string());
     // One "taken over" line per start after the first (the bed's own start
     // took nothing): restarts, the upgrade's re-execution, the rollback.
-    let mut taken = o.taken.iter().filter(|t| t.tunnels > 0);
+    let takeovers: Vec<&Takeover> = o.taken.iter().filter(|t| t.tunnels > 0).collect();
     for (i, op) in o.ops.iter().enumerate() {
         let gaps = t.by_op.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        rep.line(row(op, i, gaps, taken.next()));
+        rep.line(row(op, i, gaps, takeovers.get(i).copied()));
         if let Some(e) = &op.error {
             rep.line(format!("| | ❌ {e} | | | | | | | | |"));
         }
@@ -481,7 +481,7 @@ pub async fn step_restart(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     rep.line(format!(
         "- journal: {} parkings in the descriptor store, {} takeovers; the unit active at the end: {}; new tunnels still echoing at the end: {}/{}",
         o.parked,
-        o.taken.iter().filter(|t| t.tunnels > 0).count(),
+        takeovers.len(),
         verdict(o.active_at_end),
         o.fresh_ok,
         o.fresh
@@ -489,10 +489,9 @@ pub async fn step_restart(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     // The new process's own share of each stall: exec → serving, and the
     // restore inside it (the rest is systemd's stop and start).
     let mut starts: Vec<u32> = o.startup_ms.iter().skip(1).map(|&v| v as u32).collect();
-    let mut restores: Vec<u32> = o
-        .taken
+    let mut restores: Vec<u32> = takeovers
         .iter()
-        .filter_map(|t| (t.tunnels > 0).then_some(t.restore_ms?))
+        .filter_map(|t| t.restore_ms)
         .map(|v| v as u32)
         .collect();
     starts.sort_unstable();
