@@ -32,7 +32,7 @@ pub enum Command {
         #[command(subcommand)]
         command: SettingsCommand,
     },
-    /// Validate the database (for systemd's ExecStartPre); exit 1 if invalid.
+    /// Validate the database (`serve` does the same at start); exit 1 listing each bad field.
     Check,
     /// Create the database for this host if it is absent (package installation).
     Init,
@@ -383,7 +383,22 @@ async fn serve_async(
     stored: Vec<String>,
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
-    let (store, created) = Store::open_or_create(&db, store::first_start_settings)?;
+    // The whole validation `check` does, in this process: a separate
+    // ExecStartPre process (sandboxed by systemd, opening SQLite) was a third
+    // of a `systemctl restart`'s stall. Each bad field gets a journal line.
+    let (store, created) = match Store::open_or_create(&db, store::first_start_settings) {
+        Ok(opened) => opened,
+        Err(StoreError::Invalid { path, source }) => {
+            for e in source.field_errors() {
+                tracing::error!(db = %path.display(), "invalid setting: {e}");
+            }
+            anyhow::bail!(
+                "{}: invalid settings, nothing changed; fix them with `vdi-gateway settings set` (`vdi-gateway check` lists them)",
+                path.display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     if created {
         tracing::info!(
             db = %db.display(),

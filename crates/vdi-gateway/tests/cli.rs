@@ -109,6 +109,26 @@ fn settings_cli_show_set_check() {
         err.contains("api_port") && err.contains("out of range"),
         "{err}"
     );
+    // `serve` validates the same way (the unit has no ExecStartPre): it
+    // exits 1 before it listens, logging each bad field, and leaves the
+    // database as it was.
+    let corrupt = std::fs::read(&db).unwrap();
+    let (code, _, err) = run(Command::new("timeout")
+        .arg("20")
+        .arg(BIN)
+        .arg("--db")
+        .arg(&db)
+        .arg("serve")
+        .env("VDI_GATEWAY_CONTROL", db.with_file_name("control.sock")));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid setting: ")
+            && err.contains("api_port")
+            && err.contains("out of range")
+            && !err.contains("ready:"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), corrupt);
 }
 
 /// Corrupts the stored document with the sqlite3 shell, as an admin might.

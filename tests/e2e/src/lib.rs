@@ -239,7 +239,7 @@ pub fn deb_variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathB
     std::fs::write(&control, text).unwrap();
     if broken {
         let bin = root.join("usr/bin/vdi-gateway");
-        // `init` (postinst) and `check` (ExecStartPre) pass, `serve` dies: a bad build.
+        // `init` (postinst) and `check` pass, `serve` dies: a bad build.
         std::fs::write(
             &bin,
             "#!/bin/sh\ncase \"$*\" in *init*|*check*) exit 0;; esac\necho 'vdi-gateway: broken build' >&2\nexit 1\n",
