@@ -721,6 +721,27 @@ async fn step_api(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     }
     whole.sort_unstable();
     server.sort_unstable();
+    // A broker's poll with nothing new: `?since=` the last answer's cursor.
+    let last: serde_json::Value = serde_json::from_slice(&gw.get_connections().await?.2)?;
+    let cursor = last["cursor"]
+        .as_str()
+        .context("get_connections answered no cursor")?
+        .to_string();
+    let (mut quiet, mut quiet_server, mut quiet_len) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..calls {
+        let (d, s, body) = gw.get_connections_since(Some(&cursor)).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        anyhow::ensure!(
+            v["full"] == false && v["tunnels"].as_array().is_some_and(|t| t.is_empty()),
+            "a poll with nothing new answered more than an empty delta: {}",
+            String::from_utf8_lossy(&body)
+        );
+        quiet.push(d.as_micros() as u32);
+        quiet_server.extend(procs::server_timing_ms(&s, "app").map(|ms| (ms * 1000.0) as u32));
+        quiet_len = body.len();
+    }
+    quiet.sort_unstable();
+    quiet_server.sort_unstable();
     let ms = |v: &[u32], p| pct(v, p) / 1000.0;
     rep.line(format!(
         "## API at scale: get_connections with {n} streams open, {calls} calls"
@@ -748,6 +769,23 @@ async fn step_api(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             ms(&server, 0.99)
         ),
         &format!("≤ 20 ms {}", verdict(ms(&whole, 0.99) <= 20.0)),
+    );
+    rep.line(format!(
+        "`?since=` the last cursor, nothing changed ({calls} calls, {quiet_len} bytes each): whole exchange p50 **{:.0} µs**, p99 **{:.0} µs**; server side p50 {:.0} µs, p99 {:.0} µs.",
+        pct(&quiet, 0.5),
+        pct(&quiet, 0.99),
+        pct(&quiet_server, 0.5),
+        pct(&quiet_server, 0.99),
+    ));
+    ctx.summary(
+        &format!("`get_connections?since=`, nothing new, {n} streams"),
+        format!(
+            "p50 **{:.0} µs**, p99 **{:.0} µs** (server side p99 {:.0} µs)",
+            pct(&quiet, 0.5),
+            pct(&quiet, 0.99),
+            pct(&quiet_server, 0.99)
+        ),
+        &format!("≤ 1 ms {}", verdict(pct(&quiet, 0.99) <= 1000.0)),
     );
     gw.disconnect_all().await?;
     Ok(())

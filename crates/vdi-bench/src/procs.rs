@@ -347,10 +347,19 @@ impl Api {
     /// `get_connections`: the whole exchange's time, its `Server-Timing`
     /// header, and the body.
     pub async fn get_connections(&self) -> Result<(Duration, String, Vec<u8>)> {
+        self.get_connections_since(None).await
+    }
+
+    /// The same with `?since=CURSOR` (only what changed after it).
+    pub async fn get_connections_since(
+        &self,
+        since: Option<&str>,
+    ) -> Result<(Duration, String, Vec<u8>)> {
+        let query = since.map(|c| format!("?since={c}")).unwrap_or_default();
         let t = Instant::now();
         let resp = self
             .http
-            .get(format!("{}/v3/get_connections/", self.api))
+            .get(format!("{}/v3/get_connections/{query}", self.api))
             .header("api_key", &self.api_key)
             .send()
             .await?

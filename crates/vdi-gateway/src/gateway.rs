@@ -461,6 +461,7 @@ impl Gateway {
         let wanted: Vec<_> = wanted_listeners(&s, &p.local_addrs);
         self.tunnels
             .set_range(s.port_range_start..=s.port_range_stop);
+        self.tunnels.settings_changed();
         *self.local_addrs.write().unwrap() = p.local_addrs;
         *self.tls.write().unwrap() = p.tls;
         self.settings.send_replace(Arc::new(s));
@@ -690,8 +691,12 @@ impl Gateway {
     /// straight from the registry instead (`api::ConnectionsView`).
     pub fn connections(&self) -> Connections {
         let idle = self.idle();
+        let delta = self.tunnels.changes().read(None);
         Connections {
             tunnels: self.tunnels.all().iter().map(|t| t.info(idle)).collect(),
+            cursor: delta.cursor.to_string(),
+            full: true,
+            removed: Vec::new(),
         }
     }
 

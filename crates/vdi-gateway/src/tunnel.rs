@@ -38,6 +38,143 @@ pub struct Registry {
     /// parks at a chunk boundary (`handover.rs`).
     handover: CancellationToken,
     parked: Arc<Mutex<ParkedSet>>,
+    changes: Arc<Changes>,
+}
+
+/// The registry's structural changes, for `get_connections?since=`: a
+/// generation counter, the generation each tunnel last changed at, and the
+/// tunnels removed lately. Byte counters and `last_activity` move all the
+/// time and are not changes (a changed tunnel is reported whole, with its
+/// figures as they are).
+///
+/// Invariant: a tunnel is stamped *after* the change it reports is visible
+/// (in the map, in its stream list), under the log's lock; a reader takes
+/// its cursor under that lock *before* it looks. So a change is either seen
+/// by this read or stamped above its cursor, and reported by the next one.
+pub struct Changes {
+    /// Random per process: a cursor from a previous process (a restart or
+    /// a handover) gets the whole document.
+    epoch: u32,
+    log: Mutex<ChangeLog>,
+}
+
+#[derive(Default)]
+struct ChangeLog {
+    generation: u64,
+    /// Deltas are exact only from this generation on (tombstones dropped,
+    /// or a settings change that moves every `expires_at`).
+    floor: u64,
+    removed: std::collections::VecDeque<(u64, String)>,
+}
+
+/// Removed tunnel ids kept for deltas: a broker that polls less often than
+/// this many closes gets the whole document, flagged `full`.
+const REMOVED_KEPT: usize = 4096;
+
+/// An opaque position in the registry's changes: `<epoch hex>.<generation>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    epoch: u32,
+    generation: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}.{}", self.epoch, self.generation)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (e, g) = s.split_once('.').ok_or(())?;
+        if e.len() != 8 || g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        Ok(Cursor {
+            epoch: u32::from_str_radix(e, 16).map_err(|_| ())?,
+            generation: g.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// What a read of the changes answers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delta {
+    /// Where the next read starts.
+    pub cursor: Cursor,
+    /// `Some(g)`: report the tunnels changed after `g` and `removed`;
+    /// `None`: report everything (no cursor, or one this log cannot serve).
+    pub after: Option<u64>,
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    fn new(epoch: u32) -> Self {
+        Self {
+            epoch,
+            log: Mutex::new(ChangeLog::default()),
+        }
+    }
+
+    /// Marks `t` changed (call after the change is visible).
+    fn touch(&self, t: &Tunnel) {
+        let mut log = self.log.lock().unwrap();
+        log.generation += 1;
+        t.changed_at.store(log.generation, Ordering::Relaxed);
+    }
+
+    /// Records that tunnel `id` left the registry (call after it did).
+    fn removed(&self, id: &str) {
+        let mut log = self.log.lock().unwrap();
+        log.generation += 1;
+        let g = log.generation;
+        log.removed.push_back((g, id.to_string()));
+        if log.removed.len() > REMOVED_KEPT
+            && let Some((dropped, _)) = log.removed.pop_front()
+        {
+            log.floor = dropped;
+        }
+    }
+
+    /// Every tunnel counts as changed (a setting that moves them all).
+    fn everything(&self) {
+        let mut log = self.log.lock().unwrap();
+        log.generation += 1;
+        log.floor = log.generation;
+    }
+
+    /// The answer to a read from `since`.
+    pub fn read(&self, since: Option<Cursor>) -> Delta {
+        let log = self.log.lock().unwrap();
+        let cursor = Cursor {
+            epoch: self.epoch,
+            generation: log.generation,
+        };
+        match since {
+            Some(c)
+                if c.epoch == self.epoch
+                    && c.generation >= log.floor
+                    && c.generation <= log.generation =>
+            {
+                Delta {
+                    cursor,
+                    after: Some(c.generation),
+                    removed: log
+                        .removed
+                        .iter()
+                        .filter(|(g, _)| *g > c.generation)
+                        .map(|(_, id)| id.clone())
+                        .collect(),
+                }
+            }
+            _ => Delta {
+                cursor,
+                after: None,
+                removed: Vec::new(),
+            },
+        }
+    }
 }
 
 /// What stopped for a handover, collected as it stops.
@@ -138,6 +275,9 @@ pub struct Tunnel {
     life: Mutex<Life>,
     streams: Mutex<BTreeMap<u64, Arc<Stream>>>,
     changed: Notify,
+    changes: Arc<Changes>,
+    /// The generation of its last structural change (see [`Changes`]).
+    changed_at: AtomicU64,
 }
 
 struct Life {
@@ -171,7 +311,18 @@ impl Registry {
             metrics,
             handover: CancellationToken::new(),
             parked: Default::default(),
+            changes: Arc::new(Changes::new(rand::random())),
         }
+    }
+
+    /// The structural changes, for `get_connections?since=`.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// A settings change: every `expires_at` may move, so no delta spans it.
+    pub fn settings_changed(&self) {
+        self.changes.everything();
     }
 
     /// The handover token (see the field).
@@ -219,6 +370,8 @@ impl Registry {
             life: Mutex::new(life),
             streams: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
+            changes: self.changes.clone(),
+            changed_at: AtomicU64::new(0),
         })
     }
 
@@ -349,6 +502,7 @@ impl Registry {
         let tunnel = self.new_tunnel(id, port, req, Utc::now(), life, parent);
         inner.tunnels.insert(tunnel.id.clone(), tunnel.clone());
         drop(inner);
+        self.changes.touch(&tunnel);
         self.metrics.tunnels_opened.inc();
         tracing::info!(
             tunnel = %tunnel.id,
@@ -368,6 +522,8 @@ impl Registry {
         let mut inner = self.inner.lock().unwrap();
         inner.tunnels.remove(&t.id);
         inner.pool.release(t.port, Instant::now());
+        drop(inner);
+        self.changes.removed(&t.id);
     }
 
     /// Finds a stream by its id (`s42`).
@@ -434,6 +590,7 @@ impl Registry {
         streams.insert(id, s.clone());
         self.metrics.streams_accepted.inc();
         drop(streams);
+        self.changes.touch(t);
         t.changed.notify_one();
         Ok(s)
     }
@@ -459,10 +616,16 @@ impl Tunnel {
         self.streams.lock().unwrap().len()
     }
 
+    /// Whether it changed after generation `g` (see [`Changes`]).
+    pub fn changed_after(&self, g: u64) -> bool {
+        self.changed_at.load(Ordering::Relaxed) > g
+    }
+
     fn reserve(&self, ttl: Duration) {
         let mut life = self.life.lock().unwrap();
         life.reserved_until = life.reserved_until.max(Instant::now() + ttl);
         drop(life);
+        self.changes.touch(self);
         self.changed.notify_one();
     }
 
@@ -565,6 +728,7 @@ impl Tunnel {
                 // Not an end: the tunnel's life is not touched.
                 self.streams.lock().unwrap().remove(&s.id);
                 s.done.cancel();
+                self.changes.touch(self);
                 self.parked.lock().unwrap().streams.push(ParkedStream {
                     tunnel: self.id.clone(),
                     stream: s,
@@ -579,6 +743,7 @@ impl Tunnel {
         self.streams.lock().unwrap().remove(&s.id);
         self.life.lock().unwrap().last_stream_end = Some(Instant::now());
         s.done.cancel();
+        self.changes.touch(self);
         self.changed.notify_one();
     }
 }
@@ -754,6 +919,7 @@ impl Registry {
                     }
                 }
             }
+            self.changes.touch(&t);
             self.run_tunnel(&t, listeners, settings.clone());
         }
         done
@@ -1177,6 +1343,84 @@ async fn lifecycle_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            epoch: 0x00ab_cdef,
+            generation: u64::MAX,
+        };
+        assert_eq!(c.to_string(), "00abcdef.18446744073709551615");
+        assert_eq!(c.to_string().parse(), Ok(c));
+        for bad in [
+            "",
+            ".",
+            "00abcdef.",
+            ".5",
+            "abcdef.5",
+            "00abcdefg.5",
+            "00abcdef.-5",
+            "00abcdef.+5",
+            "00abcdef.5.5",
+            "00abcdef.18446744073709551616",
+            "00ABCDEZ.1",
+        ] {
+            assert_eq!(bad.parse::<Cursor>(), Err(()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_delta_needs_this_epoch_and_a_generation_the_log_still_covers() {
+        let ch = Changes::new(7);
+        let at = |generation| {
+            Some(Cursor {
+                epoch: 7,
+                generation,
+            })
+        };
+        let start = ch.read(None);
+        assert_eq!((start.after, start.cursor.generation), (None, 0));
+        ch.removed("a");
+        ch.removed("b");
+        let d = ch.read(at(1));
+        assert_eq!(
+            (d.after, d.removed, d.cursor.generation),
+            (Some(1), vec!["b".to_string()], 2)
+        );
+        // Nothing new: an empty delta at the same cursor.
+        let d = ch.read(at(2));
+        assert_eq!(
+            (d.after, d.removed.len(), d.cursor.generation),
+            (Some(2), 0, 2)
+        );
+        // Another process's cursor, or one from the future: everything.
+        assert_eq!(
+            ch.read(Some(Cursor {
+                epoch: 8,
+                generation: 2
+            }))
+            .after,
+            None
+        );
+        assert_eq!(ch.read(at(3)).after, None);
+        // Tombstones beyond what is kept: a cursor before the oldest kept
+        // one cannot be answered exactly.
+        for i in 0..REMOVED_KEPT {
+            ch.removed(&format!("t{i}"));
+        }
+        assert_eq!(
+            ch.read(at(1)).after,
+            None,
+            "the removal of `b` is forgotten"
+        );
+        let d = ch.read(at(2));
+        assert_eq!((d.after, d.removed.len()), (Some(2), REMOVED_KEPT));
+        // A settings change: no delta spans it.
+        let before = ch.read(None).cursor.generation;
+        ch.everything();
+        assert_eq!(ch.read(at(before)).after, None);
+        assert_eq!(ch.read(at(before + 1)).after, Some(before + 1));
+    }
 
     #[test]
     fn addresses_and_ids_are_written_as_display_would() {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -671,6 +671,127 @@ async fn get_connections_is_the_typed_document() {
     assert_eq!(r.headers()["content-type"], "application/json");
     // And it parses as the typed document.
     let _: vdi_wire::Connections = serde_json::from_value(served).unwrap();
+    g.stop().await;
+}
+
+/// `get_connections?since=CURSOR` answers only what changed: a poll with
+/// nothing new is an empty delta at the same cursor, traffic alone is not a
+/// change, a new tunnel or stream or a closed one is; a cursor this process
+/// cannot answer from gets everything, flagged `full`; garbage is a 400.
+#[tokio::test]
+async fn get_connections_since_a_cursor_answers_only_what_changed() {
+    let g = start(json!({})).await;
+    let desk = echo_server("127.0.0.1".parse().unwrap()).await;
+    let since = |c: &Value| {
+        let c = c["cursor"].as_str().unwrap().to_string();
+        let g = &g;
+        async move {
+            let (st, body) = g
+                .get(&format!("/v3/get_connections/?since={c}"), &g.api_key)
+                .await;
+            assert_eq!(st, 200, "{body}");
+            body
+        }
+    };
+    let ids = |c: &Value| -> Vec<String> {
+        c["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let c0 = g.connections().await;
+    assert_eq!((c0["full"].clone(), ids(&c0).len()), (json!(true), 0));
+    let d = since(&c0).await;
+    assert_eq!(d["full"], false);
+    assert_eq!(d["cursor"], c0["cursor"], "nothing changed");
+    assert_eq!((ids(&d).len(), d["removed"].clone()), (0, json!([])));
+
+    let (_, a) = g.open(desk.addr, None).await;
+    let a_id = a["id"].as_str().unwrap().to_string();
+    let d1 = since(&c0).await;
+    assert_eq!(
+        (d1["full"].clone(), ids(&d1)),
+        (json!(false), vec![a_id.clone()])
+    );
+    assert_eq!(d1["tunnels"][0]["state"], "waiting");
+    assert_ne!(d1["cursor"], c0["cursor"]);
+
+    // A stream starts: the tunnel is reported whole, with it.
+    let mut s = TcpStream::connect(tunnel_addr(&g, &a)).await.unwrap();
+    assert!(echoes(&mut s, b"first").await);
+    let d2 = since(&d1).await;
+    assert_eq!(ids(&d2), vec![a_id.clone()]);
+    assert_eq!(d2["tunnels"][0]["streams"].as_array().unwrap().len(), 1);
+    // Bytes alone are not a change.
+    assert!(echoes(&mut s, &[7u8; 4096]).await);
+    let d3 = since(&d2).await;
+    assert_eq!(
+        (ids(&d3).len(), d3["cursor"].clone()),
+        (0, d2["cursor"].clone())
+    );
+    // The whole form still shows the counters moving.
+    let full = g.connections().await;
+    assert_eq!(
+        full["tunnels"][0]["streams"][0]["bytes_to_target"],
+        5 + 4096
+    );
+
+    // Another tunnel opens, the first is closed: one new, one removed.
+    let (_, b) = g.open(desk.addr, Some("vm-b")).await;
+    let b_id = b["id"].as_str().unwrap().to_string();
+    let (st, body) = g
+        .post(
+            "/v3/disconnect/",
+            "api_key",
+            &g.api_key.clone(),
+            json!({"tunnel_id": a_id}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let d4 = since(&d3).await;
+    assert_eq!(ids(&d4), vec![b_id.clone()]);
+    assert_eq!(d4["removed"], json!([a_id]));
+    // An older cursor still gets every change since it, once.
+    let d5 = since(&c0).await;
+    assert_eq!(
+        (ids(&d5), d5["removed"].clone()),
+        (vec![b_id.clone()], json!([a_id]))
+    );
+
+    // Another process's cursor (another epoch): everything.
+    let cur = d4["cursor"].as_str().unwrap();
+    let (epoch, generation) = cur.split_once('.').unwrap();
+    let other = format!(
+        "{:08x}.{generation}",
+        u32::from_str_radix(epoch, 16).unwrap() ^ 1
+    );
+    let d6 = since(&json!({"cursor": other})).await;
+    assert_eq!(
+        (d6["full"].clone(), ids(&d6)),
+        (json!(true), vec![b_id.clone()])
+    );
+    // A settings change moves every expiry: no delta spans it.
+    let (st, body) = g.change(json!({"tunnel_idle_secs": 120})).await;
+    assert_eq!(st, 200, "{body}");
+    let d7 = since(&d4).await;
+    assert_eq!(
+        (d7["full"].clone(), ids(&d7)),
+        (json!(true), vec![b_id.clone()])
+    );
+
+    for bad in ["nonsense", "0.1", "zzzzzzzz.1", "00000000.-1"] {
+        let (st, body) = g
+            .get(&format!("/v3/get_connections/?since={bad}"), &g.api_key)
+            .await;
+        assert_eq!(st, 400, "{bad}: {body}");
+        assert_eq!(body["code"], "bad_request", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("cursor"),
+            "{body}"
+        );
+    }
     g.stop().await;
 }
 

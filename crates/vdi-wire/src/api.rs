@@ -245,7 +245,23 @@ pub struct TunnelInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Connections {
+    /// With `?since=`: only the tunnels that changed after that cursor
+    /// (each whole, with its streams), unless `full`.
     pub tunnels: Vec<TunnelInfo>,
+    /// Pass it as `?since=` on the next poll. Opaque.
+    #[serde(default)]
+    pub cursor: String,
+    /// `tunnels` is every tunnel (no `since`, or one this process cannot
+    /// answer from: a restart, a settings change, too old).
+    #[serde(default = "yes")]
+    pub full: bool,
+    /// Tunnels closed after `since` (empty when `full`).
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Exactly one of the three selectors.
