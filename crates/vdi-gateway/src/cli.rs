@@ -339,8 +339,12 @@ fn serve(db: PathBuf) -> ExitCode {
     // Safety: no other thread runs yet, and nothing has opened a descriptor
     // since the exec (or the start by systemd) that handed these over.
     let mut stored = Vec::new();
-    let inherited =
-        unsafe { handover::take_from_env() }.or_else(|| unsafe { take_from_store(&mut stored) });
+    let from_exec = unsafe { handover::take_from_env() };
+    if from_exec.is_some() && fdstore_max().is_some() {
+        // The previous process's copy for `SIGUSR2` (see `reexec`).
+        stored.extend([handover::STORE_BUNDLE, handover::STORE_SNAPSHOT].map(String::from));
+    }
+    let inherited = from_exec.or_else(|| unsafe { take_from_store(&mut stored) });
     // The running binary itself, to execute again should the one on disk
     // fail to execute at a handover (a package upgrade replaces the file).
     let this_binary = std::fs::File::open("/proc/self/exe").ok();
@@ -526,8 +530,21 @@ async fn reexec(gw: &crate::Shared, this_binary: Option<&std::fs::File>) {
             std::process::exit(1);
         }
     };
+    // Under systemd, a copy in the descriptor store until the new process
+    // serves (it removes it then): should the new binary die before that,
+    // `Restart=` or a rollback takes the streams back from the store.
+    let store_copy = match fdstore_max() {
+        None => false,
+        Some(max) => match to_store(&fds, &memfd, max, false) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "no copy in systemd's descriptor store: a new binary that dies before it serves loses the streams");
+                false
+            }
+        },
+    };
     tracing::info!(binary = %path.display(), tunnels, streams, bytes_in_flight = in_flight,
-        quiesced_ms = started.elapsed().as_millis() as u64, "handover: executing the binary on disk");
+        store_copy, quiesced_ms = started.elapsed().as_millis() as u64, "handover: executing the binary on disk");
     let e = handover::exec(&path, &memfd, &fds);
     tracing::error!(binary = %path.display(), error = %e, "cannot execute the binary on disk; executing the running one again");
     if let Some(f) = this_binary {
@@ -585,13 +602,10 @@ fn fdstore_max() -> Option<usize> {
 }
 
 /// Hands every listener, tunnel and spliced stream to systemd's descriptor
-/// store (one descriptor per message, named by its number here), the
-/// snapshot last. False when nothing could be stored: then the ordinary
-/// shutdown closes everything.
+/// store ([`to_store`]), the snapshot last. False when nothing could be
+/// stored: then the ordinary shutdown closes everything.
 async fn park_in_store(gw: &crate::Shared, max: usize) -> bool {
     use sd_notify::NotifyState;
-    use std::os::fd::AsFd;
-    use std::os::fd::AsRawFd;
     let started = std::time::Instant::now();
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     if !gw.quiesce(QUIESCE_LIMIT).await {
@@ -605,49 +619,8 @@ async fn park_in_store(gw: &crate::Shared, max: usize) -> bool {
             return false;
         }
     };
-    // One socket carries every descriptor (systemd's store slows down
-    // quadratically with its entries); one entry each if it cannot.
-    let bundled = match handover::bundle(&fds) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::warn!(error = %e, descriptors = fds.len(),
-                "cannot bundle the descriptors; storing them one by one (slower)");
-            None
-        }
-    };
-    if let Some(b) = &bundled {
-        let states = [
-            NotifyState::FdStore,
-            NotifyState::FdName(handover::STORE_BUNDLE),
-        ];
-        if let Err(e) = sd_notify::notify_with_fds(&states, &[b.as_fd()]) {
-            tracing::error!(error = %e, "systemd's descriptor store refused the bundle; closing every stream");
-            return false;
-        }
-    } else {
-        if fds.len() + 1 > max {
-            tracing::error!(
-                descriptors = fds.len() + 1,
-                max,
-                "more descriptors than the store takes (FileDescriptorStoreMax); closing every stream"
-            );
-            return false;
-        }
-        for fd in &fds {
-            let name = handover::store_name(fd.as_raw_fd());
-            let states = [NotifyState::FdStore, NotifyState::FdName(&name)];
-            if let Err(e) = sd_notify::notify_with_fds(&states, &[fd.as_fd()]) {
-                tracing::error!(error = %e, "systemd's descriptor store refused a descriptor; closing every stream");
-                return false;
-            }
-        }
-    }
-    let states = [
-        NotifyState::FdStore,
-        NotifyState::FdName(handover::STORE_SNAPSHOT),
-    ];
-    if let Err(e) = sd_notify::notify_with_fds(&states, &[memfd.as_fd()]) {
-        tracing::error!(error = %e, "systemd's descriptor store refused the snapshot; closing every stream");
+    if let Err(e) = to_store(&fds, &memfd, max, true) {
+        tracing::error!("{e}; closing every stream");
         return false;
     }
     tracing::info!(
@@ -658,6 +631,54 @@ async fn park_in_store(gw: &crate::Shared, max: usize) -> bool {
         "handover: parked in systemd's descriptor store; the next start takes them (a stop closes them)"
     );
     true
+}
+
+/// Hands `fds` and the snapshot `memfd` to systemd's descriptor store. One
+/// socket carries every descriptor (systemd's store slows down
+/// quadratically with its entries); with `one_by_one`, one entry each if it
+/// cannot (a copy for `SIGUSR2` is only ever the bundle: the next process
+/// removes it by name).
+fn to_store(
+    fds: &[std::os::fd::OwnedFd],
+    memfd: &std::os::fd::OwnedFd,
+    max: usize,
+    one_by_one: bool,
+) -> Result<(), String> {
+    use sd_notify::NotifyState;
+    use std::os::fd::{AsFd, AsRawFd};
+    match handover::bundle(fds) {
+        Ok(b) => {
+            let states = [
+                NotifyState::FdStore,
+                NotifyState::FdName(handover::STORE_BUNDLE),
+            ];
+            sd_notify::notify_with_fds(&states, &[b.as_fd()])
+                .map_err(|e| format!("systemd's descriptor store refused the bundle: {e}"))?;
+        }
+        Err(e) if !one_by_one => return Err(format!("cannot bundle the descriptors: {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, descriptors = fds.len(),
+                "cannot bundle the descriptors; storing them one by one (slower)");
+            if fds.len() + 1 > max {
+                return Err(format!(
+                    "{} descriptors, more than the store takes (FileDescriptorStoreMax={max})",
+                    fds.len() + 1
+                ));
+            }
+            for fd in fds {
+                let name = handover::store_name(fd.as_raw_fd());
+                let states = [NotifyState::FdStore, NotifyState::FdName(&name)];
+                sd_notify::notify_with_fds(&states, &[fd.as_fd()])
+                    .map_err(|e| format!("systemd's descriptor store refused a descriptor: {e}"))?;
+            }
+        }
+    }
+    let states = [
+        NotifyState::FdStore,
+        NotifyState::FdName(handover::STORE_SNAPSHOT),
+    ];
+    sd_notify::notify_with_fds(&states, &[memfd.as_fd()])
+        .map_err(|e| format!("systemd's descriptor store refused the snapshot: {e}"))
 }
 
 /// A handover from systemd's descriptor store (`LISTEN_FDS`, names from

@@ -208,8 +208,30 @@ impl Drop for Bed {
     }
 }
 
-/// Repacks `deb` with another version; `broken` makes its daemon exit at once.
+/// Repacks `deb` with another version; `broken` makes its daemon exit at once
+/// (it also fails `handover-check`, so a running daemon refuses it).
 pub fn deb_variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathBuf {
+    repack(
+        deb,
+        dir,
+        version,
+        if broken { Bin::Broken } else { Bin::Works },
+    )
+}
+
+/// Repacks `deb` with a build that answers `handover-check` as the real one
+/// does (so `SIGUSR2` executes it) and then dies before it serves.
+pub fn deb_variant_dies_serving(deb: &Path, dir: &Path, version: &str) -> PathBuf {
+    repack(deb, dir, version, Bin::DiesServing)
+}
+
+enum Bin {
+    Works,
+    Broken,
+    DiesServing,
+}
+
+fn repack(deb: &Path, dir: &Path, version: &str, bin: Bin) -> PathBuf {
     let root = dir.join(format!("pkg-{version}"));
     let _ = std::fs::remove_dir_all(&root);
     let run = |cmd: &mut std::process::Command| {
@@ -237,14 +259,29 @@ pub fn deb_variant(deb: &Path, dir: &Path, version: &str, broken: bool) -> PathB
         })
         .collect();
     std::fs::write(&control, text).unwrap();
-    if broken {
-        let bin = root.join("usr/bin/vdi-gateway");
+    let path = root.join("usr/bin/vdi-gateway");
+    let script = match bin {
+        Bin::Works => None,
         // `init` (postinst) and `check` pass, `serve` dies: a bad build.
-        std::fs::write(
-            &bin,
+        Bin::Broken => Some(String::from(
             "#!/bin/sh\ncase \"$*\" in *init*|*check*) exit 0;; esac\necho 'vdi-gateway: broken build' >&2\nexit 1\n",
-        )
-        .unwrap();
+        )),
+        Bin::DiesServing => {
+            let o = std::process::Command::new(&path)
+                .arg("handover-check")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "handover-check of {}", path.display());
+            let answer = String::from_utf8(o.stdout).unwrap();
+            assert!(!answer.contains('\''), "{answer}");
+            Some(format!(
+                "#!/bin/sh\ncase \"$1\" in handover-check) echo '{}'; exit 0;; esac\ncase \"$*\" in *init*|*check*) exit 0;; esac\necho 'vdi-gateway: dies before it serves' >&2\nexit 1\n",
+                answer.trim()
+            ))
+        }
+    };
+    if let Some(script) = script {
+        std::fs::write(&path, script).unwrap();
     }
     let out = dir.join(format!("vdi-gateway_{version}_amd64.deb"));
     run(std::process::Command::new("dpkg-deb")

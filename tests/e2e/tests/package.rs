@@ -2,7 +2,7 @@
 //! the unit as shipped, an upgrade that keeps a running stream, removal
 //! keeping the settings, purge deleting them.
 
-use vdi_e2e::{Bed, Held, build_deb, can_run, deb_variant};
+use vdi_e2e::{Bed, Held, build_deb, can_run, deb_variant, deb_variant_dies_serving};
 
 #[test]
 fn install_remove_purge() {
@@ -84,6 +84,19 @@ fn install_remove_purge() {
         .count()
     };
     assert_eq!(taken(), 1);
+    // The copy `SIGUSR2` put in the store went once the new process served
+    // (a stale one would keep ended streams' sockets open): systemd, PID 1,
+    // holds no snapshot.
+    let snapshots_in_store = || {
+        bed.sh(
+            "h1",
+            "ls -l /proc/1/fd | grep -c 'memfd:vdi-gateway-handover' || true",
+        )
+        .trim()
+        .parse::<u32>()
+        .unwrap()
+    };
+    assert_eq!(snapshots_in_store(), 0);
 
     // `systemctl restart`: the stream waits in systemd's descriptor store,
     // the new process takes it back (a new PID).
@@ -125,6 +138,28 @@ fn install_remove_purge() {
         "the stream echoes after a failed upgrade and its rollback"
     );
     assert_eq!(taken(), 3);
+
+    // A new version that passes the re-execution's check, is executed in
+    // place, and dies before it serves: `SIGUSR2` left a copy of every
+    // descriptor in the store, so the streams wait there through systemd's
+    // retries and the rollback takes them back.
+    let dies = deb_variant_dies_serving(&deb, &dir, "0.1.0+dies");
+    bed.copy_to("h1", &dies, "/root/dies.deb");
+    let held = Held::open(&bed, ip, desk, &cli_key, "vm-up");
+    bed.sh("h1", "dpkg -i /root/dies.deb 2>&1");
+    let log = bed.sh("h1", "journalctl -u vdi-gateway -o cat --no-pager -n 80");
+    assert!(
+        log.contains("store_copy=true") && log.contains("dies before it serves"),
+        "{log}"
+    );
+    assert_eq!(snapshots_in_store(), 1, "the copy waits in the store");
+    bed.sh("h1", "dpkg -i /root/vdi-gateway.deb");
+    assert!(
+        held.echoes_after(),
+        "the stream echoes after an executed build died and the rollback"
+    );
+    assert_eq!(taken(), 4);
+    assert_eq!(snapshots_in_store(), 0, "the rollback emptied the store");
     let _ = std::fs::remove_dir_all(&dir);
 
     // `systemctl stop` still closes every stream: the store goes with the unit.
