@@ -550,7 +550,14 @@ async fn reexec(gw: &crate::Shared, this_binary: Option<&std::fs::File>) {
     if let Some(f) = this_binary {
         let again = std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
         let e = handover::exec(&again, &memfd, &fds);
-        tracing::error!(error = %e, "cannot execute the running binary either; exiting (every stream is cut)");
+        tracing::error!(error = %e, "cannot execute the running binary either");
+    }
+    if store_copy {
+        tracing::error!(
+            "exiting; every stream waits in systemd's descriptor store for the next start"
+        );
+    } else {
+        tracing::error!("exiting; every stream is cut");
     }
     std::process::exit(1);
 }
