@@ -5,7 +5,7 @@
 //! time, so one server, the paths taking turns in each round.
 
 use crate::procs::{Proc, wait_listening};
-use crate::{Ctx, HAPROXY_IP, Report, SINK_IP, ip, median, verdict};
+use crate::{Ctx, Report, SINK_IP, ip, median, verdict};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -36,23 +36,10 @@ pub async fn step_iperf3(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             .context("iperf3 (apt install iperf3)")?,
     );
     wait_listening(server, "iperf3").await?;
-    let _hp = ctx.haproxy(17_301, server, false)?;
-    let _hs = ctx.haproxy(17_302, server, true)?;
-    for p in [17_301, 17_302] {
-        wait_listening(SocketAddr::new(ip(HAPROXY_IP), p), "haproxy").await?;
-    }
-    let gw = ctx.gateway("splice").await?;
-    let gw_copy = ctx.gateway("copy").await?;
-    let paths: Vec<(&str, SocketAddr)> = vec![
-        ("direct", server),
-        ("HAProxy mode tcp", SocketAddr::new(ip(HAPROXY_IP), 17_301)),
-        (
-            "HAProxy + splice-auto",
-            SocketAddr::new(ip(HAPROXY_IP), 17_302),
-        ),
-        ("vdi-gateway tunnel (splice)", gw.open(server).await?),
-        ("vdi-gateway tunnel (copy)", gw_copy.open(server).await?),
-    ];
+    let tools = ctx
+        .tool_paths(server, [17_301, 17_302], &["splice", "copy"])
+        .await?;
+    let paths = &tools.paths;
     // runs[path][case] = Gbit/s of each round
     let mut runs = vec![vec![Vec::new(); CASES.len()]; paths.len()];
     for _ in 0..ctx.rounds() {

@@ -204,6 +204,49 @@ impl Ctx {
         )
     }
 
+    /// The paths an external tool measures to its `server`: direct, HAProxy
+    /// (`mode tcp` on `ports[0]`, `splice-auto` on `ports[1]`), and a tunnel
+    /// through a gateway with each of `relays`. Holds the processes.
+    async fn tool_paths(
+        &self,
+        server: SocketAddr,
+        ports: [u16; 2],
+        relays: &[&str],
+    ) -> Result<ToolPaths> {
+        let keep = vec![
+            self.haproxy(ports[0], server, false)?,
+            self.haproxy(ports[1], server, true)?,
+        ];
+        for p in ports {
+            wait_listening(SocketAddr::new(ip(HAPROXY_IP), p), "haproxy").await?;
+        }
+        let mut paths = vec![
+            ("direct".to_string(), server),
+            (
+                "HAProxy mode tcp".to_string(),
+                SocketAddr::new(ip(HAPROXY_IP), ports[0]),
+            ),
+            (
+                "HAProxy + splice-auto".to_string(),
+                SocketAddr::new(ip(HAPROXY_IP), ports[1]),
+            ),
+        ];
+        let mut gateways = Vec::new();
+        for relay in relays {
+            let gw = self.gateway(relay).await?;
+            paths.push((
+                format!("vdi-gateway tunnel ({relay})"),
+                gw.open(server).await?,
+            ));
+            gateways.push(gw);
+        }
+        Ok(ToolPaths {
+            paths,
+            _keep: keep,
+            _gateways: gateways,
+        })
+    }
+
     fn rounds(&self) -> usize {
         self.args.rounds.max(1)
     }
@@ -214,6 +257,13 @@ impl Ctx {
             .borrow_mut()
             .push([figure.into(), measured, target.into(), String::new()]);
     }
+}
+
+/// [`Ctx::tool_paths`]: (name, address) of each path, and what serves them.
+struct ToolPaths {
+    paths: Vec<(String, SocketAddr)>,
+    _keep: Vec<Proc>,
+    _gateways: Vec<Gateway>,
 }
 
 /// The report: printed as it goes, written as Markdown at the end.

@@ -7,7 +7,7 @@
 //! this step doubles it, so every figure here is a whole round trip.
 
 use crate::procs::{Proc, wait_listening};
-use crate::{Ctx, HAPROXY_IP, Report, SINK_IP, ip, median, verdict};
+use crate::{Ctx, Report, SINK_IP, ip, median, verdict};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -43,21 +43,10 @@ pub async fn step_sockperf(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             .context("sockperf (apt install sockperf)")?,
     );
     wait_listening(server, "sockperf").await?;
-    let _hp = ctx.haproxy(17_401, server, false)?;
-    let _hs = ctx.haproxy(17_402, server, true)?;
-    for p in [17_401, 17_402] {
-        wait_listening(SocketAddr::new(ip(HAPROXY_IP), p), "haproxy").await?;
-    }
-    let gw = ctx.gateway("splice").await?;
-    let paths: Vec<(&str, SocketAddr)> = vec![
-        ("direct", server),
-        ("HAProxy mode tcp", SocketAddr::new(ip(HAPROXY_IP), 17_401)),
-        (
-            "HAProxy + splice-auto",
-            SocketAddr::new(ip(HAPROXY_IP), 17_402),
-        ),
-        ("vdi-gateway tunnel (splice)", gw.open(server).await?),
-    ];
+    let tools = ctx
+        .tool_paths(server, [17_401, 17_402], &["splice"])
+        .await?;
+    let paths = &tools.paths;
     // runs[path][load] = each round's figures
     let mut runs = vec![vec![Vec::new(); LOADS.len()]; paths.len()];
     for _ in 0..ctx.rounds() {
