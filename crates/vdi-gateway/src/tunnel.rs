@@ -133,7 +133,8 @@ impl Changes {
         if log.removed.len() > REMOVED_KEPT
             && let Some((dropped, _)) = log.removed.pop_front()
         {
-            log.floor = dropped;
+            // Never lower: a settings change may have raised it past.
+            log.floor = log.floor.max(dropped);
         }
     }
 
@@ -1418,6 +1419,10 @@ mod tests {
         // A settings change: no delta spans it.
         let before = ch.read(None).cursor.generation;
         ch.everything();
+        assert_eq!(ch.read(at(before)).after, None);
+        assert_eq!(ch.read(at(before + 1)).after, Some(before + 1));
+        // Dropping a tombstone older than that change keeps it a barrier.
+        ch.removed("after the change");
         assert_eq!(ch.read(at(before)).after, None);
         assert_eq!(ch.read(at(before + 1)).after, Some(before + 1));
     }
