@@ -4,11 +4,10 @@
 //! both directions (`-R`: the server sends). iperf3 serves one test at a
 //! time, so one server, the paths taking turns in each round.
 
-use crate::procs::{Proc, wait_listening};
 use crate::{Ctx, Report, SINK_IP, ip, median, verdict};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const SERVER_PORT: u16 = 17_300;
 /// (parallel streams, reverse)
@@ -21,23 +20,16 @@ pub async fn step_iperf3(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         ctx.args.secs.max(1)
     };
     let server = SocketAddr::new(ip(SINK_IP), SERVER_PORT);
-    let _server = Proc(
-        Command::new("iperf3")
-            .args([
-                "-s",
-                "-B",
-                &server.ip().to_string(),
-                "-p",
-                &SERVER_PORT.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("iperf3 (apt install iperf3)")?,
-    );
-    wait_listening(server, "iperf3").await?;
     let tools = ctx
-        .tool_paths(server, [17_301, 17_302], &["splice", "copy"])
+        .tool_paths(
+            "iperf3",
+            Command::new("iperf3")
+                .args(["-s", "-B", &server.ip().to_string()])
+                .args(["-p", &SERVER_PORT.to_string()]),
+            server,
+            [17_301, 17_302],
+            &["splice", "copy"],
+        )
         .await?;
     let paths = &tools.paths;
     // runs[path][case] = Gbit/s of each round

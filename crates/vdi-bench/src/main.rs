@@ -204,16 +204,29 @@ impl Ctx {
         )
     }
 
-    /// The paths an external tool measures to its `server`: direct, HAProxy
-    /// (`mode tcp` on `ports[0]`, `splice-auto` on `ports[1]`), and a tunnel
-    /// through a gateway with each of `relays`. Holds the processes.
+    /// Starts an external tool's server (`serve`, the Debian package
+    /// `tool`, listening on `server`) and the paths its client measures:
+    /// direct, HAProxy (`mode tcp` on `ports[0]`, `splice-auto` on
+    /// `ports[1]`), and a tunnel through a gateway with each of `relays`.
+    /// Holds the processes.
     async fn tool_paths(
         &self,
+        tool: &str,
+        serve: &mut Command,
         server: SocketAddr,
         ports: [u16; 2],
         relays: &[&str],
     ) -> Result<ToolPaths> {
+        let server_proc = Proc(
+            serve
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .with_context(|| format!("{tool} (apt install {tool})"))?,
+        );
+        wait_listening(server, tool).await?;
         let keep = vec![
+            server_proc,
             self.haproxy(ports[0], server, false)?,
             self.haproxy(ports[1], server, true)?,
         ];

@@ -6,11 +6,10 @@
 //! requests a second. sockperf reports half the round trip ("latency");
 //! this step doubles it, so every figure here is a whole round trip.
 
-use crate::procs::{Proc, wait_listening};
 use crate::{Ctx, Report, SINK_IP, ip, median, verdict};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const SERVER_PORT: u16 = 17_400;
 /// (label, `--pps` or none for back to back)
@@ -32,19 +31,16 @@ pub async fn step_sockperf(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         ctx.args.secs.clamp(2, 10)
     };
     let server = SocketAddr::new(ip(SINK_IP), SERVER_PORT);
-    let _server = Proc(
-        Command::new("sockperf")
-            .args(["server", "--tcp", "-i"])
-            .arg(server.ip().to_string())
-            .args(["-p", &SERVER_PORT.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("sockperf (apt install sockperf)")?,
-    );
-    wait_listening(server, "sockperf").await?;
     let tools = ctx
-        .tool_paths(server, [17_401, 17_402], &["splice"])
+        .tool_paths(
+            "sockperf",
+            Command::new("sockperf")
+                .args(["server", "--tcp", "-i", &server.ip().to_string()])
+                .args(["-p", &SERVER_PORT.to_string()]),
+            server,
+            [17_401, 17_402],
+            &["splice"],
+        )
         .await?;
     let paths = &tools.paths;
     // runs[path][load] = each round's figures
