@@ -1,12 +1,15 @@
 //! The real window, driven through WebDriver: tauri-driver + WebKitWebDriver
 //! under Xvfb. The console starts with an empty data directory, so it runs its
-//! embedded gateway; the test sees it online, opens a demo tunnel, sees it in
-//! the connections view, disconnects it and sees it go. A screenshot of every
-//! view is saved in target/screenshots/ (copied to docs/screenshots/ by hand).
+//! embedded gateway; the test sees it online and chosen (the only gateway),
+//! starts the demo traffic, sees its streams' rates move and the charts
+//! drawn, disconnects it and sees it go; at 1280x720 every action of every
+//! view can be reached; after a restart the view and the choice are back. A
+//! screenshot of every view is saved in target/screenshots/ (copied to
+//! docs/screenshots/ by hand).
 
 mod desktop;
 
-use desktop::{Desktop, click, click_css, set_value, shots, wait_css_text, wait_text};
+use desktop::{Desktop, click, click_css, set_value, shots, wait_css, wait_css_text, wait_text};
 use fantoccini::Locator;
 use std::time::{Duration, Instant};
 
@@ -38,9 +41,16 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert!(summary.starts_with("1 gateways, 1 reachable"), "{summary}");
-    std::fs::write(shots().join("fleet.png"), c.screenshot().await.unwrap()).unwrap();
+    // The only gateway is the choice: its sparklines are there.
+    wait_css(
+        &c,
+        r#".fleet-row[aria-selected="true"] td.trend svg.spark.streams"#,
+        Duration::from_secs(10),
+    )
+    .await;
 
-    // A demo tunnel, seen live in the connections view.
+    // The demo traffic, seen live in the connections view: no gateway to
+    // choose first, four streams whose rates move, and the live chart.
     click(&c, "demo-tunnel").await;
     let notice = c
         .wait()
@@ -51,18 +61,53 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert!(notice.starts_with("Demo tunnel"), "{notice}");
-    // A cell, not the row: WebKitWebDriver does not click <tr> elements.
-    c.find(Locator::Css(".fleet-row td"))
+    wait_css_text(&c, "#demo-stop", Duration::from_secs(10), |t| {
+        t.contains("4 streams")
+    })
+    .await;
+    click(&c, "nav-connections").await;
+    wait_css(&c, ".tunnel-row", Duration::from_secs(10)).await;
+    let rates = |c: fantoccini::Client| async move {
+        let mut v = Vec::new();
+        for e in c.find_all(Locator::Css(".stream-rate")).await.unwrap() {
+            v.push(e.text().await.unwrap());
+        }
+        v
+    };
+    let t = Instant::now();
+    let first = loop {
+        let r = rates(c.clone()).await;
+        if r.len() == 4
+            && r.iter().all(|t| t.contains("B/s"))
+            && r.iter().any(|t| !t.contains("↑ 0 B/s"))
+        {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "stream rates: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let t = Instant::now();
+    while rates(c.clone()).await == first {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the rates do not move: {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tunnel_rate = c
+        .find(Locator::Css(".tunnel-rate"))
         .await
         .unwrap()
-        .click()
+        .text()
         .await
         .unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(".tunnel-row"))
-        .await
-        .expect("the tunnel listed");
+    assert!(tunnel_rate.starts_with('↑'), "{tunnel_rate}");
+    wait_css(
+        &c,
+        r#"#live-chart svg.spark path.line[d^="M"]"#,
+        Duration::from_secs(10),
+    )
+    .await;
     let text = c
         .find(Locator::Id("connections-table"))
         .await
@@ -118,6 +163,10 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert_eq!(s, "0 tunnels, 0 streams");
+    // Its streams went with the tunnel: the demo offers to start again.
+    click(&c, "nav-fleet").await;
+    wait_css(&c, "#demo-tunnel", Duration::from_secs(10)).await;
+    click(&c, "nav-connections").await;
 
     // Drain the gateway (with confirmation): the fleet says "drained" and
     // counts it; undrain takes it back.
@@ -280,6 +329,70 @@ async fn console_window_end_to_end() {
         assert!(t.elapsed() < Duration::from_secs(10), "lab-1 still listed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // 1280x720: every button, field and choice of every view can be reached
+    // (scrolled into view, it is on screen and nothing covers it).
+    c.set_window_size(1280, 720).await.unwrap();
+    click(&c, "demo-tunnel").await;
+    for (nav, wait) in [
+        ("nav-fleet", ".fleet-row .edit-gateway"),
+        ("nav-connections", ".disconnect-tunnel"),
+        ("nav-settings", "#settings-apply"),
+        ("nav-services", "main"),
+        ("nav-journal", "main"),
+        ("nav-config", "main"),
+        ("nav-audit", "main"),
+    ] {
+        click(&c, nav).await;
+        wait_css(&c, wait, Duration::from_secs(10)).await;
+        let hidden = c
+            .execute(
+                r#"const out = [];
+                for (const e of document.querySelectorAll('header button, header select, main button, main input, main select')) {
+                    if (e.offsetParent === null) continue;
+                    e.scrollIntoView({block: 'center', inline: 'center'});
+                    const r = e.getBoundingClientRect();
+                    const x = r.left + r.width / 2, y = r.top + r.height / 2;
+                    const on = x >= 0 && y >= 0 && x <= innerWidth && y <= innerHeight;
+                    const top = on && document.elementFromPoint(x, y);
+                    if (!on || !(top === e || e.contains(top))) out.push(e.id || e.className || e.textContent);
+                }
+                return out;"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            hidden,
+            serde_json::json!([]),
+            "{nav}: out of reach at 1280x720"
+        );
+        let name = nav.trim_start_matches("nav-");
+        std::fs::write(
+            shots().join(format!("{name}-1280x720.png")),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+    // The view and the choice survive a restart.
+    click(&c, "nav-connections").await;
+    wait_css(&c, ".tunnel-row", Duration::from_secs(10)).await;
+    c.close().await.unwrap();
+    drop(desktop);
+    let desktop = Desktop::start(None, &data).unwrap();
+    let c = desktop.connect().await;
+    wait_css(
+        &c,
+        r#"#nav-connections[aria-current="page"]"#,
+        Duration::from_secs(15),
+    )
+    .await;
+    // A new embedded gateway process: none of the old tunnels, and no
+    // "choose a gateway" either.
+    wait_css_text(&c, "#connections-summary", Duration::from_secs(15), |t| {
+        t == "0 tunnels, 0 streams"
+    })
+    .await;
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -9,7 +9,8 @@ use tauri::State;
 use tauri::ipc::Channel;
 use vdi_console::Console;
 use vdi_wire::console::{
-    AppInfo, ConnectionsUpdate, ConsoleError, FleetUpdate, GatewayDraft, GatewayEntry, WatchId,
+    AppInfo, ConnectionsUpdate, ConsoleError, DemoState, FleetUpdate, GatewayDraft, GatewayEntry,
+    UiState, WatchId,
 };
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
 
@@ -32,6 +33,10 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         disconnect,
         set_draining,
         demo_tunnel,
+        demo_state,
+        stop_demo,
+        ui_state,
+        save_ui_state,
         crate::hosts::services,
         crate::hosts::ssh_reconnects,
         crate::hosts::service_action,
@@ -127,4 +132,24 @@ async fn set_draining(console: App<'_>, id: i64, on: bool) -> Res<DrainState> {
 #[tauri::command]
 async fn demo_tunnel(console: App<'_>) -> Res<ConnectionOpened> {
     Ok(console.demo_tunnel().await?)
+}
+
+#[tauri::command]
+fn demo_state(console: App<'_>) -> DemoState {
+    console.demo_state()
+}
+
+#[tauri::command]
+fn ui_state(console: App<'_>) -> UiState {
+    console.ui_state()
+}
+
+#[tauri::command]
+fn save_ui_state(console: App<'_>, state: UiState) -> Res<()> {
+    Ok(console.save_ui_state(&state)?)
+}
+
+#[tauri::command]
+async fn stop_demo(console: App<'_>) -> Res<DemoState> {
+    Ok(console.stop_demo().await?)
 }

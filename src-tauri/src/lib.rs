@@ -51,11 +51,19 @@ pub fn run() {
             Err(e) => tracing::error!(error = %e, "embedded gateway did not start"),
         }
     });
+    // The fleet's history (sparklines) keeps filling while no view polls.
+    let stop = tokio_util::sync::CancellationToken::new();
+    tauri::async_runtime::spawn(
+        console
+            .clone()
+            .sample(std::time::Duration::from_secs(5), stop.clone()),
+    );
     configure(tauri::Builder::default(), console)
         .build(context)
         .expect("the app builds")
-        .run(|app, event| {
+        .run(move |app, event| {
             if let tauri::RunEvent::Exit = event {
+                stop.cancel();
                 let console = app.state::<Arc<Console>>();
                 tauri::async_runtime::block_on(console.shutdown());
             }

@@ -8,7 +8,7 @@ use vdi_wire::console::{
     DeployProgress, DeployReport, GatewayDraft, GatewayEntry, JournalEntry, JournalEvent,
     JournalRequest, RebootPlan, ServiceAction, UnitStatus, WatchId,
 };
-pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, FleetUpdate};
+pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, DemoState, FleetUpdate, UiState};
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
 use wasm_bindgen::prelude::*;
 
@@ -114,6 +114,22 @@ pub async fn change_settings(
 
 pub async fn demo_tunnel() -> Result<ConnectionOpened, ConsoleError> {
     call("demo_tunnel", args(&[])).await
+}
+
+pub async fn demo_state() -> Result<DemoState, ConsoleError> {
+    call("demo_state", args(&[])).await
+}
+
+pub async fn stop_demo() -> Result<DemoState, ConsoleError> {
+    call("stop_demo", args(&[])).await
+}
+
+pub async fn ui_state() -> Result<UiState, ConsoleError> {
+    call("ui_state", args(&[])).await
+}
+
+pub async fn save_ui_state(state: &UiState) -> Result<(), ConsoleError> {
+    call("save_ui_state", args(&[("state", to_js(state))])).await
 }
 
 pub async fn disconnect(id: i64, selector: &Disconnect) -> Result<Disconnected, ConsoleError> {

@@ -4,6 +4,7 @@
 
 mod api;
 mod audit;
+mod charts;
 mod config;
 mod hosts;
 mod inventory;
@@ -16,7 +17,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use pane::{Ctx, Pane};
 use vdi_console_view::tables::{self, FleetOrder};
-use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary};
+use vdi_wire::console::{ConsoleError, FleetRow, FleetSummary, Rates, Trend};
 use vdi_wire::{Connections, Disconnect, StreamInfo, TunnelInfo};
 
 fn main() {
@@ -67,6 +68,14 @@ pub fn save_file(name: &str, mime: &str, text: &str) {
     let _ = web_sys::Url::revoke_object_url(&url);
 }
 
+/// Waits `ms` milliseconds (a timer of the page).
+pub async fn sleep_ms(ms: i32) {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+}
+
 #[component]
 fn App() -> impl IntoView {
     let ctx = Ctx {
@@ -76,6 +85,47 @@ fn App() -> impl IntoView {
     };
     provide_context(ctx);
     let (view, notice) = (ctx.view, ctx.notice);
+    // The view and gateway of the last run (kept by the console, per data
+    // directory), then every change saved; the saved choice holds if that
+    // gateway is still there, else the only gateway is the choice. The
+    // embedded gateway is being added as the app starts: wait for it
+    // (bounded) while the list is empty.
+    let restored = RwSignal::new(false);
+    spawn_local(async move {
+        if let Ok(s) = api::ui_state().await {
+            if let Some(v) = s
+                .view
+                .and_then(|v| VIEWS.iter().find(|(_, id, _)| *id == v).map(|(v, _, _)| *v))
+            {
+                view.set(v);
+            }
+            ctx.selected.set(s.selected);
+        }
+        restored.set(true);
+        for _ in 0..40 {
+            match api::fleet_list().await {
+                Ok(list) if !list.is_empty() => {
+                    ctx.keep_or_pick(&list.iter().map(|g| g.id).collect::<Vec<_>>());
+                    return;
+                }
+                Ok(_) => sleep_ms(250).await,
+                Err(_) => return,
+            }
+        }
+    });
+    Effect::new(move |_| {
+        let (v, selected) = (view.get(), ctx.selected.get());
+        if !restored.get() {
+            return;
+        }
+        let view = VIEWS
+            .iter()
+            .find(|(x, _, _)| *x == v)
+            .map(|(_, id, _)| id.to_string());
+        spawn_local(async move {
+            let _ = api::save_ui_state(&api::UiState { view, selected }).await;
+        });
+    });
     let (info, set_info) = signal(None::<api::AppInfo>);
     spawn_local(async move {
         if let Ok(i) = api::app_info().await {
@@ -169,11 +219,23 @@ fn Fleet() -> impl IntoView {
     let (summary, set_summary) = signal(None::<FleetSummary>);
     let (filter, set_filter) = signal(String::new());
     let (sort, set_sort) = signal(FleetOrder::Name);
+    let (throughput, set_throughput) = signal(Vec::<Option<u64>>::new());
+    let (demo_state, set_demo) = signal(api::DemoState::default());
+    let refresh_demo = move || {
+        spawn_local(async move {
+            if let Ok(d) = api::demo_state().await {
+                set_demo.set(d);
+            }
+        })
+    };
     api::watch_fleet(
         2000,
         move |u| {
+            ctx.keep_or_pick(&u.rows.iter().map(|r| r.id).collect::<Vec<_>>());
             set_rows.set(u.rows);
             set_summary.set(Some(u.summary));
+            set_throughput.set(u.throughput);
+            refresh_demo();
         },
         move |e| ctx.fail(e),
     );
@@ -197,26 +259,55 @@ fn Fleet() -> impl IntoView {
         spawn_local(async move {
             let n = api::demo_tunnel().await.map(|o| {
                 format!(
-                    "Demo tunnel {} open: connect to {}:{}",
+                    "Demo tunnel {} open with demo traffic: connect to {}:{} too",
                     &o.id[..8],
                     o.address,
                     o.port
                 )
             });
             ctx.say(n);
+            refresh_demo();
+        });
+    };
+    let stop_demo = move |_| {
+        spawn_local(async move {
+            ctx.say(
+                api::stop_demo()
+                    .await
+                    .map(|_| "Demo traffic stopped".to_string()),
+            );
+            refresh_demo();
         });
     };
     view! {
         <div class="summary" id="fleet-summary">{move || summary.get().map(|s| format!(
             "{} gateways, {} reachable, {} disabled, {} draining · {} tunnels, {} streams · {} ports free · {} units not active",
             s.gateways, s.reachable, s.disabled, s.draining, s.tunnels, s.streams, s.ports_free, s.units_not_active))}</div>
+        {move || {
+            let t = throughput.get();
+            t.iter().any(Option::is_some).then(|| view! {
+                <charts::Chart id="fleet-chart" title="Fleet throughput" span="last 15 min" values=t/>
+            })
+        }}
         <div class="toolbar">
             <input id="fleet-filter" placeholder="Filter by name or tag" aria-label="filter"
                 on:input=move |e| set_filter.set(event_target_value(&e))/>
-            <button class="action" id="demo-tunnel" on:click=demo>"Open demo tunnel"</button>
+            {move || if demo_state.get().streams > 0 {
+                view! {
+                    <button class="plain" id="demo-stop" on:click=stop_demo>
+                        {format!("Stop demo traffic ({} streams)", demo_state.get().streams)}
+                    </button>
+                }.into_any()
+            } else {
+                view! {
+                    <button class="action" id="demo-tunnel" title="A tunnel to a demo desktop on the embedded gateway, with streams moving bytes"
+                        on:click=demo>"Start demo traffic"</button>
+                }.into_any()
+            }}
             <button class="plain" id="add-gateway" on:click=move |_| set_form.set(Some(None))>"Add gateway"</button>
         </div>
         {move || form.get().map(|editing| view! { <inventory::GatewayForm editing on_done=done/> })}
+        <div class="table-wrap">
         <table id="fleet-table">
             <thead><tr>
                 <th on:click=move |_| set_sort.set(FleetOrder::Name)>"Gateway"</th>
@@ -227,15 +318,19 @@ fn Fleet() -> impl IntoView {
                 <th>"Ports used / free"</th>
                 <th>"gateway · haproxy · keepalived"</th>
                 <th title="holds the virtual IP">"VIP"</th>
+                <th title="streams and throughput over the last 15 minutes">"Last 15 min"</th>
                 <th>"Latency"</th>
-                <th></th>
+                <th class="actions"></th>
             </tr></thead>
             <tbody>
-                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use, h.draining, h.is_enabled))) let:r>
+                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.problems.clone(),
+                    r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use, h.draining, h.is_enabled)),
+                    r.trend.as_ref().map(|t| (t.streams.clone(), t.throughput.clone(), t.rate))) let:r>
                     <FleetLine r=r edit/>
                 </For>
             </tbody>
         </table>
+        </div>
     }
 }
 
@@ -246,8 +341,14 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
     let id = r.id;
     let name = r.name.clone();
     let h = r.health.clone();
+    let problems = r.problems.clone();
     let status = if r.reachable && r.error.is_none() {
-        view! { <span><span class="dot up"></span>"online"</span> }.into_any()
+        let title = problems.join("; ");
+        view! {
+            <span title=title><span class=if problems.is_empty() { "dot up" } else { "dot warn" }></span>"online"
+                {problems.iter().map(|p| view! { <span class="badge problem">{p.clone()}</span> }).collect_view()}
+            </span>
+        }.into_any()
     } else {
         let why = r
             .error
@@ -263,7 +364,7 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
         ctx.view.set(View::Connections);
     };
     view! {
-        <tr tabindex="0" class="fleet-row" data-name=r.name.clone() aria-selected=move || (selected.get() == Some(id)).to_string()
+        <tr tabindex="0" class=if r.problems.is_empty() { "fleet-row" } else { "fleet-row problem" } data-name=r.name.clone() aria-selected=move || (selected.get() == Some(id)).to_string()
             on:click=move |_| open() on:keydown=move |e| if e.key() == "Enter" { open() }>
             <td>{r.name.clone()}<span class="muted">{format!(" {}", r.tags.join(" "))}</span></td>
             <td class="status">{status}</td>
@@ -277,8 +378,16 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
             <td>{h.as_ref().map(|h| format!("{} / {}", h.ports_in_use, h.ports_free))}</td>
             <td>{h.as_ref().map(|h| format!("{} · {} · {}", h.units.vdi_gateway, h.units.haproxy, h.units.keepalived))}</td>
             <td>{h.as_ref().filter(|h| h.holds_vip).map(|_| "VIP")}</td>
+            <td class="trend">{r.trend.clone().map(|t| {
+                let now = t.rate.map(|[a, b]| vdi_console_view::charts::rate(a + b));
+                view! {
+                    <charts::Spark values=t.streams label="streams, last 15 min".to_string() w=72.0 h=20.0 class="streams"/>
+                    <charts::Spark values=t.throughput label="throughput, last 15 min".to_string() w=72.0 h=20.0 class="throughput"/>
+                    <span class="rate">{now}</span>
+                }
+            })}</td>
             <td>{r.latency_ms.map(|ms| format!("{ms} ms"))}</td>
-            <td>
+            <td class="actions">
                 <button class="plain edit-gateway" on:click=move |e| { e.stop_propagation(); edit.run(id) }>"Edit"</button>
                 <button class="plain remove-gateway" on:click=move |e| {
                     e.stop_propagation();
@@ -294,14 +403,22 @@ fn ConnectionsView() -> impl IntoView {
     let ctx = Ctx::get();
     let selected = ctx.selected;
     let (conns, set_conns) = signal(None::<Result<Connections, ConsoleError>>);
+    let (rates, set_rates) = signal(Rates::default());
+    let (live, set_live) = signal(Vec::<u64>::new());
+    let (trend, set_trend) = signal(None::<Trend>);
     Effect::new(move |_| {
         // Ended when the selection changes or the view goes.
         if let Some(id) = selected.get() {
+            set_live.set(Vec::new());
+            set_rates.set(Rates::default());
             api::watch_connections(
                 id,
                 1000,
                 move |u| {
                     if Some(u.id) == selected.get_untracked() {
+                        set_rates.set(u.rates);
+                        set_live.set(u.live);
+                        set_trend.set(u.trend);
                         set_conns.set(Some(u.result));
                     }
                 },
@@ -383,22 +500,57 @@ fn ConnectionsView() -> impl IntoView {
                 <button class="plain" id="drain" title="No new tunnels here; running streams go on" on:click=move |_| drain(true)>"Drain"</button>
                 <button class="plain" id="undrain" on:click=move |_| drain(false)>"Undrain"</button>
             </div>
+            <div class="charts">
+                {move || {
+                    // A line needs two points: the second push after the view opened.
+                    let values: Vec<Option<u64>> = live.get().into_iter().map(Some).collect();
+                    (values.len() >= 2).then(|| view! {
+                        <charts::Chart id="live-chart" title="Open streams" span="last 2 min" values/>
+                    })
+                }}
+                {move || trend.get().map(|t| view! {
+                    <charts::Chart id="trend-chart" title="Gateway throughput" span="last 15 min" values=t.throughput/>
+                })}
+            </div>
+            <div class="table-wrap">
             <table id="connections-table">
                 <thead><tr><th>"Tunnel / stream"</th><th>"Port"</th><th>"Target"</th><th>"VM"</th><th>"State"</th>
-                    <th>"Client"</th><th>"To target"</th><th>"To client"</th><th>"Age"</th><th></th></tr></thead>
+                    <th>"Client"</th><th>"To target"</th><th>"To client"</th>
+                    <th title="bytes per second since the last refresh: to target ↑, to client ↓">"Rate"</th>
+                    <th>"Age"</th><th class="actions"></th></tr></thead>
                 <tbody>
-                    {tables::tunnels(c.tunnels, &filter.get(), &sort.get()).into_iter().map(|t| tunnel_rows(t, disconnect)).collect_view()}
+                    {move || {
+                        let r = rates.get();
+                        tables::tunnels(c.tunnels.clone(), &filter.get(), &sort.get()).into_iter()
+                            .map(|t| {
+                                let tunnel = r.tunnels.get(&t.id).copied();
+                                let streams = t.streams.iter().map(|s| r.streams.get(&s.id).copied()).collect();
+                                tunnel_rows(t, tunnel, streams, disconnect)
+                            }).collect::<Vec<_>>()
+                    }}
                 </tbody>
             </table>
+            </div>
         }}/>
     }
 }
 
+/// `↑ to target · ↓ to client`, per second.
+fn rate_cell(r: Option<[u64; 2]>) -> Option<String> {
+    use vdi_console_view::charts::rate;
+    r.map(|[t, c]| format!("↑ {} · ↓ {}", rate(t), rate(c)))
+}
+
+/// A tunnel's row and its streams' rows, with their rates (bytes/s).
 fn tunnel_rows(
     t: TunnelInfo,
+    tunnel_rate: Option<[u64; 2]>,
+    stream_rates: Vec<Option<[u64; 2]>>,
     disconnect: impl Fn(Disconnect, String) + Copy + 'static,
 ) -> impl IntoView {
     let tid = t.id.clone();
+    let tunnel_rate = rate_cell(tunnel_rate);
+    let stream_rates: Vec<Option<String>> = stream_rates.into_iter().map(rate_cell).collect();
     let short = t.id[..8.min(t.id.len())].to_string();
     let streams: Vec<StreamInfo> = t.streams.clone();
     view! {
@@ -409,11 +561,12 @@ fn tunnel_rows(
             <td>{t.vm_id.clone().unwrap_or_default()}</td>
             <td>{format!("{:?}", t.state).to_lowercase()}</td>
             <td></td><td></td><td></td>
+            <td class="rate tunnel-rate">{tunnel_rate}</td>
             <td>{human_age(t.created_at)}</td>
-            <td><button class="plain disconnect-tunnel" on:click=move |_| disconnect(
+            <td class="actions"><button class="plain disconnect-tunnel" on:click=move |_| disconnect(
                 Disconnect { tunnel_id: Some(tid.clone()), ..Default::default() }, format!("tunnel {short}"))>"Disconnect"</button></td>
         </tr>
-        {streams.into_iter().map(|s| {
+        {streams.into_iter().zip(stream_rates).map(|(s, rate)| {
             let sid = s.id.clone();
             view! {
                 <tr class="stream-row">
@@ -422,8 +575,9 @@ fn tunnel_rows(
                     <td>{s.client_addr.clone()}</td>
                     <td>{vdi_console_view::bytes(s.bytes_to_target)}</td>
                     <td>{vdi_console_view::bytes(s.bytes_to_client)}</td>
+                    <td class="rate stream-rate">{rate}</td>
                     <td>{human_age(s.started_at)}</td>
-                    <td><button class="plain" on:click=move |_| disconnect(
+                    <td class="actions"><button class="plain" on:click=move |_| disconnect(
                         Disconnect { stream_id: Some(sid.clone()), ..Default::default() }, format!("stream {}", sid))>"Close"</button></td>
                 </tr>
             }

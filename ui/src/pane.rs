@@ -31,6 +31,18 @@ impl Ctx {
     pub fn fail(&self, e: ConsoleError) {
         self.say(Err(e));
     }
+
+    /// With the fleet's gateways `ids`: a choice no longer in it is dropped,
+    /// and with exactly one gateway, it is the choice.
+    pub fn keep_or_pick(&self, ids: &[i64]) {
+        let sel = self.selected.get_untracked();
+        if sel.is_some_and(|id| !ids.contains(&id)) {
+            self.selected.set(None);
+        }
+        if self.selected.get_untracked().is_none() && ids.len() == 1 {
+            self.selected.set(Some(ids[0]));
+        }
+    }
 }
 
 /// A view's data: `None` while loading. Each load supersedes the previous

@@ -3,6 +3,7 @@
 //! the journal view's store, the classes of highlighted lines. The UI crate
 //! (WebAssembly only) renders these; here they have native unit tests.
 
+pub mod charts;
 pub mod journal;
 pub mod settings;
 pub mod tables;

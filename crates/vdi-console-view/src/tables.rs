@@ -6,7 +6,7 @@ use vdi_wire::console::FleetRow;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FleetOrder {
     Name,
-    /// Reachable gateways first.
+    /// What needs an eye first: unreachable, then with a problem, then healthy.
     Status,
     /// Most tunnels first.
     Tunnels,
@@ -25,7 +25,7 @@ pub fn fleet_rows(rows: Vec<FleetRow>, filter: &str, order: FleetOrder) -> Vec<F
         .collect();
     match order {
         FleetOrder::Name => v.sort_by(|a, b| a.name.cmp(&b.name)),
-        FleetOrder::Status => v.sort_by_key(|r| !r.reachable),
+        FleetOrder::Status => v.sort_by_key(|r| (r.reachable, r.problems.is_empty())),
         FleetOrder::Tunnels => {
             v.sort_by_key(|r| std::cmp::Reverse(r.health.as_ref().map_or(0, |h| h.tunnels)))
         }
@@ -86,8 +86,14 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             reachable,
             error: None,
+            problems: if reachable {
+                vec![]
+            } else {
+                vec!["unreachable".into()]
+            },
             health,
             latency_ms: None,
+            trend: None,
         }
     }
 
@@ -109,7 +115,14 @@ mod tests {
         );
         assert_eq!(
             ids(fleet_rows(rows.clone(), "GW", FleetOrder::Status)),
-            [2, 1]
+            [1, 2]
+        );
+        let mut with_problem = rows.clone();
+        with_problem[2].problems = vec!["haproxy failed".into()];
+        assert_eq!(
+            ids(fleet_rows(with_problem, "", FleetOrder::Status)),
+            [1, 3, 2],
+            "unreachable, then a problem, then healthy"
         );
         assert_eq!(ids(fleet_rows(rows, "", FleetOrder::Tunnels)), [3, 2, 1]);
     }

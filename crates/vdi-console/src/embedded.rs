@@ -84,6 +84,11 @@ impl Embedded {
         Ok(addr)
     }
 
+    /// Cancelled when the embedded gateway stops (its demo stops with it).
+    pub fn token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
     pub async fn stop(self) {
         self.handle.stop().await;
     }

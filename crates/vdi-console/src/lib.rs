@@ -5,10 +5,12 @@
 
 pub mod audit;
 pub mod client;
+pub mod demo;
 pub mod deploy;
 pub mod embedded;
 mod error;
 pub mod fleet;
+pub mod history;
 pub mod host_local;
 pub mod inventory;
 pub mod journal;
@@ -53,7 +55,14 @@ pub struct Console {
     /// API clients by gateway, forgotten when the entry or its keys change.
     clients: Mutex<HashMap<i64, GatewayClient>>,
     watches: watch::Watches,
+    /// Every gateway's last 15 minutes, from the console's health polls.
+    history: Mutex<history::History>,
+    /// The history's clock (monotonic: rates never see a wall-clock jump).
+    started: std::time::Instant,
+    /// When the last overview ran (the sampler polls only when none did).
+    last_overview: Mutex<Option<std::time::Instant>>,
     embedded: tokio::sync::Mutex<Option<embedded::Embedded>>,
+    demo: Mutex<Option<demo::Demo>>,
     hostkeys: std::sync::Arc<ssh::hostkeys::HostKeys>,
     pending_keys: std::sync::Arc<ssh::PendingKeys>,
     ssh_pool: ssh::Pool,
@@ -93,7 +102,11 @@ impl Console {
             http: reqwest::Client::new(),
             clients: Mutex::default(),
             watches: Default::default(),
+            history: Default::default(),
+            started: std::time::Instant::now(),
+            last_overview: Mutex::new(None),
             embedded: tokio::sync::Mutex::new(None),
+            demo: Mutex::new(None),
             hostkeys: std::sync::Arc::new(ssh::hostkeys::HostKeys::standard(data_dir)),
             pending_keys: Default::default(),
             ssh_pool: Default::default(),
@@ -254,9 +267,52 @@ impl Console {
                 (g, c)
             })
             .collect();
-        let rows = fleet::overview(with_clients).await;
+        let mut rows = fleet::overview(with_clients).await;
+        *self.last_overview.lock().unwrap() = Some(std::time::Instant::now());
+        let now = self.now_ms();
+        let mut history = self.history.lock().unwrap();
+        history.retain(&rows.iter().map(|r| r.id).collect::<Vec<_>>());
+        for r in &mut rows {
+            if let Some(h) = &r.health {
+                history.record(r.id, history::Sample::of(now, h));
+            }
+            r.trend = history.trend(r.id, now);
+        }
         let summary = FleetSummary::of(&rows);
         Ok((rows, summary))
+    }
+
+    /// Milliseconds on the history's clock.
+    fn now_ms(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    /// The fleet's throughput over the last 15 minutes (see [`history`]).
+    pub fn fleet_throughput(&self) -> Vec<Option<u64>> {
+        self.history.lock().unwrap().fleet_throughput(self.now_ms())
+    }
+
+    /// Keeps the history going while no view polls: an overview every
+    /// `every` unless one ran since, until `stop`.
+    pub async fn sample(
+        self: Arc<Self>,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let recent = self
+                .last_overview
+                .lock()
+                .unwrap()
+                .is_some_and(|t| t.elapsed() < every);
+            if !recent && let Err(e) = self.overview().await {
+                tracing::warn!(error = %e, "history sample failed");
+            }
+        }
     }
 
     pub async fn settings(&self, id: i64) -> Result<Settings> {
@@ -448,15 +504,18 @@ impl Console {
         Ok(Some(entry))
     }
 
-    /// Opens a tunnel from the embedded gateway to the demo desktop.
+    /// Opens a tunnel from the embedded gateway to the demo desktop and
+    /// starts the demo traffic through it (see [`demo`]), replacing a
+    /// running demo.
     pub async fn demo_tunnel(&self) -> Result<ConnectionOpened> {
         let entry = self
             .ensure_embedded()
             .await?
             .ok_or_else(|| Error::Embedded("the fleet has no embedded gateway".into()))?;
-        let desk = {
+        let (desk, token) = {
             let slot = self.embedded.lock().await;
-            slot.as_ref().expect("ensured above").demo_desktop().await?
+            let e = slot.as_ref().expect("ensured above");
+            (e.demo_desktop().await?, e.token().clone())
         };
         let open = OpenConnection {
             target_host: desk.ip().to_string(),
@@ -464,7 +523,76 @@ impl Console {
             protocol: Some("demo".into()),
             vm_id: Some("demo-desktop".into()),
         };
-        self.client(entry.id)?.open_connection(&open).await
+        let opened = self.client(entry.id)?.open_connection(&open).await?;
+        let addr = tokio::net::lookup_host((opened.address.as_str(), opened.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                Error::Embedded(format!("demo tunnel: {} does not resolve", opened.address))
+            })?;
+        let old =
+            self.demo
+                .lock()
+                .unwrap()
+                .replace(demo::Demo::start(opened.id.clone(), addr, &token));
+        drop(old);
+        Ok(opened)
+    }
+
+    /// What the page showed last (`ui.json` in the data directory; a file
+    /// that does not parse counts as none).
+    pub fn ui_state(&self) -> vdi_wire::console::UiState {
+        std::fs::read(self.data_dir.join("ui.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Keeps what the page shows for its next start (written whole, then
+    /// renamed into place: never a half-written file).
+    pub fn save_ui_state(&self, s: &vdi_wire::console::UiState) -> Result<()> {
+        if s.view.as_ref().is_some_and(|v| v.len() > 64) {
+            return Err(Error::invalid("view", "at most 64 characters"));
+        }
+        let path = self.data_dir.join("ui.json");
+        let tmp = self.data_dir.join("ui.json.new");
+        let text = serde_json::to_vec(s).expect("plain data");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::DataDir(format!("{}: {e}", path.display())))
+    }
+
+    /// The demo traffic now.
+    pub fn demo_state(&self) -> vdi_wire::console::DemoState {
+        match &*self.demo.lock().unwrap() {
+            Some(d) if d.streams() > 0 => vdi_wire::console::DemoState {
+                tunnel_id: Some(d.tunnel_id.clone()),
+                streams: d.streams(),
+            },
+            _ => Default::default(),
+        }
+    }
+
+    /// Stops the demo traffic and closes its tunnel.
+    pub async fn stop_demo(&self) -> Result<vdi_wire::console::DemoState> {
+        let demo = self.demo.lock().unwrap().take();
+        if let Some(d) = demo {
+            d.stop();
+            let embedded = self.inventory.lock().unwrap().embedded()?;
+            if let Some(g) = embedded {
+                let close = Disconnect {
+                    tunnel_id: Some(d.tunnel_id.clone()),
+                    ..Default::default()
+                };
+                // Gone already (disconnected by hand) is as good as closed.
+                match self.client(g.id)?.disconnect(&close).await {
+                    Ok(_) | Err(Error::Api(..)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(self.demo_state())
     }
 
     /// Pushes the fleet overview to `sink` now and every `interval_ms` (see
@@ -480,12 +608,17 @@ impl Console {
             let console = console.clone();
             async move {
                 match console.overview().await {
-                    Ok((rows, summary)) => FleetUpdate { rows, summary },
+                    Ok((rows, summary)) => FleetUpdate {
+                        rows,
+                        summary,
+                        throughput: console.fleet_throughput(),
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "fleet overview failed");
                         FleetUpdate {
                             rows: Vec::new(),
                             summary: FleetSummary::default(),
+                            throughput: Vec::new(),
                         }
                     }
                 }
@@ -509,13 +642,41 @@ impl Console {
     ) -> WatchId {
         let (id, stop) = self.watches.start(watch::Kind::Connections);
         let console = self.clone();
+        // The previous poll's counters, for the rates.
+        // The previous poll's counters (for the rates) and the live series.
+        let last = Arc::new(Mutex::new((
+            None::<history::Counters>,
+            std::collections::VecDeque::new(),
+        )));
         let next = move || {
-            let console = console.clone();
+            let (console, last) = (console.clone(), last.clone());
             async move {
-                let result = console.connections(gateway).await.map_err(Into::into);
+                let result = console.connections(gateway).await;
+                let mut rates = vdi_wire::console::Rates::default();
+                let live = {
+                    let mut last = last.lock().unwrap();
+                    let (before, live) = &mut *last;
+                    if let Ok(c) = &result {
+                        let now = history::Counters::of(console.now_ms(), c);
+                        if let Some(before) = before.as_ref() {
+                            rates = before.rates(&now);
+                            history::push_live(live, &rates);
+                        }
+                        *before = Some(now);
+                    }
+                    live.iter().copied().collect()
+                };
+                let trend = console
+                    .history
+                    .lock()
+                    .unwrap()
+                    .trend(gateway, console.now_ms());
                 ConnectionsUpdate {
                     id: gateway,
-                    result,
+                    result: result.map_err(Into::into),
+                    rates,
+                    trend,
+                    live,
                 }
             }
         };

@@ -501,8 +501,12 @@ async fn drain_and_undrain_from_the_console() {
     g.stop.cancel();
 }
 
+/// The embedded gateway has fixed loopback addresses: one test at a time.
+static EMBEDDED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn empty_console_starts_the_embedded_gateway_and_a_demo_tunnel() {
+    let _one = EMBEDDED.lock().await;
     let dir = TempDir::new();
     let c = console(&dir);
     let entry = c
@@ -534,4 +538,112 @@ async fn empty_console_starts_the_embedded_gateway_and_a_demo_tunnel() {
     let c2 = console(&other);
     c2.add(&draft("gw", "http://10.0.0.1:8000", None)).unwrap();
     assert!(c2.ensure_embedded().await.unwrap().is_none());
+}
+
+/// The demo traffic: its streams move bytes both ways through the embedded
+/// gateway; the connections watch reports their rates and a live series;
+/// the overviews build the history the sparklines draw; stopping it closes
+/// its tunnel.
+#[tokio::test]
+async fn demo_traffic_moves_and_the_console_shows_rates_and_history() {
+    use std::time::{Duration, Instant};
+    let _one = EMBEDDED.lock().await;
+    let dir = TempDir::new();
+    let c = std::sync::Arc::new(console(&dir));
+    let entry = c.ensure_embedded().await.unwrap().unwrap();
+    assert_eq!(c.demo_state(), Default::default());
+    let opened = c.demo_tunnel().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = c.watch_connections(entry.id, 250, move |u| tx.send(u).is_ok());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moving = loop {
+        let u = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an update")
+            .unwrap();
+        let conns = u.result.unwrap();
+        let t = conns.tunnels.iter().find(|t| t.id == opened.id).unwrap();
+        let all = t.streams.len() == vdi_console::demo::STREAMS;
+        let rate = u.rates.tunnels.get(&t.id).copied().unwrap_or_default();
+        if all && rate[0] > 0 && rate[1] > 0 && u.live.last().is_some_and(|v| *v > 0) {
+            break (t.clone(), u.rates);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no demo traffic: {t:?} {:?}",
+            u.rates
+        );
+    };
+    // A tunnel's rate is its streams' sum.
+    let (t, rates) = moving;
+    let sum: u64 = t.streams.iter().map(|s| rates.streams[&s.id][0]).sum();
+    assert_eq!(rates.tunnels[&t.id][0], sum);
+    assert!(rates.tunnels[&t.id][0] < vdi_console::demo::PEAK_BYTES_PER_SEC * 2);
+    assert!(c.unwatch(w));
+    assert_eq!(c.demo_state().streams, vdi_console::demo::STREAMS);
+
+    // Overviews (a poll every 2 s, as the fleet view does) fill the history:
+    // streams now, then a throughput and a rate once two polls are kept.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let trend = loop {
+        let (rows, _) = c.overview().await.unwrap();
+        let trend = rows[0].trend.clone().expect("a trend after a poll");
+        assert_eq!(
+            trend.streams.last().copied().flatten(),
+            Some(vdi_console::demo::STREAMS as u64)
+        );
+        if trend.rate.is_some() {
+            break trend;
+        }
+        assert!(Instant::now() < deadline, "no rate: {trend:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(trend.rate.unwrap().iter().all(|r| *r > 0), "{trend:?}");
+    assert!(trend.throughput.last().copied().flatten().unwrap() > 0);
+    let fleet = c.fleet_throughput();
+    assert!(
+        fleet.last().copied().flatten().is_some_and(|v| v > 0),
+        "{fleet:?}"
+    );
+
+    // Stopping closes the tunnel and its streams.
+    assert_eq!(c.stop_demo().await.unwrap(), Default::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .connections(entry.id)
+        .await
+        .unwrap()
+        .tunnels
+        .iter()
+        .any(|t| t.id == opened.id)
+    {
+        assert!(Instant::now() < deadline, "the demo tunnel is still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.shutdown().await;
+}
+
+/// The page's view and choice survive a restart of the console; a bad one
+/// is refused and the saved one stays; a damaged file counts as none.
+#[test]
+fn ui_state_survives_a_restart() {
+    use vdi_wire::console::UiState;
+    let dir = TempDir::new();
+    let saved = UiState {
+        view: Some("nav-connections".into()),
+        selected: Some(3),
+    };
+    {
+        let c = console(&dir);
+        assert_eq!(c.ui_state(), UiState::default());
+        c.save_ui_state(&saved).unwrap();
+        let bad = UiState {
+            view: Some("x".repeat(65)),
+            selected: None,
+        };
+        assert!(matches!(c.save_ui_state(&bad), Err(Error::Invalid(..))));
+    }
+    assert_eq!(console(&dir).ui_state(), saved);
+    std::fs::write(dir.path().join("ui.json"), b"{not json").unwrap();
+    assert_eq!(console(&dir).ui_state(), UiState::default());
 }

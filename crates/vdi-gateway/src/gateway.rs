@@ -621,6 +621,7 @@ impl Gateway {
         let s = self.current();
         let (tunnels, streams, ports_in_use, ports_free) = self.tunnels.counts();
         let draining = self.drain.since().is_some();
+        let (bytes_to_target, bytes_to_client) = self.metrics.bytes_relayed();
         Health {
             status: match (s.is_enabled, draining) {
                 (false, _) => HealthStatus::Disabled,
@@ -638,6 +639,8 @@ impl Gateway {
             ha: self.ha_state(),
             holds_vip: rules::ha_managed(&s) && holds(s.virtual_addr),
             draining,
+            bytes_to_target,
+            bytes_to_client,
         }
     }
 

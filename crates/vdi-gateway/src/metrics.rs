@@ -447,6 +447,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Bytes relayed so far (to the target, to the client).
+    pub fn bytes_relayed(&self) -> (u64, u64) {
+        (self.bytes_to_target.get(), self.bytes_to_client.get())
+    }
+
     pub fn bytes(&self, dir: Direction, n: u64) {
         match dir {
             Direction::ToTarget => self.bytes_to_target.inc_by(n),

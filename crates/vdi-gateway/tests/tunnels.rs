@@ -77,6 +77,13 @@ async fn ten_megabytes_each_way_counted_then_disconnected() {
         )),
         "{metrics}"
     );
+    // And health, which the console draws its throughput charts from.
+    let (_, h) = g.get("/v3/health/", &g.api_key).await;
+    assert_eq!(
+        (h["bytes_to_target"].as_u64(), h["bytes_to_client"].as_u64()),
+        (Some(total as u64), Some(total as u64)),
+        "{h}"
+    );
 
     // Disconnect the tunnel: both ends close, the port is free again.
     let stream_id = t["streams"][0]["id"].as_str().unwrap().to_string();

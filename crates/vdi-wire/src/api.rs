@@ -46,6 +46,14 @@ pub struct Health {
     /// (`POST /v3/drain/`, `vdi-gateway drain`).
     #[serde(default)]
     pub draining: bool,
+    /// Bytes relayed client → desktop since this process started, counted
+    /// as they move (a restart starts again at 0, like the `/metrics` counter
+    /// `vdi_gateway_bytes_relayed_total`). Rates are differences of two polls.
+    #[serde(default)]
+    pub bytes_to_target: u64,
+    /// Bytes relayed desktop → client, the same way.
+    #[serde(default)]
+    pub bytes_to_client: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,18 +45,77 @@ pub struct AppInfo {
     pub secrets_warning: Option<String>,
 }
 
+/// What the page restores at its next start: the view and the gateway it
+/// showed (kept in the console's data directory, so each profile has its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiState {
+    #[serde(default)]
+    pub view: Option<String>,
+    #[serde(default)]
+    pub selected: Option<i64>,
+}
+
+/// The demo traffic of the embedded gateway: its tunnel and the streams
+/// still moving (0 once it was stopped or its tunnel disconnected).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoState {
+    pub tunnel_id: Option<String>,
+    pub streams: usize,
+}
+
 /// What a fleet watch pushes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetUpdate {
     pub rows: Vec<FleetRow>,
     pub summary: FleetSummary,
+    /// The whole fleet's throughput (bytes/s, both ways) per bucket of the
+    /// last 15 minutes, oldest first (see [`Trend`]).
+    #[serde(default)]
+    pub throughput: Vec<Option<u64>>,
 }
+
+/// A gateway over the last 15 minutes, as the console saw it (its own
+/// bounded history of health polls): [`TREND_POINTS`] buckets of
+/// [`TREND_BUCKET_SECS`] each, oldest first; `None` where no poll answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trend {
+    /// Streams open at the bucket's last poll.
+    pub streams: Vec<Option<u64>>,
+    /// Bytes per second relayed in the bucket, both ways together.
+    pub throughput: Vec<Option<u64>>,
+    /// Bytes per second between the last two polls (to target, to client).
+    pub rate: Option<[u64; 2]>,
+}
+
+pub const TREND_POINTS: usize = 60;
+pub const TREND_BUCKET_SECS: u64 = 15;
 
 /// What a connections watch pushes: gateway `id`'s tunnels, or why not.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionsUpdate {
     pub id: i64,
     pub result: Result<Connections, ConsoleError>,
+    /// Bytes per second (to target, to client) since the previous push.
+    #[serde(default)]
+    pub rates: Rates,
+    /// The gateway's last 15 minutes (its throughput chart).
+    #[serde(default)]
+    pub trend: Option<Trend>,
+    /// Bytes per second of its open streams at each of this watch's last
+    /// [`LIVE_POINTS`] pushes, oldest first (the live chart).
+    #[serde(default)]
+    pub live: Vec<u64>,
+}
+
+pub const LIVE_POINTS: usize = 120;
+
+/// Bytes per second [to target, to client] by stream id and by tunnel id
+/// (a tunnel's is the sum of its streams'), from two successive polls; a
+/// stream or tunnel seen once has none yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rates {
+    pub streams: std::collections::BTreeMap<String, [u64; 2]>,
+    pub tunnels: std::collections::BTreeMap<String, [u64; 2]>,
 }
 
 /// A running watch, as returned by a `watch_*` command; `unwatch` ends it.
@@ -157,6 +216,12 @@ pub struct FleetRow {
     pub health: Option<Health>,
     /// Milliseconds the health call took.
     pub latency_ms: Option<u64>,
+    /// Its last 15 minutes (sparklines).
+    #[serde(default)]
+    pub trend: Option<Trend>,
+    /// What an admin should look at, in a few words each (empty: healthy).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// The whole fleet in one line.
