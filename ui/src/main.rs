@@ -316,14 +316,14 @@ fn Fleet() -> impl IntoView {
                 <th>"Enabled"</th>
                 <th on:click=move |_| set_sort.set(FleetOrder::Tunnels)>"Tunnels / streams"</th>
                 <th>"Ports used / free"</th>
-                <th>"gateway · haproxy · keepalived"</th>
+                <th title="vdi-gateway, haproxy, keepalived">"Units"</th>
                 <th title="holds the virtual IP">"VIP"</th>
                 <th title="streams and throughput over the last 15 minutes">"Last 15 min"</th>
                 <th>"Latency"</th>
                 <th class="actions"></th>
             </tr></thead>
             <tbody>
-                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.problems.clone(),
+                <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.pending_ms.map(|ms| ms / 1000), r.problems.clone(),
                     r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use, h.draining, h.is_enabled)),
                     r.trend.as_ref().map(|t| (t.streams.clone(), t.throughput.clone(), t.rate))) let:r>
                     <FleetLine r=r edit/>
@@ -376,7 +376,11 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
             })}</td>
             <td>{h.as_ref().map(|h| format!("{} / {}", h.tunnels, h.streams))}</td>
             <td>{h.as_ref().map(|h| format!("{} / {}", h.ports_in_use, h.ports_free))}</td>
-            <td>{h.as_ref().map(|h| format!("{} · {} · {}", h.units.vdi_gateway, h.units.haproxy, h.units.keepalived))}</td>
+            <td class="units">{h.as_ref().map(|h| [("vdi-gateway", h.units.vdi_gateway.clone()), ("haproxy", h.units.haproxy.clone()),
+                ("keepalived", h.units.keepalived.clone())].into_iter().map(|(unit, state)| view! {
+                    <span class=format!("unit {}", vdi_console_view::unit_class(&state)) title=format!("{unit}: {state}")
+                        data-unit=unit data-state=state.clone()>{vdi_console_view::unit_letter(unit)}</span>
+                }).collect_view())}</td>
             <td>{h.as_ref().filter(|h| h.holds_vip).map(|_| "VIP")}</td>
             <td class="trend">{r.trend.clone().map(|t| {
                 let now = t.rate.map(|[a, b]| vdi_console_view::charts::rate(a + b));
@@ -386,7 +390,11 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
                     <span class="rate">{now}</span>
                 }
             })}</td>
-            <td>{r.latency_ms.map(|ms| format!("{ms} ms"))}</td>
+            <td class="latency">{match r.pending_ms {
+                // Its last answer is shown; say that a call is overdue.
+                Some(ms) if ms >= 1000 => Some(format!("waiting {:.1} s", ms as f64 / 1000.0)),
+                _ => r.latency_ms.map(|ms| format!("{ms} ms")),
+            }}</td>
             <td class="actions">
                 <button class="plain edit-gateway" on:click=move |e| { e.stop_propagation(); edit.run(id) }>"Edit"</button>
                 <button class="plain remove-gateway" on:click=move |e| {

@@ -24,6 +24,28 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// How a unit's state is shown (a CSS class): running, stopped on purpose,
+/// failed, or not known (no systemd, or not asked).
+pub fn unit_class(state: &str) -> &'static str {
+    match state {
+        "active" | "reloading" => "u-up",
+        "failed" => "u-failed",
+        "activating" | "deactivating" => "u-busy",
+        "inactive" => "u-off",
+        _ => "u-unknown",
+    }
+}
+
+/// The one-letter mark of each unit the console looks after.
+pub fn unit_letter(unit: &str) -> &'static str {
+    match unit {
+        "vdi-gateway" => "G",
+        "haproxy" => "H",
+        "keepalived" => "K",
+        _ => "?",
+    }
+}
+
 /// A duration in seconds, coarsely: `42 s`, `5 min`, `2 h 3 min`, `4 d`.
 pub fn age(secs: i64) -> String {
     match secs.max(0) {
@@ -135,6 +157,25 @@ mod tests {
         assert_eq!(age(60 * 5 + 7), "5 min");
         assert_eq!(age(2 * 3600 + 3 * 60), "2 h 3 min");
         assert_eq!(age(4 * 86400 + 1), "4 d");
+    }
+
+    #[test]
+    fn unit_states_at_a_glance() {
+        let classes: Vec<_> = ["active", "failed", "inactive", "activating", "unknown", ""]
+            .map(unit_class)
+            .into();
+        assert_eq!(
+            classes,
+            [
+                "u-up",
+                "u-failed",
+                "u-off",
+                "u-busy",
+                "u-unknown",
+                "u-unknown"
+            ]
+        );
+        assert_eq!(vdi_wire::console::UNITS.map(unit_letter), ["G", "H", "K"]);
     }
 
     #[test]

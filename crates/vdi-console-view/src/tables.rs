@@ -94,6 +94,7 @@ mod tests {
             health,
             latency_ms: None,
             trend: None,
+            pending_ms: None,
         }
     }
 

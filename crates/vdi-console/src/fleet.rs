@@ -1,50 +1,136 @@
-//! The fleet overview: every gateway's health, fetched in parallel, each with
-//! its own time limit, so one dead host never holds the others up.
+//! The fleet overview: every gateway's health, polled on its own with its
+//! own time limit, so a dead or slow host never holds the others up. A view
+//! is pushed at its deadline with what has answered; a host whose poll is
+//! still out shows its last answer, flagged slow once that is overdue.
 
 use crate::client::GatewayClient;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use vdi_wire::HaStatus;
 use vdi_wire::console::{ConsoleError, FleetRow, GatewayEntry};
 
-pub async fn overview(
-    gateways: Vec<(GatewayEntry, Result<GatewayClient, ConsoleError>)>,
-) -> Vec<FleetRow> {
-    let rows = gateways.into_iter().map(|(g, client)| async move {
-        let mut row = FleetRow {
-            id: g.id,
-            name: g.name,
-            api_url: g.api_url,
-            tags: g.tags,
-            reachable: false,
-            error: None,
-            health: None,
-            latency_ms: None,
-            trend: None,
-            problems: Vec::new(),
-        };
-        match client {
-            Err(e) => row.error = Some(e),
-            Ok(c) => {
-                let t = Instant::now();
-                match c.health().await {
-                    Ok(h) => {
-                        row.reachable = true;
-                        row.latency_ms = Some(t.elapsed().as_millis() as u64);
-                        row.health = Some(h);
-                    }
-                    // A gateway that answers with an error (a wrong key) is reachable.
-                    Err(e @ crate::Error::Api(..)) => {
-                        row.reachable = true;
-                        row.error = Some(e.into());
-                    }
-                    Err(e) => row.error = Some(e.into()),
+/// One gateway's row from one health call.
+async fn poll(g: GatewayEntry, client: Result<GatewayClient, ConsoleError>) -> FleetRow {
+    let mut row = blank(&g);
+    match client {
+        Err(e) => row.error = Some(e),
+        Ok(c) => {
+            let t = Instant::now();
+            match c.health().await {
+                Ok(h) => {
+                    row.reachable = true;
+                    row.latency_ms = Some(t.elapsed().as_millis() as u64);
+                    row.health = Some(h);
                 }
+                // A gateway that answers with an error (a wrong key) is reachable.
+                Err(e @ crate::Error::Api(..)) => {
+                    row.reachable = true;
+                    row.error = Some(e.into());
+                }
+                Err(e) => row.error = Some(e.into()),
             }
         }
-        row.problems = problems(&row);
-        row
-    });
-    futures_util::future::join_all(rows).await
+    }
+    row.problems = problems(&row);
+    row
+}
+
+fn blank(g: &GatewayEntry) -> FleetRow {
+    FleetRow {
+        id: g.id,
+        name: g.name.clone(),
+        api_url: g.api_url.clone(),
+        tags: g.tags.clone(),
+        reachable: false,
+        error: None,
+        health: None,
+        latency_ms: None,
+        trend: None,
+        problems: Vec::new(),
+        pending_ms: None,
+    }
+}
+
+#[derive(Default)]
+struct Host {
+    /// The last answer and when it came.
+    last: Option<(FleetRow, Instant)>,
+    /// When the poll still out began.
+    inflight: Option<Instant>,
+}
+
+/// The polls of every gateway, each at most one at a time.
+#[derive(Default, Clone)]
+pub struct Poller {
+    hosts: Arc<Mutex<HashMap<i64, Host>>>,
+}
+
+/// A row of [`Poller::refresh`] and when its answer came (`None`: no
+/// answer yet).
+pub struct Polled {
+    pub row: FleetRow,
+    pub answered: Option<Instant>,
+}
+
+impl Poller {
+    /// Polls every gateway not being polled already and waits for them, at
+    /// most `deadline`; then one row per gateway, in order: its newest answer
+    /// (flagged `pending_ms`, and slow past `deadline`, while a poll is out).
+    pub async fn refresh(
+        &self,
+        gateways: Vec<(GatewayEntry, Result<GatewayClient, ConsoleError>)>,
+        deadline: Duration,
+    ) -> Vec<Polled> {
+        let started = Instant::now();
+        let mut running = Vec::new();
+        let entries: Vec<GatewayEntry> = gateways.iter().map(|(g, _)| g.clone()).collect();
+        {
+            let mut hosts = self.hosts.lock().unwrap();
+            hosts.retain(|id, _| entries.iter().any(|g| g.id == *id));
+            for (g, client) in gateways {
+                let host = hosts.entry(g.id).or_default();
+                if host.inflight.is_some() {
+                    continue;
+                }
+                host.inflight = Some(started);
+                let poller = self.clone();
+                running.push(tokio::spawn(async move {
+                    let id = g.id;
+                    let row = poll(g, client).await;
+                    if let Some(h) = poller.hosts.lock().unwrap().get_mut(&id) {
+                        h.last = Some((row, Instant::now()));
+                        h.inflight = None;
+                    }
+                }));
+            }
+        }
+        let _ = tokio::time::timeout(deadline, futures_util::future::join_all(running)).await;
+        let hosts = self.hosts.lock().unwrap();
+        entries
+            .iter()
+            .map(|g| {
+                let host = hosts.get(&g.id);
+                let (mut row, answered) = match host.and_then(|h| h.last.clone()) {
+                    Some((row, at)) => (row, Some(at)),
+                    None => (blank(g), None),
+                };
+                // The entry as it is now (renamed, retagged).
+                row.name = g.name.clone();
+                row.tags = g.tags.clone();
+                row.api_url = g.api_url.clone();
+                if let Some(out) = host.and_then(|h| h.inflight) {
+                    let ms = out.elapsed().as_millis() as u64;
+                    row.pending_ms = Some(ms);
+                    if out.elapsed() >= deadline {
+                        row.problems
+                            .push(format!("slow: no answer for {:.1} s", ms as f64 / 1000.0));
+                    }
+                }
+                Polled { row, answered }
+            })
+            .collect()
+    }
 }
 
 /// Free ports below this share of the range count as nearly exhausted.
@@ -102,6 +188,7 @@ mod tests {
             latency_ms: None,
             trend: None,
             problems: vec![],
+            pending_ms: None,
         }
     }
 

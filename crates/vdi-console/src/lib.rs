@@ -42,6 +42,10 @@ use vdi_wire::{
     OpenConnection, Secret, Settings, SettingsChanged,
 };
 
+/// A fleet view's push comes at most this long after its polls began,
+/// whatever a slow host does.
+pub const FLEET_PUSH_WITHIN: Duration = Duration::from_millis(800);
+
 /// Default per-host time limit of API calls.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -59,6 +63,8 @@ pub struct Console {
     history: Mutex<history::History>,
     /// The history's clock (monotonic: rates never see a wall-clock jump).
     started: std::time::Instant,
+    /// Each gateway's health poll, one at a time per host.
+    poller: fleet::Poller,
     /// When the last overview ran (the sampler polls only when none did).
     last_overview: Mutex<Option<std::time::Instant>>,
     embedded: tokio::sync::Mutex<Option<embedded::Embedded>>,
@@ -105,6 +111,7 @@ impl Console {
             history: Default::default(),
             started: std::time::Instant::now(),
             last_overview: Mutex::new(None),
+            poller: Default::default(),
             embedded: tokio::sync::Mutex::new(None),
             demo: Mutex::new(None),
             hostkeys: std::sync::Arc::new(ssh::hostkeys::HostKeys::standard(data_dir)),
@@ -257,8 +264,19 @@ impl Console {
         Ok(c)
     }
 
-    /// Health of every gateway (in parallel, each bounded) and the fleet's summary.
+    /// Health of every gateway (in parallel, each bounded) and the fleet's
+    /// summary, once every call has answered or timed out.
     pub async fn overview(&self) -> Result<(Vec<FleetRow>, FleetSummary)> {
+        self.overview_within(self.timeout + Duration::from_secs(1))
+            .await
+    }
+
+    /// The overview as it stands `deadline` after the polls began: a host
+    /// still out shows its last answer, flagged (see [`fleet::Poller`]).
+    pub async fn overview_within(
+        &self,
+        deadline: Duration,
+    ) -> Result<(Vec<FleetRow>, FleetSummary)> {
         let all = self.inventory.lock().unwrap().list()?;
         let with_clients = all
             .into_iter()
@@ -267,16 +285,20 @@ impl Console {
                 (g, c)
             })
             .collect();
-        let mut rows = fleet::overview(with_clients).await;
+        let polled = self.poller.refresh(with_clients, deadline).await;
         *self.last_overview.lock().unwrap() = Some(std::time::Instant::now());
         let now = self.now_ms();
         let mut history = self.history.lock().unwrap();
-        history.retain(&rows.iter().map(|r| r.id).collect::<Vec<_>>());
-        for r in &mut rows {
-            if let Some(h) = &r.health {
-                history.record(r.id, history::Sample::of(now, h));
+        history.retain(&polled.iter().map(|p| p.row.id).collect::<Vec<_>>());
+        let mut rows = Vec::with_capacity(polled.len());
+        for fleet::Polled { mut row, answered } in polled {
+            // At the time it answered: a row shown again is not a new sample.
+            if let (Some(h), Some(at)) = (&row.health, answered) {
+                let at = at.saturating_duration_since(self.started).as_millis() as i64;
+                history.record(row.id, history::Sample::of(at, h));
             }
-            r.trend = history.trend(r.id, now);
+            row.trend = history.trend(row.id, now);
+            rows.push(row);
         }
         let summary = FleetSummary::of(&rows);
         Ok((rows, summary))
@@ -607,7 +629,7 @@ impl Console {
         let next = move || {
             let console = console.clone();
             async move {
-                match console.overview().await {
+                match console.overview_within(FLEET_PUSH_WITHIN).await {
                     Ok((rows, summary)) => FleetUpdate {
                         rows,
                         summary,

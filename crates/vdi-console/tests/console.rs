@@ -259,6 +259,7 @@ async fn overview_in_parallel_with_dead_and_silent_hosts() {
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = silent.accept().await {
+            SILENT_ACCEPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             held.push(s);
         }
     });
@@ -278,8 +279,49 @@ async fn overview_in_parallel_with_dead_and_silent_hosts() {
         (summary.gateways, summary.reachable, summary.ports_free),
         (4, 1, 10)
     );
+
+    // As a view polls: by its deadline, whatever the silent host does. The
+    // others are fresh; the silent one shows its last answer, flagged slow,
+    // and is not asked again while its call is out.
+    let accepted_before = SILENT_ACCEPTS.load(std::sync::atomic::Ordering::SeqCst);
+    for round in 0..3 {
+        let t = std::time::Instant::now();
+        let (rows, _) = c
+            .overview_within(std::time::Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(800),
+            "round {round}: {:?}",
+            t.elapsed()
+        );
+        let by = |n: &str| rows.iter().find(|r| r.name == n).unwrap().clone();
+        assert!(by("live").reachable && by("live").pending_ms.is_none());
+        let silent = by("silent");
+        assert!(silent.pending_ms.is_some(), "{silent:?}");
+        assert!(
+            silent
+                .problems
+                .iter()
+                .any(|p| p.starts_with("slow: no answer for")),
+            "{silent:?}"
+        );
+        assert_eq!(
+            silent.error.unwrap().code,
+            "timeout",
+            "the last answer shown"
+        );
+    }
+    assert_eq!(
+        SILENT_ACCEPTS.load(std::sync::atomic::Ordering::SeqCst),
+        accepted_before + 1,
+        "one call out at a time"
+    );
     g.stop.cancel();
 }
+
+/// Connections the silent host of the overview test has accepted.
+static SILENT_ACCEPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[tokio::test]
 async fn settings_change_and_rejection() {

@@ -222,6 +222,10 @@ pub struct FleetRow {
     /// What an admin should look at, in a few words each (empty: healthy).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// A health call to it has been out this long: the row is its last
+    /// answer (a slow host never holds up the others' rows).
+    #[serde(default)]
+    pub pending_ms: Option<u64>,
 }
 
 /// The whole fleet in one line.
