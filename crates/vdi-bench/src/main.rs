@@ -9,6 +9,7 @@
 //! and time. `--smoke` runs the same steps in seconds (for CI).
 
 mod faults;
+mod fleet;
 mod handover;
 mod iperf;
 mod journal;
@@ -105,6 +106,9 @@ struct Args {
     /// upgrade with its rollback.
     #[arg(long, default_value_t = 20)]
     restarts: usize,
+    /// Gateway processes of the fleet step (the console's overview).
+    #[arg(long, default_value_t = 200)]
+    fleet: usize,
     /// Write the results as Markdown here too.
     #[arg(long, default_value = "target/bench/latest.md")]
     out: PathBuf,
@@ -133,6 +137,8 @@ enum Step {
     /// `systemctl restart`, a package upgrade and a rollback under load, on
     /// a test bed host (needs root).
     Restart,
+    /// The console's fleet overview with `--fleet` gateway processes.
+    Fleet,
 }
 
 /// Loopback addresses of this run (away from the tests' ranges).
@@ -343,6 +349,7 @@ async fn main() -> Result<()> {
         args.handover_streams = args.handover_streams.min(20);
         args.handover_tunnels = args.handover_tunnels.min(4);
         args.restarts = args.restarts.min(2);
+        args.fleet = args.fleet.min(10);
         args.steps.retain(|s| *s != Step::Journal);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -425,6 +432,7 @@ async fn main() -> Result<()> {
             Step::Faults => faults::step_faults(&ctx, &mut rep).await,
             Step::Handover => handover::step_handover(&ctx, &mut rep).await,
             Step::Restart => restart::step_restart(&ctx, &mut rep).await,
+            Step::Fleet => fleet::step_fleet(&ctx, &mut rep).await,
         }
         .with_context(|| format!("step {step:?}"))?;
         // A shared host's neighbours take CPU time away: said beside every

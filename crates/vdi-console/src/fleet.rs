@@ -75,8 +75,9 @@ pub struct Polled {
 
 impl Poller {
     /// Polls every gateway not being polled already and waits for them, at
-    /// most `deadline`; then one row per gateway, in order: its newest answer
-    /// (flagged `pending_ms`, and slow past `deadline`, while a poll is out).
+    /// most `deadline` (not at all for one whose last call timed out); then
+    /// one row per gateway, in order: its newest answer (flagged
+    /// `pending_ms`, and slow past `deadline`, while a poll is out).
     pub async fn refresh(
         &self,
         gateways: Vec<(GatewayEntry, Result<GatewayClient, ConsoleError>)>,
@@ -94,15 +95,25 @@ impl Poller {
                     continue;
                 }
                 host.inflight = Some(started);
+                // A host whose last call timed out is asked again, but not
+                // waited for: it would hold every push to the deadline.
+                let wait = host
+                    .last
+                    .as_ref()
+                    .and_then(|(r, _)| r.error.as_ref())
+                    .is_none_or(|e| e.code != "timeout");
                 let poller = self.clone();
-                running.push(tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let id = g.id;
                     let row = poll(g, client).await;
                     if let Some(h) = poller.hosts.lock().unwrap().get_mut(&id) {
                         h.last = Some((row, Instant::now()));
                         h.inflight = None;
                     }
-                }));
+                });
+                if wait {
+                    running.push(task);
+                }
             }
         }
         let _ = tokio::time::timeout(deadline, futures_util::future::join_all(running)).await;
