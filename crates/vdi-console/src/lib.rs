@@ -587,12 +587,17 @@ impl Console {
 
     /// The demo traffic now.
     pub fn demo_state(&self) -> vdi_wire::console::DemoState {
+        // One read of the count: a stream ending between two reads would
+        // give a tunnel with 0 streams.
         match &*self.demo.lock().unwrap() {
-            Some(d) if d.streams() > 0 => vdi_wire::console::DemoState {
-                tunnel_id: Some(d.tunnel_id.clone()),
-                streams: d.streams(),
+            Some(d) => match d.streams() {
+                0 => Default::default(),
+                streams => vdi_wire::console::DemoState {
+                    tunnel_id: Some(d.tunnel_id.clone()),
+                    streams,
+                },
             },
-            _ => Default::default(),
+            None => Default::default(),
         }
     }
 
