@@ -4,6 +4,7 @@
 //! the `vdi-console` command line.
 
 pub mod audit;
+pub mod bulk;
 pub mod client;
 pub mod demo;
 pub mod deploy;

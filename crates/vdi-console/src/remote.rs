@@ -435,7 +435,7 @@ impl Console {
     }
 
     /// Polls the gateway's health until it answers (bounded).
-    async fn wait_healthy(&self, id: i64, limit: Duration) -> Result<()> {
+    pub(crate) async fn wait_healthy(&self, id: i64, limit: Duration) -> Result<()> {
         let t = Instant::now();
         loop {
             match self.client(id)?.health().await {

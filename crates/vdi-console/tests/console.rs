@@ -683,3 +683,183 @@ fn ui_state_survives_a_restart() {
     std::fs::write(dir.path().join("ui.json"), b"{not json").unwrap();
     assert_eq!(console(&dir).ui_state(), UiState::default());
 }
+
+#[tokio::test]
+async fn bulk_change_previews_per_host_rolls_and_stops_at_the_first_failure() {
+    use vdi_console::audit::AuditFilter;
+    use vdi_wire::console::{BulkChange, Planned, RollingOp};
+    let gws = [gateway().await, gateway().await, gateway().await];
+    let dir = TempDir::new();
+    let c = console(&dir);
+    let mut ids = Vec::new();
+    for (name, g) in ["a", "b", "c"].iter().zip(&gws) {
+        let mut d = draft(name, &g.url, Some(g));
+        d.tags = if *name == "c" {
+            vec![]
+        } else {
+            vec!["edge".into()]
+        };
+        ids.push(c.add(&d).unwrap().id);
+    }
+    assert_eq!(c.tagged("edge").unwrap(), ids[..2]);
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for &id in &ids {
+            v.push(c.settings(id).await.unwrap());
+        }
+        v
+    };
+    let change = BulkChange {
+        set: patch(json!({"tunnel_idle_secs": 120})),
+        rotate: vec!["api_key".into(), "cli_key".into()],
+    };
+    // The preview: the same diff on every host, keys masked, nothing changed.
+    let plan = c.plan_bulk_change(&ids, &change).await.unwrap();
+    assert_eq!(plan.len(), 3);
+    for (p, id) in plan.iter().zip(&ids) {
+        assert_eq!(p.gateway, *id);
+        assert!(p.error.is_none(), "{p:?}");
+        let fields: Vec<_> = p.diff.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["api_key", "cli_key", "tunnel_idle_secs"]);
+        assert_eq!(p.diff[1].after, vdi_console::bulk::NEW_RANDOM_KEY);
+        assert_eq!(p.diff[2].after, "120");
+    }
+    let shown = serde_json::to_string(&plan).unwrap();
+    for s in &before {
+        assert!(!shown.contains(s.api_key.expose()) && !shown.contains(s.cli_key.expose()));
+    }
+    for (id, s) in ids.iter().zip(&before) {
+        assert_eq!(
+            &c.settings(*id).await.unwrap(),
+            s,
+            "a preview changes nothing"
+        );
+    }
+    // A value every host refuses shows as that host's error, per field.
+    let bad = BulkChange {
+        set: patch(json!({"port_range_stop": 1})),
+        rotate: vec![],
+    };
+    for p in c.plan_bulk_change(&ids, &bad).await.unwrap() {
+        let e = p.error.expect("refused");
+        assert_eq!(e.code, "invalid_input");
+        assert!(e.fields[0].message.contains("port_range_stop 1"), "{e:?}");
+    }
+    // Refused before any host is asked: unknown field, a key rotated twice.
+    let wrong = BulkChange {
+        set: patch(json!({"no_such": 1})),
+        rotate: vec!["public_addr".into()],
+    };
+    assert!(matches!(
+        c.plan_bulk_change(&ids, &wrong).await,
+        Err(Error::Invalid(..))
+    ));
+
+    // b's settings change after the preview: the run stops there, c is
+    // never asked.
+    c.change_settings(ids[1], patch(json!({"tunnel_ttl_secs": 3600})))
+        .await
+        .unwrap();
+    let planned: Vec<Planned> = plan
+        .iter()
+        .map(|p| Planned {
+            gateway: p.gateway,
+            version: p.version.clone(),
+        })
+        .collect();
+    let mut streamed = Vec::new();
+    let out = c
+        .apply_bulk_change(&change, &planned, |o| streamed.push(o.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out, streamed);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out[0].ok, "{out:?}");
+    assert_eq!(out[0].changed, ["api_key", "cli_key", "tunnel_idle_secs"]);
+    assert!(
+        !out[1].ok && out[1].summary.contains("preview again"),
+        "{out:?}"
+    );
+    // a: changed, new keys of its own; the console still talks to it.
+    let a = c.settings(ids[0]).await.unwrap();
+    assert_eq!(a.tunnel_idle_secs, Some(120));
+    assert_ne!(a.api_key, before[0].api_key);
+    assert_ne!(a.cli_key, before[0].cli_key);
+    // b and c: as they were (b with its own later change only).
+    let b = c.settings(ids[1]).await.unwrap();
+    assert_eq!(
+        (b.api_key.expose(), b.tunnel_idle_secs),
+        (before[1].api_key.expose(), before[1].tunnel_idle_secs)
+    );
+    assert_eq!(c.settings(ids[2]).await.unwrap(), before[2]);
+
+    // Preview again and apply on b and c: each gets keys no other host has.
+    let plan = c.plan_bulk_change(&ids[1..], &change).await.unwrap();
+    let planned: Vec<Planned> = plan
+        .iter()
+        .map(|p| Planned {
+            gateway: p.gateway,
+            version: p.version.clone(),
+        })
+        .collect();
+    let out = c
+        .apply_bulk_change(&change, &planned, |_| {})
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| o.ok), "{out:?}");
+    let mut keys = std::collections::HashSet::new();
+    for &id in &ids {
+        let s = c.settings(id).await.unwrap();
+        assert_eq!(s.tunnel_idle_secs, Some(120));
+        assert!(keys.insert(s.api_key.expose().to_string()));
+        assert!(keys.insert(s.cli_key.expose().to_string()));
+    }
+
+    // Drain and undrain the tagged group, one host at a time.
+    let edge = c.tagged("edge").unwrap();
+    let out = c
+        .rolling_maintenance(&edge, RollingOp::Drain, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        out.iter().all(|o| o.ok && o.summary.starts_with("drained")),
+        "{out:?}"
+    );
+    let (rows, summary) = c.overview().await.unwrap();
+    assert_eq!(summary.draining, 2, "{rows:?}");
+    let out = c
+        .rolling_maintenance(&edge, RollingOp::Undrain, |_| {})
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| o.ok), "{out:?}");
+    assert_eq!(c.overview().await.unwrap().1.draining, 0);
+
+    // Audited: each host's change, and each run with where it stopped; no key.
+    let log = c.audit_log(&AuditFilter::default()).unwrap();
+    let runs: Vec<(&str, &str, &str)> = log
+        .iter()
+        .rev()
+        .filter(|r| r.action.starts_with("bulk_") || r.action.starts_with("rolling_"))
+        .map(|r| (r.action.as_str(), r.result.as_str(), r.detail.as_str()))
+        .collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(runs[0].0, "bulk_change");
+    assert_eq!(runs[0].1, "failed");
+    assert!(
+        runs[0].2.starts_with("1 of 3 host(s); stopped at b:"),
+        "{runs:?}"
+    );
+    assert_eq!(runs[1], ("bulk_change", "ok", "2 of 2 host(s)"));
+    assert_eq!(runs[2], ("rolling_drain", "ok", "2 of 2 host(s)"));
+    assert_eq!(runs[3], ("rolling_undrain", "ok", "2 of 2 host(s)"));
+    let changes = log.iter().filter(|r| r.action == "change_settings").count();
+    assert_eq!(changes, 4, "b's own change, then a, b, c");
+    let all = serde_json::to_string(&log).unwrap();
+    for &id in &ids {
+        let s = c.settings(id).await.unwrap();
+        assert!(!all.contains(s.api_key.expose()) && !all.contains(s.cli_key.expose()));
+    }
+    for g in gws {
+        g.stop.cancel();
+    }
+}

@@ -675,3 +675,93 @@ mod tests {
         );
     }
 }
+
+/// A settings change for many gateways at once. `set` gives each host the
+/// same values; each field of `rotate` (one of `crate::SECRET_FIELDS`) gets a
+/// new random key per host, so no two hosts ever share a rotated key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BulkChange {
+    #[serde(default)]
+    pub set: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub rotate: Vec<String>,
+}
+
+/// One field of one host, before and after; keys never appear (masked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldDiff {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// What a bulk change would do on one host (the preview).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPlan {
+    pub gateway: i64,
+    pub host: String,
+    /// The fields that change, in document order; empty: nothing to do.
+    pub diff: Vec<FieldDiff>,
+    /// Why this host would not take the change (its rules, unreachable, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ConsoleError>,
+    /// A digest of the settings the preview read: the apply refuses a host
+    /// whose settings changed since (preview again).
+    pub version: String,
+}
+
+/// A host of a previewed change, as the apply takes it: in this order, and
+/// only if its settings still have this `version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub gateway: i64,
+    pub version: String,
+}
+
+/// One host's result in a rolling operation over several hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkOutcome {
+    pub gateway: i64,
+    pub host: String,
+    pub ok: bool,
+    /// In words: "changed: cli_key", "drained, upgraded 0.1.0 → 0.1.1, undrained".
+    pub summary: String,
+    /// Settings fields changed there (a bulk change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    pub took_ms: u64,
+}
+
+/// Maintenance over a group, one host at a time, stopping at the first
+/// failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollingOp {
+    /// No new tunnels there; its streams go on; the VIP moves away.
+    Drain,
+    Undrain,
+    /// Drain, install the bundled gateway package (zero-drop), wait until
+    /// the API is healthy, undrain. A host whose upgrade fails stays drained.
+    Upgrade,
+}
+
+impl RollingOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollingOp::Drain => "drain",
+            RollingOp::Undrain => "undrain",
+            RollingOp::Upgrade => "upgrade",
+        }
+    }
+}
+
+/// An audit record's `params` for a bulk change or a rolling operation:
+/// hosts by name, fields by name only (a value may be a key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkParams {
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotate: Vec<String>,
+}
