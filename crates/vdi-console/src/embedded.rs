@@ -15,9 +15,6 @@ pub const EMBEDDED_ADDR: [u8; 4] = [127, 0, 77, 1];
 pub const DEMO_DESKTOP_ADDR: [u8; 4] = [127, 0, 77, 2];
 
 pub struct Embedded {
-    pub api_url: String,
-    pub api_key: String,
-    pub cli_key: String,
     shutdown: CancellationToken,
     handle: vdi_gateway::Handle,
     demo: Mutex<Option<SocketAddr>>,
@@ -44,9 +41,6 @@ impl Embedded {
             .await
             .map_err(|e| Error::Embedded(e.to_string()))?;
         Ok(Self {
-            api_url: handle.api_url(),
-            api_key: handle.api_key(),
-            cli_key: handle.cli_key(),
             shutdown: handle.shutdown_token(),
             handle,
             demo: Mutex::new(None),
@@ -82,6 +76,20 @@ impl Embedded {
         });
         *self.demo.lock().unwrap() = Some(addr);
         Ok(addr)
+    }
+
+    /// Its API as it is now: a key rotated or a port changed since the start
+    /// is what the console's entry gets (never the values it started with).
+    pub fn api_url(&self) -> String {
+        self.handle.api_url()
+    }
+
+    pub fn api_key(&self) -> String {
+        self.handle.api_key()
+    }
+
+    pub fn cli_key(&self) -> String {
+        self.handle.cli_key()
     }
 
     /// Cancelled when the embedded gateway stops (its demo stops with it).

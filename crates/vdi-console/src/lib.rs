@@ -507,9 +507,9 @@ impl Console {
         let e = slot.as_ref().expect("started above");
         let draft = GatewayDraft {
             name: "local (embedded)".into(),
-            api_url: e.api_url.clone(),
-            api_key: Some(Secret::new(e.api_key.clone())),
-            cli_key: Some(Secret::new(e.cli_key.clone())),
+            api_url: e.api_url(),
+            api_key: Some(Secret::new(e.api_key())),
+            cli_key: Some(Secret::new(e.cli_key())),
             tags: vec!["embedded".into()],
             ..Default::default()
         };

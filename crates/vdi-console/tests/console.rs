@@ -569,6 +569,16 @@ async fn empty_console_starts_the_embedded_gateway_and_a_demo_tunnel() {
     assert_eq!(conns.tunnels[0].vm_id.as_deref(), Some("demo-desktop"));
     // A second call reuses it; a fleet with other gateways does not get one added.
     assert_eq!(c.ensure_embedded().await.unwrap().unwrap().id, entry.id);
+    // Keys rotated through the console stay in force for the console: a
+    // later demo tunnel (which re-ensures the entry) uses the new ones.
+    c.change_settings(
+        entry.id,
+        patch(json!({"cli_key": vdi_gateway::random_key(), "api_key": vdi_gateway::random_key()})),
+    )
+    .await
+    .unwrap();
+    c.demo_tunnel().await.expect("the rotated keys are kept");
+    assert!(c.overview().await.unwrap().0[0].error.is_none());
     c.shutdown().await;
     let other = TempDir::new();
     let c2 = console(&other);
