@@ -9,7 +9,9 @@
 
 mod desktop;
 
-use desktop::{Desktop, click, click_css, set_value, shots, wait_css, wait_css_text, wait_text};
+use desktop::{
+    Desktop, choose, click, click_css, set_value, shots, texts, wait_css, wait_css_text, wait_text,
+};
 use fantoccini::Locator;
 use std::time::{Duration, Instant};
 
@@ -67,13 +69,7 @@ async fn console_window_end_to_end() {
     .await;
     click(&c, "nav-connections").await;
     wait_css(&c, ".tunnel-row", Duration::from_secs(10)).await;
-    let rates = |c: fantoccini::Client| async move {
-        let mut v = Vec::new();
-        for e in c.find_all(Locator::Css(".stream-rate")).await.unwrap() {
-            v.push(e.text().await.unwrap());
-        }
-        v
-    };
+    let rates = |c: fantoccini::Client| async move { texts(&c, ".stream-rate").await };
     let t = Instant::now();
     let first = loop {
         let r = rates(c.clone()).await;
@@ -329,6 +325,91 @@ async fn console_window_end_to_end() {
         assert!(t.elapsed() < Duration::from_secs(10), "lab-1 still listed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Bulk: a second real gateway (its own loopback address) added from the
+    // form, both chosen; a setting and a key rotation previewed per host,
+    // then applied one host at a time; each host has its own new key.
+    let lab = vdi_gateway::testing::LocalGateway::start(serde_json::json!({}))
+        .await
+        .unwrap();
+    let lab_cli = lab.handle.cli_key();
+    let embedded_cli = vdi_gateway::Store::open(data.join("embedded/settings.db"))
+        .unwrap()
+        .load()
+        .unwrap()
+        .cli_key;
+    click(&c, "add-gateway").await;
+    for (f, v) in [
+        ("gw-name", "lab-2".to_string()),
+        ("gw-api_url", lab.handle.api_url()),
+        ("gw-api_key", lab.handle.api_key()),
+        ("gw-tags", "lab".to_string()),
+    ] {
+        let e = c.wait().for_element(Locator::Id(f)).await.unwrap();
+        set_value(&c, &e, &v).await;
+    }
+    click(&c, "gateway-save").await;
+    wait_css(
+        &c,
+        r#".fleet-row[data-name="lab-2"] .dot.up"#,
+        Duration::from_secs(15),
+    )
+    .await;
+    click_css(&c, "#bulk-all").await;
+    wait_css_text(&c, "#bulk-hosts", Duration::from_secs(5), |t| {
+        t == "lab-2, local (embedded)"
+    })
+    .await;
+    choose(&c, "bulk-field", "tunnel_idle_secs").await;
+    let value = c.find(Locator::Id("bulk-value")).await.unwrap();
+    set_value(&c, &value, "90").await;
+    click_css(&c, "#bulk-rotate-cli_key").await;
+    click(&c, "bulk-preview").await;
+    let plan = wait_css_text(&c, "#bulk-plan", Duration::from_secs(10), |t| {
+        t.contains("lab-2") && t.contains("local (embedded)")
+    })
+    .await;
+    let rows = texts(&c, "#bulk-plan tr.plan-host").await;
+    let new_key = vdi_console::bulk::NEW_RANDOM_KEY;
+    let dots = "•".repeat(8);
+    let cells: Vec<Vec<&str>> = rows.iter().map(|r| r.split('\t').collect()).collect();
+    assert_eq!(
+        cells,
+        [
+            ["lab-2", "cli_key", &dots, new_key],
+            ["lab-2", "tunnel_idle_secs", "default", "90"],
+            ["local (embedded)", "cli_key", &dots, new_key],
+            ["local (embedded)", "tunnel_idle_secs", "default", "90"],
+        ],
+        "two fields on each of two hosts, in the roll's order: {plan}"
+    );
+    assert!(
+        !plan.contains(&lab_cli) && !plan.contains(embedded_cli.expose()),
+        "{plan}"
+    );
+    std::fs::write(shots().join("bulk.png"), c.screenshot().await.unwrap()).unwrap();
+    click(&c, "bulk-apply").await;
+    wait_text(&c, "notice", |t| t == "Settings change: 2 host(s) done").await;
+    let done = c
+        .find_all(Locator::Css("#bulk-results li.bulk-ok"))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    let lab_now = lab.handle.gateway().current();
+    let embedded_now = vdi_gateway::Store::open(data.join("embedded/settings.db"))
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(lab_now.tunnel_idle_secs, Some(90));
+    assert_eq!(embedded_now.tunnel_idle_secs, Some(90));
+    assert_ne!(lab_now.cli_key.expose(), lab_cli);
+    assert_ne!(embedded_now.cli_key, embedded_cli);
+    assert_ne!(embedded_now.cli_key, lab_now.cli_key);
+    std::fs::write(
+        shots().join("bulk-applied.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
 
     // 1280x720: every button, field and choice of every view can be reached
     // (scrolled into view, it is on screen and nothing covers it).

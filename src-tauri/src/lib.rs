@@ -3,6 +3,7 @@
 //! library that the `vdi-console` CLI uses too.
 
 mod app_commands;
+mod bulk;
 mod commands;
 mod hosts;
 

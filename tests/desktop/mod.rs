@@ -280,6 +280,20 @@ pub async fn wait_css_text(
     }
 }
 
+/// The texts of every element matching `css`, read in one script: a view that
+/// re-renders between a find and a read (a live push) cannot leave a stale
+/// element behind.
+pub async fn texts(c: &fantoccini::Client, css: &str) -> Vec<String> {
+    let v = c
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText);",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
 /// Sets a `<select>` (by id) to `value` and fires its change event.
 pub async fn choose(c: &fantoccini::Client, id: &str, value: &str) {
     c.execute(

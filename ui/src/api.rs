@@ -4,9 +4,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vdi_wire::console::{
-    ActionOutcome, AuditFilter, AuditFormat, AuditRecord, ConfigPreview, ConsoleError,
-    DeployProgress, DeployReport, GatewayDraft, GatewayEntry, JournalEntry, JournalEvent,
-    JournalRequest, RebootPlan, ServiceAction, UnitStatus, WatchId,
+    ActionOutcome, AuditFilter, AuditFormat, AuditRecord, BulkChange, BulkOutcome, ConfigPreview,
+    ConsoleError, DeployProgress, DeployReport, GatewayDraft, GatewayEntry, HostPlan, JournalEntry,
+    JournalEvent, JournalRequest, Planned, RebootPlan, RollingOp, ServiceAction, UnitStatus,
+    WatchId,
 };
 pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, DemoState, FleetUpdate, UiState};
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
@@ -341,6 +342,54 @@ pub async fn rolling_action(
             ("ids", to_js(&ids)),
             ("unit", JsValue::from_str(unit)),
             ("action", to_js(&action)),
+            ("channel", channel.into()),
+        ]),
+    )
+    .await
+}
+
+/// What a settings change would do on each gateway of `ids` (changes nothing).
+pub async fn plan_bulk_change(
+    ids: &[i64],
+    change: &BulkChange,
+) -> Result<Vec<HostPlan>, ConsoleError> {
+    call(
+        "plan_bulk_change",
+        args(&[("ids", to_js(&ids)), ("change", to_js(change))]),
+    )
+    .await
+}
+
+/// Applies a previewed change host after host; `on` gets each outcome.
+pub async fn apply_bulk_change(
+    change: &BulkChange,
+    plan: &[Planned],
+    on: impl Fn(BulkOutcome) + 'static,
+) -> Result<Vec<BulkOutcome>, ConsoleError> {
+    let channel = subscribe("bulk".into(), on);
+    call(
+        "apply_bulk_change",
+        args(&[
+            ("change", to_js(change)),
+            ("plan", to_js(&plan)),
+            ("channel", channel.into()),
+        ]),
+    )
+    .await
+}
+
+/// Drain, undrain or upgrade `ids` one host at a time; `on` gets each outcome.
+pub async fn rolling_maintenance(
+    ids: &[i64],
+    op: RollingOp,
+    on: impl Fn(BulkOutcome) + 'static,
+) -> Result<Vec<BulkOutcome>, ConsoleError> {
+    let channel = subscribe("bulk".into(), on);
+    call(
+        "rolling_maintenance",
+        args(&[
+            ("ids", to_js(&ids)),
+            ("op", to_js(&op)),
             ("channel", channel.into()),
         ]),
     )

@@ -4,6 +4,7 @@
 
 mod api;
 mod audit;
+mod bulk;
 mod charts;
 mod config;
 mod hosts;
@@ -221,6 +222,8 @@ fn Fleet() -> impl IntoView {
     let (sort, set_sort) = signal(FleetOrder::Name);
     let (throughput, set_throughput) = signal(Vec::<Option<u64>>::new());
     let (demo_state, set_demo) = signal(api::DemoState::default());
+    // The gateways ticked for a bulk change or a rolling operation.
+    let chosen = RwSignal::new(Vec::<i64>::new());
     let refresh_demo = move || {
         spawn_local(async move {
             if let Ok(d) = api::demo_state().await {
@@ -304,12 +307,27 @@ fn Fleet() -> impl IntoView {
                         on:click=demo>"Start demo traffic"</button>
                 }.into_any()
             }}
+            <select id="bulk-tag" aria-label="choose by tag" on:change=move |e| {
+                let tag = event_target_value(&e);
+                if !tag.is_empty() {
+                    chosen.set(rows.with_untracked(|r| tables::bulk_hosts(r, &[], Some(&tag))));
+                }
+            }>
+                <option value="">"Choose by tag…"</option>
+                {move || tables::fleet_tags(&rows.get()).into_iter().map(|t| view! { <option value=t.clone()>{t.clone()}</option> }).collect_view()}
+            </select>
             <button class="plain" id="add-gateway" on:click=move |_| set_form.set(Some(None))>"Add gateway"</button>
         </div>
         {move || form.get().map(|editing| view! { <inventory::GatewayForm editing on_done=done/> })}
+        <Show when=move || !chosen.with(Vec::is_empty)>
+            <bulk::BulkPanel chosen rows/>
+        </Show>
         <div class="table-wrap">
         <table id="fleet-table">
             <thead><tr>
+                <th class="pick"><input type="checkbox" id="bulk-all" aria-label="choose every gateway shown"
+                    prop:checked=move || { let s = shown(); !s.is_empty() && chosen.with(|c| s.iter().all(|r| c.contains(&r.id))) }
+                    on:change=move |e| chosen.set(if event_target_checked(&e) { shown().iter().map(|r| r.id).collect() } else { vec![] })/></th>
                 <th on:click=move |_| set_sort.set(FleetOrder::Name)>"Gateway"</th>
                 <th on:click=move |_| set_sort.set(FleetOrder::Status)>"Status"</th>
                 <th>"Version"</th>
@@ -326,7 +344,7 @@ fn Fleet() -> impl IntoView {
                 <For each=shown key=|r| (r.id, r.reachable, r.latency_ms, r.pending_ms.map(|ms| ms / 1000), r.problems.clone(),
                     r.health.as_ref().map(|h| (h.tunnels, h.streams, h.ports_in_use, h.draining, h.is_enabled)),
                     r.trend.as_ref().map(|t| (t.streams.clone(), t.throughput.clone(), t.rate))) let:r>
-                    <FleetLine r=r edit/>
+                    <FleetLine r=r edit chosen/>
                 </For>
             </tbody>
         </table>
@@ -335,7 +353,7 @@ fn Fleet() -> impl IntoView {
 }
 
 #[component]
-fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
+fn FleetLine(r: FleetRow, edit: Callback<i64>, chosen: RwSignal<Vec<i64>>) -> impl IntoView {
     let ctx = Ctx::get();
     let selected = ctx.selected;
     let id = r.id;
@@ -366,6 +384,14 @@ fn FleetLine(r: FleetRow, edit: Callback<i64>) -> impl IntoView {
     view! {
         <tr tabindex="0" class=if r.problems.is_empty() { "fleet-row" } else { "fleet-row problem" } data-name=r.name.clone() aria-selected=move || (selected.get() == Some(id)).to_string()
             on:click=move |_| open() on:keydown=move |e| if e.key() == "Enter" { open() }>
+            <td class="pick" on:click=|e| e.stop_propagation()>
+                <input type="checkbox" class="bulk-pick" aria-label=format!("choose {}", r.name)
+                    prop:checked=move || chosen.with(|c| c.contains(&id))
+                    on:change=move |e| {
+                        let on = event_target_checked(&e);
+                        chosen.update(|c| { c.retain(|x| *x != id); if on { c.push(id) } });
+                    }/>
+            </td>
             <td>{r.name.clone()}<span class="muted">{format!(" {}", r.tags.join(" "))}</span></td>
             <td class="status">{status}</td>
             <td>{h.as_ref().map(|h| h.version.clone())}</td>

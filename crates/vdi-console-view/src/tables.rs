@@ -33,6 +33,26 @@ pub fn fleet_rows(rows: Vec<FleetRow>, filter: &str, order: FleetOrder) -> Vec<F
     v
 }
 
+/// Every tag in the fleet, once each, sorted (the bulk selector's choices).
+pub fn fleet_tags(rows: &[FleetRow]) -> Vec<String> {
+    let mut tags: Vec<String> = rows.iter().flat_map(|r| r.tags.iter().cloned()).collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// A bulk operation's hosts: the `chosen` ids still in the fleet, by name (the
+/// order the roll goes in, shown before it starts); `tag` adds every gateway
+/// with it.
+pub fn bulk_hosts(rows: &[FleetRow], chosen: &[i64], tag: Option<&str>) -> Vec<i64> {
+    let mut v: Vec<&FleetRow> = rows
+        .iter()
+        .filter(|r| chosen.contains(&r.id) || tag.is_some_and(|t| r.tags.iter().any(|x| x == t)))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    v.into_iter().map(|r| r.id).collect()
+}
+
 /// The tunnels the filter matches (id, target, port, VM, protocol, or any
 /// stream's client or id), in the chosen order: `port`, `traffic`, else
 /// newest first.
@@ -96,6 +116,22 @@ mod tests {
             trend: None,
             pending_ms: None,
         }
+    }
+
+    #[test]
+    fn bulk_hosts_by_choice_and_tag_in_name_order() {
+        let rows = vec![
+            row(1, "gw-b", &["dc1", "edge"], false, 0),
+            row(2, "gw-a", &["edge"], true, 3),
+            row(3, "core", &["dc1"], true, 9),
+        ];
+        assert_eq!(fleet_tags(&rows), ["dc1", "edge"]);
+        assert_eq!(bulk_hosts(&rows, &[1, 3], None), [3, 1]);
+        assert_eq!(bulk_hosts(&rows, &[], Some("edge")), [2, 1]);
+        assert_eq!(bulk_hosts(&rows, &[3], Some("edge")), [3, 2, 1]);
+        // A chosen gateway that left the fleet is not in the run.
+        assert_eq!(bulk_hosts(&rows, &[7, 2], None), [2]);
+        assert!(bulk_hosts(&rows, &[], Some("none")).is_empty());
     }
 
     #[test]
