@@ -34,5 +34,5 @@ pub async fn rolling_maintenance(
     channel: Channel<BulkOutcome>,
 ) -> Res<Vec<BulkOutcome>> {
     let each = |o: &BulkOutcome| drop(channel.send(o.clone()));
-    Ok(console.rolling_maintenance(&ids, op, each).await?)
+    Ok(console.rolling_maintenance(&ids, op, None, each).await?)
 }

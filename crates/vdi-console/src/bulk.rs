@@ -303,14 +303,17 @@ impl Console {
         Ok(changed.changed)
     }
 
-    /// Drains, undrains or upgrades (drain, install the bundled package,
-    /// healthy, undrain) `ids` one host at a time; the first failure stops
-    /// the run (a host whose upgrade failed stays drained, out of the VIP's
-    /// way). Streamed through `each`; audited per host and as a run.
+    /// Drains, undrains or upgrades (drain, install the package, healthy,
+    /// undrain) `ids` one host at a time; the first failure stops the run (a
+    /// host whose upgrade failed stays drained, out of the VIP's way). The
+    /// package is `deb` (confirmed by its SHA-256 as [`Console::deploy`]
+    /// asks) or, with `None`, the bundled one. Streamed through `each`;
+    /// audited per host and as a run.
     pub async fn rolling_maintenance(
         &self,
         ids: &[i64],
         op: RollingOp,
+        package: Option<(&std::path::Path, &str)>,
         mut each: impl FnMut(&BulkOutcome),
     ) -> Result<Vec<BulkOutcome>> {
         let mut errors = Vec::new();
@@ -319,13 +322,13 @@ impl Console {
         for &id in ids {
             self.get(id)?;
         }
-        if op == RollingOp::Upgrade && crate::bundled_gateway_deb().is_none() {
+        if op == RollingOp::Upgrade && package.is_none() && crate::bundled_gateway_deb().is_none() {
             return Err(Error::NoPackage);
         }
         let mut done = Vec::new();
         for &id in ids {
             let t = Instant::now();
-            let (ok, summary) = match self.maintain_one(id, op).await {
+            let (ok, summary) = match self.maintain_one(id, op, package).await {
                 Ok(s) => (true, s),
                 Err(s) => (false, s),
             };
@@ -359,7 +362,12 @@ impl Console {
     }
 
     /// One host's maintenance, in words either way.
-    async fn maintain_one(&self, id: i64, op: RollingOp) -> std::result::Result<String, String> {
+    async fn maintain_one(
+        &self,
+        id: i64,
+        op: RollingOp,
+        package: Option<(&std::path::Path, &str)>,
+    ) -> std::result::Result<String, String> {
         let drain = |on: bool| async move {
             match self.set_draining(id, on).await {
                 Ok(s) if s.draining == on => Ok(format!(
@@ -380,21 +388,26 @@ impl Console {
             RollingOp::Upgrade => {
                 let drained = drain(true).await?;
                 let report = self
-                    .deploy(id, None, false, None, |_| {})
+                    .deploy(
+                        id,
+                        package.map(|p| p.0),
+                        false,
+                        package.map(|p| p.1),
+                        |_| {},
+                    )
                     .await
                     .map_err(|e| format!("{drained}; upgrade failed: {e}; left drained"))?;
-                let step = format!(
-                    "{}: {} → {}",
-                    report.outcome,
+                let (before, after) = (
                     report.before.as_deref().unwrap_or("none"),
-                    report.after.as_deref().unwrap_or("none")
+                    report.after.as_deref().unwrap_or("none"),
                 );
                 if !report.outcome.ok() {
                     return Err(format!(
-                        "{drained}; upgrade {step}: {}; left drained",
-                        report.message
+                        "{drained}; upgrade {} ({after} installed): {}; left drained",
+                        report.outcome, report.message
                     ));
                 }
+                let step = format!("{}: {before} → {after}", report.outcome);
                 self.wait_healthy(id, HEALTHY_WITHIN).await.map_err(|e| {
                     format!("{drained}; {step}, but its API is not healthy: {e}; left drained")
                 })?;

@@ -828,7 +828,7 @@ async fn bulk_change_previews_per_host_rolls_and_stops_at_the_first_failure() {
     // Drain and undrain the tagged group, one host at a time.
     let edge = c.tagged("edge").unwrap();
     let out = c
-        .rolling_maintenance(&edge, RollingOp::Drain, |_| {})
+        .rolling_maintenance(&edge, RollingOp::Drain, None, |_| {})
         .await
         .unwrap();
     assert!(
@@ -838,7 +838,7 @@ async fn bulk_change_previews_per_host_rolls_and_stops_at_the_first_failure() {
     let (rows, summary) = c.overview().await.unwrap();
     assert_eq!(summary.draining, 2, "{rows:?}");
     let out = c
-        .rolling_maintenance(&edge, RollingOp::Undrain, |_| {})
+        .rolling_maintenance(&edge, RollingOp::Undrain, None, |_| {})
         .await
         .unwrap();
     assert!(out.iter().all(|o| o.ok), "{out:?}");

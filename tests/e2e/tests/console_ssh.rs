@@ -1083,3 +1083,196 @@ fn console_reboots_when_empty_or_after_t() {
     .join()
     .unwrap();
 }
+
+/// Whether each gateway of the fleet is drained, in the fleet's order.
+async fn draining(c: &Console) -> Vec<bool> {
+    let (rows, _) = c.overview().await.unwrap();
+    rows.iter()
+        .map(|r| r.health.as_ref().expect("healthy").draining)
+        .collect()
+}
+
+/// Over two real hosts, one at a time: an upgrade (drain, install, healthy,
+/// undrain) with a stream held through h1; a broken build stops the roll at
+/// the first host, which rolls back and stays drained while the second is
+/// never touched; then a settings change with a key rotated per host.
+#[test]
+fn console_rolls_an_upgrade_and_a_change_over_two_hosts() {
+    use vdi_wire::console::{BulkChange, Planned, RollingOp};
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let dir = std::env::temp_dir().join(format!("vdi-roll-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let v2 = deb_variant(&deb, &dir, "0.1.0+up1", false);
+    let bad = deb_variant(&deb, &dir, "0.1.0+up2", true);
+    // Bare hosts, the package installed by the console (which keeps it on
+    // the host, so a failed upgrade can roll back to it).
+    let bed = Arc::new(Bed::up_with("croll", 2, &[]));
+    let (h1, h2) = (bed.ip("h1"), bed.ip("h2"));
+    let key = bed.key();
+    let data = dir.join("console");
+    let (b, d, k, first) = (bed.clone(), data.clone(), key.clone(), deb.clone());
+    bed.in_ns("client", move || async move {
+        let c = Console::with_secrets(&d, Secrets::file(d.join("secrets.json"))).unwrap();
+        let sha = vdi_console::deploy::sha256_hex(&std::fs::read(&first).unwrap());
+        for (name, ip) in [("h1", h1), ("h2", h2)] {
+            let mut g = draft(name, &ip.to_string(), &k);
+            g.tags = vec!["bed".into()];
+            let id = c.add(&g).unwrap().id;
+            c.trust_host_key(id, &ip.to_string(), 22, &b.host_fingerprint(name))
+                .await
+                .unwrap();
+            let r = c
+                .deploy(id, Some(&first), false, Some(&sha), |_| {})
+                .await
+                .unwrap();
+            assert_eq!(r.outcome, DeployOutcome::Installed, "{r:?}");
+        }
+    })
+    .join()
+    .unwrap();
+    let desk = vdi_e2e::serve_desk(&bed, "h1");
+    let keys = |h: &str| -> (String, String) {
+        let v: serde_json::Value =
+            serde_json::from_str(&bed.sh(h, "vdi-gateway settings show --reveal")).unwrap();
+        (
+            v["api_key"].as_str().unwrap().into(),
+            v["cli_key"].as_str().unwrap().into(),
+        )
+    };
+    let (k1, k2) = (keys("h1"), keys("h2"));
+    let held = vdi_e2e::Held::open(&bed, h1, desk, &k1.1, "vm-roll");
+    let b = bed.clone();
+    bed.in_ns("client", move || async move {
+        let bed = b;
+        let c = Console::with_secrets(&data, Secrets::file(data.join("secrets.json"))).unwrap();
+        let ids = c.tagged("bed").unwrap();
+        assert_eq!(ids.len(), 2);
+        for ((id, ip), (api, cli)) in ids.iter().zip([h1, h2]).zip([&k1, &k2]) {
+            let mut d = draft(&c.get(*id).unwrap().name, &ip.to_string(), &key);
+            d.api_key = Some(api.clone().into());
+            d.cli_key = Some(cli.clone().into());
+            d.tags = vec!["bed".into()];
+            c.update(*id, &d).unwrap();
+        }
+        let version = |h: &'static str| {
+            let bed = bed.clone();
+            async move { sh(&bed, h, "dpkg-query -W -f='${Version}' vdi-gateway".into()).await }
+        };
+        let sha = |p: &Path| vdi_console::deploy::sha256_hex(&std::fs::read(p).unwrap());
+
+        // The upgrade rolls over both, each drained only while it upgrades.
+        let mut seen = vec![];
+        let v2_sha = sha(&v2);
+        let out = c
+            .rolling_maintenance(&ids, RollingOp::Upgrade, Some((&v2, &v2_sha)), |o| {
+                seen.push(o.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, seen);
+        assert_eq!(out.len(), 2, "{out:?}");
+        for o in &out {
+            assert!(o.ok, "{o:?}");
+            assert!(o.summary.starts_with("drained"), "{o:?}");
+            assert!(o.summary.contains("upgraded: 0.1.0 → 0.1.0+up1"), "{o:?}");
+            assert!(o.summary.contains(", undrained"), "{o:?}");
+        }
+        assert_eq!(
+            (version("h1").await, version("h2").await),
+            ("0.1.0+up1".into(), "0.1.0+up1".into())
+        );
+        assert_eq!(draining(&c).await, [false, false]);
+
+        // A build that cannot start: h1 rolls back and stays drained (out of
+        // the VIP's way); the roll stops there, h2 is not touched.
+        let bad_sha = sha(&bad);
+        let out = c
+            .rolling_maintenance(&ids, RollingOp::Upgrade, Some((&bad, &bad_sha)), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(!out[0].ok, "{out:?}");
+        assert!(
+            out[0].summary.contains("rolled_back") && out[0].summary.ends_with("left drained"),
+            "{out:?}"
+        );
+        assert_eq!(
+            (version("h1").await, version("h2").await),
+            ("0.1.0+up1".into(), "0.1.0+up1".into())
+        );
+        assert_eq!(draining(&c).await, [true, false]);
+        let out = c
+            .rolling_maintenance(&ids[..1], RollingOp::Undrain, None, |_| {})
+            .await
+            .unwrap();
+        assert!(out[0].ok, "{out:?}");
+        assert_eq!(draining(&c).await, [false, false]);
+
+        // A change previewed on both and rolled: each host its own new cli_key.
+        let change = BulkChange {
+            set: serde_json::json!({"tunnel_idle_secs": 90})
+                .as_object()
+                .unwrap()
+                .clone(),
+            rotate: vec!["cli_key".into()],
+        };
+        let plan = c.plan_bulk_change(&ids, &change).await.unwrap();
+        assert!(
+            plan.iter().all(|p| p.error.is_none() && p.diff.len() == 2),
+            "{plan:?}"
+        );
+        let planned: Vec<Planned> = plan
+            .iter()
+            .map(|p| Planned {
+                gateway: p.gateway,
+                version: p.version.clone(),
+            })
+            .collect();
+        let out = c
+            .apply_bulk_change(&change, &planned, |_| {})
+            .await
+            .unwrap();
+        assert!(out.iter().all(|o| o.ok), "{out:?}");
+        let mut cli = vec![];
+        for h in ["h1", "h2"] {
+            let v: serde_json::Value = serde_json::from_str(
+                &sh(&bed, h, "vdi-gateway settings show --reveal".into()).await,
+            )
+            .unwrap();
+            assert_eq!(v["tunnel_idle_secs"], 90, "{h}");
+            cli.push(v["cli_key"].as_str().unwrap().to_string());
+        }
+        assert!(
+            cli[0] != k1.1 && cli[1] != k2.1 && cli[0] != cli[1],
+            "{cli:?}"
+        );
+
+        let log = c.audit_log(&AuditFilter::default()).unwrap();
+        let runs: Vec<(&str, &str)> = log
+            .iter()
+            .rev()
+            .filter(|r| r.gateway.is_none() && r.host == "fleet")
+            .map(|r| (r.action.as_str(), r.result.as_str()))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("rolling_upgrade", "ok"),
+                ("rolling_upgrade", "failed"),
+                ("rolling_undrain", "ok"),
+                ("bulk_change", "ok")
+            ]
+        );
+    })
+    .join()
+    .unwrap();
+    assert!(
+        held.echoes_after(),
+        "the stream through h1 runs on through two upgrades and a rollback"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
