@@ -217,6 +217,12 @@ impl Desktop {
         })
     }
 
+    /// The process group of tauri-driver and all it starts (WebKitWebDriver,
+    /// the app, WebKit's processes).
+    pub fn group(&self) -> i32 {
+        self._driver.0.id() as i32
+    }
+
     /// A WebDriver session with the app (call it from inside the namespace
     /// tauri-driver runs in).
     pub async fn connect(&self) -> fantoccini::Client {
