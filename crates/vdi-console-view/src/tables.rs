@@ -33,6 +33,22 @@ pub fn fleet_rows(rows: Vec<FleetRow>, filter: &str, order: FleetOrder) -> Vec<F
     v
 }
 
+/// The rows of a long table worth rendering: those in the viewport (`top`,
+/// `viewport` in pixels, rows `row_h` high) and `overscan` more on each
+/// side, so a scroll step shows rows already there.
+pub fn visible_range(
+    len: usize,
+    top: f64,
+    viewport: f64,
+    row_h: f64,
+    overscan: usize,
+) -> std::ops::Range<usize> {
+    let row_h = row_h.max(1.0);
+    let first = ((top.max(0.0) / row_h).floor() as usize).saturating_sub(overscan);
+    let count = (viewport.max(0.0) / row_h).ceil() as usize + 2 * overscan + 1;
+    first.min(len)..(first + count).min(len)
+}
+
 /// Every tag in the fleet, once each, sorted (the bulk selector's choices).
 pub fn fleet_tags(rows: &[FleetRow]) -> Vec<String> {
     let mut tags: Vec<String> = rows.iter().flat_map(|r| r.tags.iter().cloned()).collect();
@@ -116,6 +132,18 @@ mod tests {
             trend: None,
             pending_ms: None,
         }
+    }
+
+    #[test]
+    fn only_the_rows_in_view_and_some_around_them() {
+        // 200 rows of 44 px, a 500 px viewport.
+        assert_eq!(visible_range(200, 0.0, 500.0, 44.0, 10), 0..33);
+        assert_eq!(visible_range(200, 4400.0, 500.0, 44.0, 10), 90..123);
+        assert_eq!(visible_range(200, 1e9, 500.0, 44.0, 10), 200..200);
+        assert_eq!(visible_range(5, 0.0, 500.0, 44.0, 10), 0..5);
+        assert_eq!(visible_range(0, 0.0, 500.0, 44.0, 10), 0..0);
+        // A row height not measured yet (0) is not a division by zero.
+        assert_eq!(visible_range(3, 10.0, 100.0, 0.0, 0), 3..3);
     }
 
     #[test]
