@@ -94,13 +94,7 @@ pub fn BulkPanel(chosen: RwSignal<Vec<i64>>, rows: ReadSignal<Vec<FleetRow>>) ->
         let Some((change, hs)) = plan.get_untracked() else {
             return;
         };
-        let planned: Vec<Planned> = hs
-            .iter()
-            .map(|h| Planned {
-                gateway: h.gateway,
-                version: h.version.clone(),
-            })
-            .collect();
+        let planned: Vec<Planned> = hs.iter().map(HostPlan::planned).collect();
         set_results.set(vec![]);
         set_busy.set(true);
         spawn_local(async move {

@@ -39,6 +39,13 @@ pub fn check(ids: &[i64], change: &BulkChange) -> Result<()> {
     for f in change.set.keys() {
         if !SETTINGS_FIELDS.contains(&f.as_str()) {
             errors.push(FieldError::new(f, "not a settings field"));
+        } else if SECRET_FIELDS.contains(&f.as_str()) && ids.len() > 1 && !change.rotate.contains(f)
+        {
+            // One leaked key would then open every host.
+            errors.push(FieldError::new(
+                f,
+                "one key for several hosts: rotate it instead (a new key per host)",
+            ));
         }
     }
     let mut seen = HashSet::new();
@@ -476,6 +483,10 @@ mod tests {
                 ("api_key".into(), "rotated twice".into())
             ]
         );
+        let f = fields(check(&[1, 2], &change(json!({"api_key": "QUJD"}), &[])).unwrap_err());
+        assert_eq!(f[0].0, "api_key");
+        assert!(f[0].1.contains("a new key per host"), "{f:?}");
+        assert!(check(&[1], &change(json!({"api_key": "QUJD"}), &[])).is_ok());
         let many: Vec<i64> = (0..=MAX_HOSTS as i64).collect();
         assert!(check(&many, &change(json!({}), &["cli_key"])).is_err());
     }

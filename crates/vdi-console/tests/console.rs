@@ -697,7 +697,7 @@ fn ui_state_survives_a_restart() {
 #[tokio::test]
 async fn bulk_change_previews_per_host_rolls_and_stops_at_the_first_failure() {
     use vdi_console::audit::AuditFilter;
-    use vdi_wire::console::{BulkChange, Planned, RollingOp};
+    use vdi_wire::console::{BulkChange, HostPlan, Planned, RollingOp};
     let gws = [gateway().await, gateway().await, gateway().await];
     let dir = TempDir::new();
     let c = console(&dir);
@@ -770,13 +770,7 @@ async fn bulk_change_previews_per_host_rolls_and_stops_at_the_first_failure() {
     c.change_settings(ids[1], patch(json!({"tunnel_ttl_secs": 3600})))
         .await
         .unwrap();
-    let planned: Vec<Planned> = plan
-        .iter()
-        .map(|p| Planned {
-            gateway: p.gateway,
-            version: p.version.clone(),
-        })
-        .collect();
+    let planned: Vec<Planned> = plan.iter().map(HostPlan::planned).collect();
     let mut streamed = Vec::new();
     let out = c
         .apply_bulk_change(&change, &planned, |o| streamed.push(o.clone()))
@@ -805,13 +799,7 @@ async fn bulk_change_previews_per_host_rolls_and_stops_at_the_first_failure() {
 
     // Preview again and apply on b and c: each gets keys no other host has.
     let plan = c.plan_bulk_change(&ids[1..], &change).await.unwrap();
-    let planned: Vec<Planned> = plan
-        .iter()
-        .map(|p| Planned {
-            gateway: p.gateway,
-            version: p.version.clone(),
-        })
-        .collect();
+    let planned: Vec<Planned> = plan.iter().map(HostPlan::planned).collect();
     let out = c
         .apply_bulk_change(&change, &planned, |_| {})
         .await

@@ -710,6 +710,16 @@ pub struct HostPlan {
     pub version: String,
 }
 
+impl HostPlan {
+    /// This host as the apply takes it.
+    pub fn planned(&self) -> Planned {
+        Planned {
+            gateway: self.gateway,
+            version: self.version.clone(),
+        }
+    }
+}
+
 /// A host of a previewed change, as the apply takes it: in this order, and
 /// only if its settings still have this `version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1098,7 +1098,7 @@ async fn draining(c: &Console) -> Vec<bool> {
 /// never touched; then a settings change with a key rotated per host.
 #[test]
 fn console_rolls_an_upgrade_and_a_change_over_two_hosts() {
-    use vdi_wire::console::{BulkChange, Planned, RollingOp};
+    use vdi_wire::console::{BulkChange, HostPlan, Planned, RollingOp};
     if !can_run() {
         return;
     }
@@ -1225,13 +1225,7 @@ fn console_rolls_an_upgrade_and_a_change_over_two_hosts() {
             plan.iter().all(|p| p.error.is_none() && p.diff.len() == 2),
             "{plan:?}"
         );
-        let planned: Vec<Planned> = plan
-            .iter()
-            .map(|p| Planned {
-                gateway: p.gateway,
-                version: p.version.clone(),
-            })
-            .collect();
+        let planned: Vec<Planned> = plan.iter().map(HostPlan::planned).collect();
         let out = c
             .apply_bulk_change(&change, &planned, |_| {})
             .await
