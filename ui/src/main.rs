@@ -254,16 +254,10 @@ fn Fleet() -> impl IntoView {
                 .collect::<std::collections::HashMap<_, _>>()
         })
     });
-    let order = Memo::new(move |_| {
-        rows.with(|v| tables::fleet_rows(v.clone(), "", sort.get()))
-            .into_iter()
-            .map(|r| r.id)
-            .collect::<Vec<_>>()
-    });
+    let order = Memo::new(move |_| rows.with(|v| tables::fleet_order(v, "", sort.get())));
     let matching = Memo::new(move |_| {
-        rows.with(|v| tables::fleet_rows(v.clone(), &filter.get(), FleetOrder::Name))
+        rows.with(|v| tables::fleet_order(v, &filter.get(), FleetOrder::Name))
             .into_iter()
-            .map(|r| r.id)
             .collect::<std::collections::HashSet<_>>()
     });
     // The rows shown, in order (what "choose every gateway shown" takes).

@@ -14,9 +14,18 @@ pub enum FleetOrder {
 
 /// The rows whose name or a tag contains `filter` (any case), in `order`.
 pub fn fleet_rows(rows: Vec<FleetRow>, filter: &str, order: FleetOrder) -> Vec<FleetRow> {
+    let ids = fleet_order(&rows, filter, order);
+    let mut by_id: std::collections::HashMap<i64, FleetRow> =
+        rows.into_iter().map(|r| (r.id, r)).collect();
+    ids.iter().filter_map(|id| by_id.remove(id)).collect()
+}
+
+/// The ids of [`fleet_rows`], without copying a row (what the page keys its
+/// table by, on every push and keystroke).
+pub fn fleet_order(rows: &[FleetRow], filter: &str, order: FleetOrder) -> Vec<i64> {
     let f = filter.to_lowercase();
-    let mut v: Vec<FleetRow> = rows
-        .into_iter()
+    let mut v: Vec<&FleetRow> = rows
+        .iter()
         .filter(|r| {
             f.is_empty()
                 || r.name.to_lowercase().contains(&f)
@@ -30,7 +39,7 @@ pub fn fleet_rows(rows: Vec<FleetRow>, filter: &str, order: FleetOrder) -> Vec<F
             v.sort_by_key(|r| std::cmp::Reverse(r.health.as_ref().map_or(0, |h| h.tunnels)))
         }
     }
-    v
+    v.into_iter().map(|r| r.id).collect()
 }
 
 /// The rows of a long table worth rendering: those in the viewport (`top`,

@@ -82,22 +82,35 @@ fn check_hosts(ids: &[i64], errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Field errors as one error, their sentences joined.
-fn invalid(errors: Vec<FieldError>) -> Error {
-    let message = errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    Error::Invalid(message, errors)
-}
-
 fn invalid_if_any(errors: Vec<FieldError>) -> Result<()> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(invalid(errors))
+        Err(Error::of_fields(errors))
     }
+}
+
+/// `items` one after the other: each outcome streamed through `each` as it
+/// is known, and the first that is not ok ends the run.
+async fn roll<T: Clone, Fut>(
+    items: &[T],
+    mut each: impl FnMut(&BulkOutcome),
+    mut one: impl FnMut(T) -> Fut,
+) -> Vec<BulkOutcome>
+where
+    Fut: std::future::Future<Output = BulkOutcome>,
+{
+    let mut done = Vec::new();
+    for item in items {
+        let o = one(item.clone()).await;
+        each(&o);
+        let ok = o.ok;
+        done.push(o);
+        if !ok {
+            break;
+        }
+    }
+    done
 }
 
 /// One host's patch: `set`, and a key from `key()` for each rotated field.
@@ -211,25 +224,20 @@ impl Console {
         let version = version(&current);
         // A throwaway key for each rotated field, so the gateway's rules see
         // a valid value; the apply makes the real ones.
+        // The same checks as the change itself (`change_settings`).
         let patch = patch_for(change, vdi_gateway::random_key);
-        let (mut diff_, mut error) = (vec![], None);
-        match vdi_core::settings::apply_patch(&current, &patch) {
-            Ok(c) => diff_ = diff(&current, &c.settings, &c.changed, &change.rotate),
-            Err(e) => error = Some(ConsoleError::from(invalid(e.field_errors()))),
-        }
-        let host_fields = host_local::split(patch).1;
-        let no_ssh = self.get(id).is_ok_and(|g| g.ssh_host.is_none());
-        if error.is_none() && !host_fields.is_empty() && no_ssh {
-            let fields = host_fields
-                .keys()
-                .map(|f| FieldError::new(f, vdi_wire::console::NO_SSH_FOR_HOST_LOCAL))
-                .collect();
-            error = Some(invalid(fields).into());
-        }
+        let host_fields = host_local::split(patch.clone()).1;
+        let (diff, error) = match self.check_patch(id, &current, &patch, &host_fields) {
+            Ok((c, _)) => (
+                diff(&current, &c.settings, &c.changed, &change.rotate),
+                None,
+            ),
+            Err(e) => (vec![], Some(ConsoleError::from(e))),
+        };
         HostPlan {
             gateway: id,
             host,
-            diff: diff_,
+            diff,
             error,
             version,
         }
@@ -251,11 +259,10 @@ impl Console {
         for &id in &ids {
             self.get(id)?;
         }
-        let mut done = Vec::new();
-        for p in plan {
+        let done = roll(plan, &mut each, |p| async move {
             let t = Instant::now();
-            let r = self.apply_one(p, change).await;
-            let o = BulkOutcome {
+            let r = self.apply_one(&p, change).await;
+            BulkOutcome {
                 gateway: p.gateway,
                 host: self.host_label(p.gateway),
                 ok: r.is_ok(),
@@ -266,14 +273,9 @@ impl Console {
                 },
                 changed: r.unwrap_or_default(),
                 took_ms: ms(t),
-            };
-            each(&o);
-            let ok = o.ok;
-            done.push(o);
-            if !ok {
-                break;
             }
-        }
+        })
+        .await;
         let params = BulkParams {
             hosts: ids.iter().map(|&id| self.host_label(id)).collect(),
             set: change.set.keys().cloned().collect(),
@@ -296,7 +298,7 @@ impl Console {
         }
         let patch = patch_for(change, vdi_gateway::random_key);
         let expected = vdi_core::settings::apply_patch(&current, &patch)
-            .map_err(|e| invalid(e.field_errors()))?
+            .map_err(|e| Error::of_fields(e.field_errors()))?
             .settings;
         let changed = self.change_settings(p.gateway, patch.clone()).await?;
         let fields: Vec<String> = patch.keys().cloned().collect();
@@ -332,27 +334,22 @@ impl Console {
         if op == RollingOp::Upgrade && package.is_none() && crate::bundled_gateway_deb().is_none() {
             return Err(Error::NoPackage);
         }
-        let mut done = Vec::new();
-        for &id in ids {
+        let done = roll(ids, &mut each, |id| async move {
             let t = Instant::now();
             let (ok, summary) = match self.maintain_one(id, op, package).await {
                 Ok(s) => (true, s),
                 Err(s) => (false, s),
             };
-            let o = BulkOutcome {
+            BulkOutcome {
                 gateway: id,
                 host: self.host_label(id),
                 ok,
                 summary,
                 changed: vec![],
                 took_ms: ms(t),
-            };
-            each(&o);
-            done.push(o);
-            if !ok {
-                break;
             }
-        }
+        })
+        .await;
         let params = BulkParams {
             hosts: ids.iter().map(|&id| self.host_label(id)).collect(),
             ..Default::default()

@@ -83,6 +83,16 @@ impl Error {
         Error::Invalid(format!("{field}: {m}"), vec![FieldError::new(field, m)])
     }
 
+    /// Several fields' problems as one error, their sentences joined.
+    pub fn of_fields(errors: Vec<FieldError>) -> Self {
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Error::Invalid(message, errors)
+    }
+
     /// Per-field problems, for forms.
     pub fn fields(&self) -> Vec<FieldError> {
         match self {

@@ -385,32 +385,7 @@ impl Console {
         host: Map<String, Value>,
     ) -> Result<SettingsChanged> {
         let current = self.settings(id).await?;
-        let mut errors = Vec::new();
-        let whole = match vdi_core::settings::apply_patch(&current, &patch) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                errors = e.field_errors();
-                None
-            }
-        };
-        let assignments = host_local::assignments(&host).unwrap_or_else(|e| {
-            errors.extend(e);
-            Vec::new()
-        });
-        if !host.is_empty() && self.get(id)?.ssh_host.is_none() {
-            errors.extend(
-                host.keys()
-                    .map(|f| FieldError::new(f, vdi_wire::console::NO_SSH_FOR_HOST_LOCAL)),
-            );
-        }
-        let Some(whole) = whole.filter(|_| errors.is_empty()) else {
-            let message = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Error::Invalid(message, errors));
-        };
+        let (whole, assignments) = self.check_patch(id, &current, &patch, &host)?;
         let mut on_host = Vec::new();
         let mut settings = current.clone();
         if !host.is_empty() {
@@ -458,6 +433,42 @@ impl Console {
             .map(|f| f.to_string())
             .collect();
         Ok(changed)
+    }
+
+    /// `patch` for gateway `id` checked as a change would be, changing
+    /// nothing: the gateway's rules on the whole patch, the host's CLI
+    /// assignments for its host-local half (`host`), and an SSH host for
+    /// them. The settings it makes and the assignments, or every field's
+    /// problem (the bulk preview asks the same).
+    pub(crate) fn check_patch(
+        &self,
+        id: i64,
+        current: &Settings,
+        patch: &Map<String, Value>,
+        host: &Map<String, Value>,
+    ) -> Result<(vdi_core::settings::Change, Vec<String>)> {
+        let mut errors = Vec::new();
+        let whole = match vdi_core::settings::apply_patch(current, patch) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors = e.field_errors();
+                None
+            }
+        };
+        let assignments = host_local::assignments(host).unwrap_or_else(|e| {
+            errors.extend(e);
+            Vec::new()
+        });
+        if !host.is_empty() && self.get(id)?.ssh_host.is_none() {
+            errors.extend(
+                host.keys()
+                    .map(|f| FieldError::new(f, vdi_wire::console::NO_SSH_FOR_HOST_LOCAL)),
+            );
+        }
+        match whole.filter(|_| errors.is_empty()) {
+            Some(whole) => Ok((whole, assignments)),
+            None => Err(Error::of_fields(errors)),
+        }
     }
 
     pub async fn connections(&self, id: i64) -> Result<Connections> {
