@@ -9,8 +9,8 @@ use tauri::State;
 use tauri::ipc::Channel;
 use vdi_console::Console;
 use vdi_wire::console::{
-    AppInfo, ConnectionsUpdate, ConsoleError, DemoState, FleetUpdate, GatewayDraft, GatewayEntry,
-    UiState, WatchId,
+    AppInfo, ClusterState, ConnectionsUpdate, ConsoleError, DemoState, FleetUpdate, GatewayDraft,
+    GatewayEntry, UiState, WatchId,
 };
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
 
@@ -35,6 +35,9 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         demo_tunnel,
         demo_state,
         stop_demo,
+        cluster_state,
+        start_cluster,
+        stop_cluster,
         ui_state,
         save_ui_state,
         crate::hosts::services,
@@ -140,6 +143,22 @@ async fn demo_tunnel(console: App<'_>) -> Res<ConnectionOpened> {
 #[tauri::command]
 fn demo_state(console: App<'_>) -> DemoState {
     console.demo_state()
+}
+
+#[tauri::command]
+fn cluster_state(console: App<'_>) -> ClusterState {
+    console.cluster_state()
+}
+
+/// Async: the bring-up is spawned on the runtime this runs on.
+#[tauri::command]
+async fn start_cluster(console: App<'_>) -> Res<ClusterState> {
+    Ok(console.inner().start_cluster())
+}
+
+#[tauri::command]
+async fn stop_cluster(console: App<'_>) -> Res<ClusterState> {
+    Ok(console.stop_cluster().await)
 }
 
 #[tauri::command]

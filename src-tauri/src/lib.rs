@@ -46,10 +46,22 @@ pub fn run() {
     // a live gateway at once.
     let first = console.clone();
     tauri::async_runtime::spawn(async move {
-        match first.ensure_embedded().await {
+        // VDI_EMBEDDED=off: no bundled gateway (a console for real hosts only).
+        let embedded = std::env::var("VDI_EMBEDDED").as_deref() != Ok("off");
+        match if embedded {
+            first.ensure_embedded().await
+        } else {
+            Ok(None)
+        } {
             Ok(Some(g)) => tracing::info!(url = %g.api_url, "embedded gateway running"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "embedded gateway did not start"),
+        }
+        // `scripts/run` as root asks for the demo cluster (the fleet view
+        // shows its steps; it comes down when the console exits).
+        if std::env::var("VDI_DEMO_CLUSTER").as_deref() == Ok("on") {
+            let s = first.start_cluster();
+            tracing::info!(phase = ?s.phase, unavailable = ?s.unavailable, "demo cluster");
         }
     });
     // The fleet's history (sparklines) keeps filling while no view polls.

@@ -154,6 +154,11 @@ impl Desktop {
     /// with `VDI_CONSOLE_DATA=data`). `None` (skip) only outside CI when a
     /// tool is missing.
     pub fn start(netns: Option<&str>, data: &Path) -> Option<Desktop> {
+        Self::start_with(netns, data, &[])
+    }
+
+    /// Like [`Desktop::start`], with more environment for the app.
+    pub fn start_with(netns: Option<&str>, data: &Path, env: &[(&str, &str)]) -> Option<Desktop> {
         let missing: Vec<&str> = ["Xvfb", "WebKitWebDriver", "tauri-driver"]
             .into_iter()
             .filter(|c| !have(c))
@@ -207,7 +212,8 @@ impl Desktop {
                 &(port + 1).to_string(),
             ])
             .env("DISPLAY", &display)
-            .env("VDI_CONSOLE_DATA", data),
+            .env("VDI_CONSOLE_DATA", data)
+            .envs(env.iter().copied()),
             "tauri-driver",
         );
         Some(Desktop {

@@ -9,7 +9,9 @@ use vdi_wire::console::{
     JournalEvent, JournalRequest, Planned, RebootPlan, RollingOp, ServiceAction, UnitStatus,
     WatchId,
 };
-pub use vdi_wire::console::{AppInfo, ConnectionsUpdate, DemoState, FleetUpdate, UiState};
+pub use vdi_wire::console::{
+    AppInfo, ClusterState, ConnectionsUpdate, DemoState, FleetUpdate, UiState,
+};
 use vdi_wire::{ConnectionOpened, Disconnect, Disconnected, DrainState, Settings, SettingsChanged};
 use wasm_bindgen::prelude::*;
 
@@ -123,6 +125,18 @@ pub async fn demo_state() -> Result<DemoState, ConsoleError> {
 
 pub async fn stop_demo() -> Result<DemoState, ConsoleError> {
     call("stop_demo", args(&[])).await
+}
+
+pub async fn cluster_state() -> Result<ClusterState, ConsoleError> {
+    call("cluster_state", args(&[])).await
+}
+
+pub async fn start_cluster() -> Result<ClusterState, ConsoleError> {
+    call("start_cluster", args(&[])).await
+}
+
+pub async fn stop_cluster() -> Result<ClusterState, ConsoleError> {
+    call("stop_cluster", args(&[])).await
 }
 
 pub async fn ui_state() -> Result<UiState, ConsoleError> {

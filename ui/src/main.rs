@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod bulk;
 mod charts;
+mod cluster;
 mod config;
 mod hosts;
 mod inventory;
@@ -226,10 +227,14 @@ fn Fleet() -> impl IntoView {
     let (demo_state, set_demo) = signal(api::DemoState::default());
     // The gateways ticked for a bulk change or a rolling operation.
     let chosen = RwSignal::new(Vec::<i64>::new());
+    let (cluster_state, set_cluster) = signal(api::ClusterState::default());
     let refresh_demo = move || {
         spawn_local(async move {
             if let Ok(d) = api::demo_state().await {
                 set_demo.set(d);
+            }
+            if let Ok(c) = api::cluster_state().await {
+                set_cluster.set(c);
             }
         })
     };
@@ -345,6 +350,7 @@ fn Fleet() -> impl IntoView {
                 <charts::Chart id="fleet-chart" title="Fleet throughput" span="last 15 min" values=t/>
             })
         }}
+        <cluster::ClusterBar state=cluster_state set=set_cluster/>
         <div class="toolbar">
             <input id="fleet-filter" placeholder="Filter by name or tag" aria-label="filter"
                 on:input=move |e| set_filter.set(event_target_value(&e))/>
@@ -495,7 +501,7 @@ fn FleetLine(
                     <span class=format!("unit {}", vdi_console_view::unit_class(&state)) title=format!("{unit}: {state}")
                         data-unit=unit data-state=state.clone()>{vdi_console_view::unit_letter(unit)}</span>
                 }).collect_view()))}</td>
-            <td>{move || health.with(|h| h.as_ref().filter(|h| h.holds_vip).map(|_| "VIP"))}</td>
+            <td class="vip">{move || health.with(|h| h.as_ref().filter(|h| h.holds_vip).map(|_| "VIP"))}</td>
             <td class="trend">{move || trend.get().map(|t| {
                 let now = t.rate.map(|[a, b]| vdi_console_view::charts::rate(a + b));
                 view! {

@@ -245,3 +245,89 @@ mod tests {
         assert_eq!(split_matches("İx x", "x"), [("İx x", false)]);
     }
 }
+
+/// What the demo cluster's bar offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterAction {
+    Start,
+    Stop,
+}
+
+/// The demo cluster's bar: its line of text and the button it offers.
+pub fn cluster_line(s: &vdi_wire::console::ClusterState) -> (String, Option<ClusterAction>) {
+    use vdi_wire::console::ClusterPhase as P;
+    match (s.phase, &s.unavailable) {
+        (P::Off, Some(why)) => (format!("not available here: {why}"), None),
+        (P::Off, None) => (
+            "two test-bed gateway hosts with HA, a desktop stand-in and demo traffic, on this machine"
+                .into(),
+            Some(ClusterAction::Start),
+        ),
+        (P::Starting, _) => (format!("starting: {}", s.detail), Some(ClusterAction::Stop)),
+        (P::Up, _) => (
+            format!(
+                "up: {} · {} demo streams ({})",
+                s.hosts.join(", "),
+                s.streams,
+                s.detail
+            ),
+            Some(ClusterAction::Stop),
+        ),
+        (P::Stopping, _) => (format!("stopping: {}", s.detail), None),
+        (P::Failed, _) => (
+            format!("did not come up: {}", s.detail),
+            s.unavailable.is_none().then_some(ClusterAction::Start),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use vdi_wire::console::{ClusterPhase, ClusterState};
+
+    #[test]
+    fn the_cluster_bar_says_where_it_is_and_offers_what_fits() {
+        let mut s = ClusterState {
+            unavailable: Some("the demo cluster needs root".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            cluster_line(&s),
+            (
+                "not available here: the demo cluster needs root".into(),
+                None
+            )
+        );
+        s.unavailable = None;
+        assert_eq!(cluster_line(&s).1, Some(ClusterAction::Start));
+        s.phase = ClusterPhase::Starting;
+        s.detail = "test bed: h1 ready".into();
+        assert_eq!(
+            cluster_line(&s),
+            (
+                "starting: test bed: h1 ready".into(),
+                Some(ClusterAction::Stop)
+            )
+        );
+        s.phase = ClusterPhase::Up;
+        s.detail = "up in 21 s".into();
+        s.hosts = vec!["demo-h1".into(), "demo-h2".into()];
+        s.streams = 8;
+        assert_eq!(
+            cluster_line(&s).0,
+            "up: demo-h1, demo-h2 · 8 demo streams (up in 21 s)"
+        );
+        s.phase = ClusterPhase::Stopping;
+        assert_eq!(cluster_line(&s).1, None);
+        s.phase = ClusterPhase::Failed;
+        s.detail = "testbed.sh up: no space".into();
+        assert_eq!(
+            cluster_line(&s),
+            (
+                "did not come up: testbed.sh up: no space".into(),
+                Some(ClusterAction::Start)
+            )
+        );
+    }
+}

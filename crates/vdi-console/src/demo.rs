@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::netns::Net;
+
 pub const STREAMS: usize = 4;
 pub const MAX_RUN: Duration = Duration::from_secs(3600);
 const TICK: Duration = Duration::from_millis(100);
@@ -83,13 +85,19 @@ pub struct Demo {
 
 impl Demo {
     /// Starts the streams to `addr` (the tunnel's address), under `parent`.
-    pub fn start(tunnel_id: String, addr: SocketAddr, parent: &CancellationToken) -> Self {
+    /// `net` is where the client is (the demo cluster's client namespace).
+    pub fn start(
+        tunnel_id: String,
+        addr: SocketAddr,
+        net: Net,
+        parent: &CancellationToken,
+    ) -> Self {
         let stop = parent.child_token();
         let live = Arc::new(AtomicUsize::new(STREAMS));
         for ch in CHANNELS {
-            let (stop, live) = (stop.clone(), live.clone());
+            let (stop, live, net) = (stop.clone(), live.clone(), net.clone());
             tokio::spawn(async move {
-                if let Err(e) = stream(addr, ch, stop).await {
+                if let Err(e) = stream(&net, addr, ch, stop).await {
                     tracing::info!(channel = ch.name, error = %e, "demo stream ended");
                 }
                 live.fetch_sub(1, Ordering::Relaxed);
@@ -120,8 +128,13 @@ impl Drop for Demo {
 
 /// One channel: writes at its rate, reads the echo back, until stopped,
 /// the connection goes or [`MAX_RUN`] passes.
-async fn stream(addr: SocketAddr, ch: Channel, stop: CancellationToken) -> std::io::Result<()> {
-    let s = tokio::net::TcpStream::connect(addr).await?;
+async fn stream(
+    net: &Net,
+    addr: SocketAddr,
+    ch: Channel,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let s = net.connect(addr).await?;
     s.set_nodelay(true)?;
     let (mut r, mut w) = s.into_split();
     let reader = async {
@@ -152,6 +165,31 @@ async fn stream(addr: SocketAddr, ch: Channel, stop: CancellationToken) -> std::
         r = reader => r,
         r = writer => r,
     }
+}
+
+/// The demo desktop: greets, then echoes everything back, until `stop`.
+pub fn serve_desktop(l: tokio::net::TcpListener, stop: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = l.accept() => match a { Ok(a) => a, Err(_) => continue },
+            };
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let echo = async {
+                    s.write_all(b"Space Gateway demo desktop: everything you type comes back\r\n")
+                        .await?;
+                    let (mut r, mut w) = s.split();
+                    tokio::io::copy(&mut r, &mut w).await
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = echo => {}
+                }
+            });
+        }
+    });
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Mutex;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub const EMBEDDED_ADDR: [u8; 4] = [127, 0, 77, 1];
@@ -56,24 +55,7 @@ impl Embedded {
             .await
             .map_err(|e| Error::Embedded(format!("demo desktop: {e}")))?;
         let addr = l.local_addr().map_err(|e| Error::Embedded(e.to_string()))?;
-        let token = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = tokio::select! {
-                    _ = token.cancelled() => return,
-                    a = l.accept() => match a { Ok(a) => a, Err(_) => continue },
-                };
-                tokio::spawn(async move {
-                    let _ = s
-                        .write_all(
-                            b"Space Gateway demo desktop: everything you type comes back\r\n",
-                        )
-                        .await;
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
+        crate::demo::serve_desktop(l, self.shutdown.clone());
         *self.demo.lock().unwrap() = Some(addr);
         Ok(addr)
     }

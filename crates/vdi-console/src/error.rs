@@ -33,6 +33,8 @@ pub enum Error {
     Secrets(String),
     #[error("embedded gateway: {0}")]
     Embedded(String),
+    #[error("demo cluster: {0}")]
+    Cluster(String),
     #[error("{0}")]
     Ssh(#[from] crate::ssh::SshError),
     /// The console's own `known_hosts` cannot be written.
@@ -118,6 +120,7 @@ impl Error {
             Error::DataDir(_) => "data_dir",
             Error::Secrets(_) => "secrets",
             Error::Embedded(_) => "embedded",
+            Error::Cluster(_) => "cluster",
             Error::Ssh(e) => e.code(),
             Error::HostKeys(_) => "known_hosts",
             Error::ActionFailed(_) => "action_failed",

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod bulk;
 pub mod client;
+pub mod cluster;
 pub mod demo;
 pub mod deploy;
 pub mod embedded;
@@ -16,6 +17,7 @@ pub mod host_local;
 pub mod inventory;
 pub mod journal;
 pub mod maintenance;
+pub mod netns;
 pub mod preview;
 mod remote;
 pub mod secrets;
@@ -70,6 +72,7 @@ pub struct Console {
     last_overview: Mutex<Option<std::time::Instant>>,
     embedded: tokio::sync::Mutex<Option<embedded::Embedded>>,
     demo: Mutex<Option<demo::Demo>>,
+    cluster: cluster::Cluster,
     hostkeys: std::sync::Arc<ssh::hostkeys::HostKeys>,
     pending_keys: std::sync::Arc<ssh::PendingKeys>,
     ssh_pool: ssh::Pool,
@@ -115,6 +118,7 @@ impl Console {
             poller: Default::default(),
             embedded: tokio::sync::Mutex::new(None),
             demo: Mutex::new(None),
+            cluster: Default::default(),
             hostkeys: std::sync::Arc::new(ssh::hostkeys::HostKeys::standard(data_dir)),
             pending_keys: Default::default(),
             ssh_pool: Default::default(),
@@ -507,7 +511,15 @@ impl Console {
     /// and adds it; with an embedded entry already, (re)starts it. Returns it.
     pub async fn ensure_embedded(&self) -> Result<Option<GatewayEntry>> {
         let existing = self.inventory.lock().unwrap().embedded()?;
-        let empty = self.inventory.lock().unwrap().list()?.is_empty();
+        // The demo cluster's entries do not count: the embedded gateway
+        // runs beside them (and a dead console's are reclaimed).
+        let empty = self
+            .inventory
+            .lock()
+            .unwrap()
+            .list()?
+            .iter()
+            .all(|g| g.tags.iter().any(|t| t == cluster::TAG));
         if existing.is_none() && !empty {
             return Ok(None);
         }
@@ -565,11 +577,12 @@ impl Console {
             .ok_or_else(|| {
                 Error::Embedded(format!("demo tunnel: {} does not resolve", opened.address))
             })?;
-        let old =
-            self.demo
-                .lock()
-                .unwrap()
-                .replace(demo::Demo::start(opened.id.clone(), addr, &token));
+        let old = self.demo.lock().unwrap().replace(demo::Demo::start(
+            opened.id.clone(),
+            addr,
+            netns::Net::Here,
+            &token,
+        ));
         drop(old);
         Ok(opened)
     }
@@ -738,8 +751,9 @@ impl Console {
         self.watches.is_running(id)
     }
 
-    /// Stops the embedded gateway (at exit).
+    /// Takes the demo cluster down and stops the embedded gateway (at exit).
     pub async fn shutdown(&self) {
+        self.stop_cluster().await;
         if let Some(e) = self.embedded.lock().await.take() {
             e.stop().await;
         }

@@ -63,6 +63,33 @@ pub struct DemoState {
     pub streams: usize,
 }
 
+/// Where the local demo cluster is (test-bed hosts the console runs so a
+/// newcomer sees every view with real data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterPhase {
+    #[default]
+    Off,
+    Starting,
+    Up,
+    Stopping,
+    Failed,
+}
+
+/// The demo cluster now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Why it cannot run on this machine (none: it can).
+    pub unavailable: Option<String>,
+    pub phase: ClusterPhase,
+    /// The step it is at, or what went wrong.
+    pub detail: String,
+    /// The fleet entries it added, by name.
+    pub hosts: Vec<String>,
+    /// Demo streams moving through its hosts.
+    pub streams: usize,
+}
+
 /// What a fleet watch pushes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetUpdate {

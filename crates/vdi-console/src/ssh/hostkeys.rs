@@ -111,6 +111,12 @@ impl HostKeys {
     /// Records `key` for the host in the console's file, replacing any key
     /// recorded there before (the admin checked the fingerprint).
     pub fn trust(&self, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+        self.trust_all(host, port, std::slice::from_ref(key))
+    }
+
+    /// Records every key of `keys` for the host (one per type, as a host
+    /// offers them), replacing what the console's file had for it.
+    pub fn trust_all(&self, host: &str, port: u16, keys: &[PublicKey]) -> std::io::Result<()> {
         let name = host_port(host, port);
         let old = std::fs::read_to_string(&self.app_file).unwrap_or_default();
         let mut out: String = old
@@ -118,12 +124,14 @@ impl HostKeys {
             .filter(|l| !line_hosts(l).iter().any(|h| *h == name))
             .map(|l| format!("{l}\n"))
             .collect();
-        let openssh = key
-            .to_openssh()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        // Without the comment: `type base64`.
-        let typed: Vec<&str> = openssh.split_whitespace().take(2).collect();
-        out.push_str(&format!("{name} {}\n", typed.join(" ")));
+        for key in keys {
+            let openssh = key
+                .to_openssh()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            // Without the comment: `type base64`.
+            let typed: Vec<&str> = openssh.split_whitespace().take(2).collect();
+            out.push_str(&format!("{name} {}\n", typed.join(" ")));
+        }
         if let Some(dir) = self.app_file.parent() {
             std::fs::create_dir_all(dir)?;
         }

@@ -1,0 +1,226 @@
+//! The demo cluster in the real window, as `scripts/run` gives it to a
+//! newcomer as root: the console brings up two test-bed gateway hosts by
+//! itself (its fleet view shows the steps), reclaims a stale entry a dead
+//! console left, and then every view shows live data from real hosts: both
+//! gateways up with one holding the VIP, services (no host-key prompt: the
+//! keys are the bed's), a journal line arriving, a config preview, demo
+//! streams whose rates move. "Stop" takes it all down: the bed, its fleet
+//! entries and its host keys. Screenshots go to target/screenshots/.
+
+mod desktop;
+
+use desktop::{Desktop, choose, click, click_css, shots, texts, wait_css, wait_css_text};
+use std::time::{Duration, Instant};
+use vdi_console::Console;
+use vdi_console::secrets::Secrets;
+use vdi_e2e::{Bed, build_deb, can_run, repo_root};
+use vdi_wire::console::GatewayDraft;
+
+const BED: &str = "cdemo";
+
+fn bed_listed() -> bool {
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("tests/testbed/testbed.sh"))
+        .arg("list")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(BED))
+}
+
+/// A command on a host of the console's bed (not ours to take down).
+fn bed_sh(host: &str, cmd: &str) {
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("tests/testbed/testbed.sh"))
+        .args(["ssh", BED, host, cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{host}: {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn console_runs_the_demo_cluster() {
+    if !can_run() {
+        return;
+    }
+    let deb = build_deb();
+    let data = std::env::temp_dir().join(format!("vdi-window-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    // What a console that died with its cluster up leaves in the fleet.
+    {
+        let console = Console::with_secrets(&data, Secrets::detect(&data)).unwrap();
+        console
+            .add(&GatewayDraft {
+                name: "demo-h9".into(),
+                api_url: "http://127.0.78.19:9".into(),
+                tags: vec![vdi_console::cluster::TAG.into()],
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    // Whatever happens below, the bed goes down with this guard.
+    let _guard = Bed {
+        name: BED.to_string(),
+    };
+    let script = repo_root().join("tests/testbed/testbed.sh");
+    let env = [
+        ("VDI_DEMO_CLUSTER", "on"),
+        ("VDI_DEMO_BED", BED),
+        ("VDI_GATEWAY_DEB", deb.to_str().unwrap()),
+        ("VDI_TESTBED_SCRIPT", script.to_str().unwrap()),
+        // The embedded gateway's fixed address belongs to the other window tests.
+        ("VDI_EMBEDDED", "off"),
+    ];
+    let Some(desktop) = Desktop::start_with(None, &data, &env) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = desktop.connect().await;
+        // The steps show while it comes up (a first run also builds the
+        // bed's base system: minutes).
+        let t = Instant::now();
+        let step = wait_css_text(&c, "#cluster-detail", Duration::from_secs(30), |t| {
+            t.starts_with("starting: ") || t.starts_with("up: ")
+        })
+        .await;
+        eprintln!("first step shown: {step}");
+        wait_css(&c, r#"#cluster[data-phase="up"]"#, Duration::from_secs(400)).await;
+        eprintln!("demo cluster up in {:.1} s", t.elapsed().as_secs_f64());
+        assert!(bed_listed(), "the console's bed is up");
+        let line = wait_css_text(&c, "#cluster-detail", Duration::from_secs(10), |t| {
+            t.contains("8 demo streams")
+        })
+        .await;
+        assert!(line.starts_with("up: demo-h1, demo-h2"), "{line}");
+        for h in ["demo-h1", "demo-h2"] {
+            wait_css(
+                &c,
+                &format!(r#".fleet-row[data-name="{h}"] .dot.up"#),
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+        assert!(
+            c.find_all(fantoccini::Locator::Css(
+                r#".fleet-row[data-name="demo-h9"]"#
+            ))
+            .await
+            .unwrap()
+            .is_empty(),
+            "the stale entry was reclaimed"
+        );
+        // Exactly one holds the VIP.
+        let vips = texts(&c, ".fleet-row td.vip").await;
+        assert_eq!(
+            vips.iter().filter(|v| v.as_str() == "VIP").count(),
+            1,
+            "{vips:?}"
+        );
+        std::fs::write(
+            shots().join("demo-cluster.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+
+        // Services over SSH: the host keys are the bed's, no prompt.
+        click_css(&c, r#".fleet-row[data-name="demo-h1"] td"#).await;
+        click(&c, "nav-services").await;
+        wait_css(
+            &c,
+            r#".unit-row[data-unit="haproxy"][data-state="active"]"#,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            c.find_all(fantoccini::Locator::Id("host-key-prompt"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "no trust-on-first-use prompt"
+        );
+
+        // The journal: a fresh line arrives.
+        click(&c, "nav-journal").await;
+        choose(&c, "journal-unit", "haproxy").await;
+        wait_css_text(&c, "#journal-status", Duration::from_secs(20), |t| {
+            t.starts_with("following")
+        })
+        .await;
+        let marker = format!("vdi-demo-cluster-line-{}", std::process::id());
+        let cmd = Bed::journal_line_cmd("haproxy", &marker, 4);
+        tokio::task::spawn_blocking(move || bed_sh("h1", &cmd))
+            .await
+            .unwrap();
+        wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| {
+            t.contains(&marker)
+        })
+        .await;
+
+        // The configuration preview of a managed host.
+        click(&c, "nav-config").await;
+        wait_css_text(&c, "#config-check", Duration::from_secs(20), |t| {
+            t == "check passed"
+        })
+        .await;
+
+        // The demo streams' rates move.
+        click(&c, "nav-connections").await;
+        wait_css(&c, ".tunnel-row", Duration::from_secs(20)).await;
+        let t = Instant::now();
+        let first = loop {
+            let r = texts(&c, ".stream-rate").await;
+            if r.len() == 4 && r.iter().all(|x| x.starts_with('↑')) {
+                break r;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "stream rates: {r:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        while texts(&c, ".stream-rate").await == first {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the rates do not move: {first:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        std::fs::write(
+            shots().join("demo-cluster-connections.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+
+        // Stop: the bed, its entries and its host keys go.
+        click(&c, "nav-fleet").await;
+        click(&c, "cluster-stop").await;
+        c.accept_alert().await.expect("a confirmation");
+        wait_css(&c, r#"#cluster[data-phase="off"]"#, Duration::from_secs(60)).await;
+        assert!(!bed_listed(), "the bed is down");
+        let t = Instant::now();
+        while !c
+            .find_all(fantoccini::Locator::Css(".fleet-row"))
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the demo entries stay in the fleet"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let known = std::fs::read_to_string(data.join("known_hosts")).unwrap_or_default();
+        assert!(!known.contains("127.0.78."), "{known}");
+        c.close().await.unwrap();
+    });
+    drop(desktop);
+    let _ = std::fs::remove_dir_all(&data);
+}
