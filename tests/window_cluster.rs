@@ -9,7 +9,9 @@
 
 mod desktop;
 
-use desktop::{Desktop, choose, click, click_css, shots, texts, wait_css, wait_css_text};
+use desktop::{
+    Desktop, choose, click, click_css, set_value, shots, texts, wait_css, wait_css_text,
+};
 use std::time::{Duration, Instant};
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
@@ -29,8 +31,8 @@ fn bed_listed() -> bool {
         .any(|l| l.split_whitespace().next() == Some(BED))
 }
 
-/// A command on a host of the console's bed (not ours to take down).
-fn bed_sh(host: &str, cmd: &str) {
+/// A command on a host of the console's bed (not ours to take down): its output.
+fn bed_sh(host: &str, cmd: &str) -> String {
     let out = std::process::Command::new("bash")
         .arg(repo_root().join("tests/testbed/testbed.sh"))
         .args(["ssh", BED, host, cmd])
@@ -41,6 +43,7 @@ fn bed_sh(host: &str, cmd: &str) {
         "{host}: {cmd}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -172,6 +175,46 @@ fn console_runs_the_demo_cluster() {
             t == "check passed"
         })
         .await;
+
+        // A bulk change over the cluster's tag: previewed per host, rolled,
+        // and in force on both bed hosts.
+        click(&c, "nav-fleet").await;
+        choose(&c, "bulk-tag", vdi_console::cluster::TAG).await;
+        wait_css_text(&c, "#bulk-hosts", Duration::from_secs(5), |t| {
+            t == "demo-h1, demo-h2"
+        })
+        .await;
+        choose(&c, "bulk-field", "tunnel_idle_secs").await;
+        let value = c.find(fantoccini::Locator::Id("bulk-value")).await.unwrap();
+        set_value(&c, &value, "1200").await;
+        click(&c, "bulk-preview").await;
+        wait_css_text(&c, "#bulk-plan", Duration::from_secs(20), |t| {
+            t.contains("demo-h2")
+        })
+        .await;
+        let rows = texts(&c, "#bulk-plan tr.plan-host").await;
+        let cells: Vec<Vec<&str>> = rows.iter().map(|r| r.split('\t').collect()).collect();
+        assert_eq!(
+            cells,
+            [
+                ["demo-h1", "tunnel_idle_secs", "default", "1200"],
+                ["demo-h2", "tunnel_idle_secs", "default", "1200"],
+            ]
+        );
+        click(&c, "bulk-apply").await;
+        wait_css_text(&c, "#notice", Duration::from_secs(30), |t| {
+            t == "Settings change: 2 host(s) done"
+        })
+        .await;
+        for h in ["h1", "h2"] {
+            let shown: serde_json::Value = serde_json::from_str(
+                &tokio::task::spawn_blocking(move || bed_sh(h, "vdi-gateway settings show"))
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(shown["tunnel_idle_secs"], 1200, "{h}: {shown}");
+        }
 
         // The demo streams' rates move.
         click(&c, "nav-connections").await;
