@@ -122,6 +122,14 @@ fn console_runs_the_demo_cluster() {
             .is_empty(),
             "the stale entry was reclaimed"
         );
+        // VDI_SHOTS_AFTER_SECS (at most 1800): let the history fill before
+        // the screenshots (the README's are taken 900 s in).
+        let after: u64 = std::env::var("VDI_SHOTS_AFTER_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            .min(1800);
+        tokio::time::sleep(Duration::from_secs(after)).await;
         // Exactly one holds the VIP.
         let vips = texts(&c, ".fleet-row td.vip").await;
         assert_eq!(
@@ -151,6 +159,11 @@ fn console_runs_the_demo_cluster() {
                 .is_empty(),
             "no trust-on-first-use prompt"
         );
+        std::fs::write(
+            shots().join("demo-cluster-services.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
 
         // The journal: a fresh line arrives.
         click(&c, "nav-journal").await;
@@ -168,6 +181,11 @@ fn console_runs_the_demo_cluster() {
             t.contains(&marker)
         })
         .await;
+        std::fs::write(
+            shots().join("demo-cluster-journal.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
 
         // The configuration preview of a managed host.
         click(&c, "nav-config").await;
