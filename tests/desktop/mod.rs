@@ -105,8 +105,10 @@ pub async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element
 /// Xvfb without a window manager, WebKitGTK delivers mousedown/mouseup but no
 /// `click` in the bottom ~30 px of the window (checked with a real X click
 /// through xdotool too), so a button there would never be pressed.
+/// It waits (bounded: 10 s) for the element: a view just switched to may
+/// not have rendered it yet.
 pub async fn click(c: &fantoccini::Client, id: &str) {
-    let e = c.find(Locator::Id(id)).await.unwrap();
+    let e = wait_css(c, &format!("#{id}"), Duration::from_secs(10)).await;
     click_centred(c, e).await;
 }
 
