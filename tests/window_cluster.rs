@@ -10,41 +10,17 @@
 mod desktop;
 
 use desktop::{
-    Desktop, choose, click, click_css, set_value, shots, texts, wait_css, wait_css_text,
+    Desktop, choose, click, click_css, fresh_journal_line, set_value, shots, texts, wait_css,
+    wait_css_text,
 };
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
-use vdi_e2e::{Bed, build_deb, can_run, repo_root};
+use vdi_e2e::{Bed, bed_is_up, build_deb, can_run, repo_root};
 use vdi_wire::console::GatewayDraft;
 
 const BED: &str = "cdemo";
-
-fn bed_listed() -> bool {
-    let out = std::process::Command::new("bash")
-        .arg(repo_root().join("tests/testbed/testbed.sh"))
-        .arg("list")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(BED))
-}
-
-/// A command on a host of the console's bed (not ours to take down): its output.
-fn bed_sh(host: &str, cmd: &str) -> String {
-    let out = std::process::Command::new("bash")
-        .arg(repo_root().join("tests/testbed/testbed.sh"))
-        .args(["ssh", BED, host, cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{host}: {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn console_runs_the_demo_cluster() {
@@ -67,10 +43,11 @@ fn console_runs_the_demo_cluster() {
             })
             .unwrap();
     }
-    // Whatever happens below, the bed goes down with this guard.
-    let _guard = Bed {
+    // The console's bed, for commands on its hosts; whatever happens below,
+    // it goes down when this is dropped.
+    let bed = Arc::new(Bed {
         name: BED.to_string(),
-    };
+    });
     let script = repo_root().join("tests/testbed/testbed.sh");
     let env = [
         ("VDI_DEMO_CLUSTER", "on"),
@@ -99,7 +76,7 @@ fn console_runs_the_demo_cluster() {
         eprintln!("first step shown: {step}");
         wait_css(&c, r#"#cluster[data-phase="up"]"#, Duration::from_secs(400)).await;
         eprintln!("demo cluster up in {:.1} s", t.elapsed().as_secs_f64());
-        assert!(bed_listed(), "the console's bed is up");
+        assert!(bed_is_up(BED), "the console's bed is up");
         let line = wait_css_text(&c, "#cluster-detail", Duration::from_secs(10), |t| {
             t.contains("8 demo streams")
         })
@@ -166,21 +143,8 @@ fn console_runs_the_demo_cluster() {
         .unwrap();
 
         // The journal: a fresh line arrives.
-        click(&c, "nav-journal").await;
-        choose(&c, "journal-unit", "haproxy").await;
-        wait_css_text(&c, "#journal-status", Duration::from_secs(20), |t| {
-            t.starts_with("following")
-        })
-        .await;
         let marker = format!("vdi-demo-cluster-line-{}", std::process::id());
-        let cmd = Bed::journal_line_cmd("haproxy", &marker, 4);
-        tokio::task::spawn_blocking(move || bed_sh("h1", &cmd))
-            .await
-            .unwrap();
-        wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| {
-            t.contains(&marker)
-        })
-        .await;
+        fresh_journal_line(&c, &bed, "h1", "haproxy", &marker).await;
         std::fs::write(
             shots().join("demo-cluster-journal.png"),
             c.screenshot().await.unwrap(),
@@ -225,8 +189,9 @@ fn console_runs_the_demo_cluster() {
         })
         .await;
         for h in ["h1", "h2"] {
+            let b = bed.clone();
             let shown: serde_json::Value = serde_json::from_str(
-                &tokio::task::spawn_blocking(move || bed_sh(h, "vdi-gateway settings show"))
+                &tokio::task::spawn_blocking(move || b.sh(h, "vdi-gateway settings show"))
                     .await
                     .unwrap(),
             )
@@ -264,7 +229,7 @@ fn console_runs_the_demo_cluster() {
         click(&c, "cluster-stop").await;
         c.accept_alert().await.expect("a confirmation");
         wait_css(&c, r#"#cluster[data-phase="off"]"#, Duration::from_secs(60)).await;
-        assert!(!bed_listed(), "the bed is down");
+        assert!(!bed_is_up(BED), "the bed is down");
         let t = Instant::now();
         while !c
             .find_all(fantoccini::Locator::Css(".fleet-row"))

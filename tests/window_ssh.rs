@@ -7,7 +7,9 @@
 
 mod desktop;
 
-use desktop::{Desktop, choose, click, click_css, set_value, shots, wait_css, wait_css_text};
+use desktop::{
+    Desktop, click, click_css, fresh_journal_line, set_value, shots, wait_css, wait_css_text,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use vdi_console::Console;
@@ -115,22 +117,8 @@ fn console_window_over_ssh() {
         assert_ne!(pid_before, pid_after, "a new HAProxy process");
 
         // Follow HAProxy's journal and see a fresh line appear.
-        click(&c, "nav-journal").await;
-        choose(&c, "journal-unit", "haproxy").await;
-        wait_css_text(&c, "#journal-status", Duration::from_secs(20), |t| {
-            t.starts_with("following")
-        })
-        .await;
         let marker = format!("vdi-window-fresh-line-{}", std::process::id());
-        let cmd = Bed::journal_line_cmd("haproxy", &marker, 4);
-        let writer = bed.clone();
-        tokio::task::spawn_blocking(move || writer.sh("h1", &cmd))
-            .await
-            .unwrap();
-        wait_css_text(&c, "#journal-list", Duration::from_secs(10), |t| {
-            t.contains(&marker)
-        })
-        .await;
+        fresh_journal_line(&c, &bed, "h1", "haproxy", &marker).await;
         std::fs::write(shots().join("journal.png"), c.screenshot().await.unwrap()).unwrap();
         // The search highlights it.
         let search = c

@@ -317,3 +317,29 @@ pub async fn choose(c: &fantoccini::Client, id: &str, value: &str) {
     .await
     .unwrap();
 }
+
+/// Follows `unit`'s journal of `host` in the journal view, writes `marker`
+/// there (a bed host) and waits (bounded) until the line is in the list.
+pub async fn fresh_journal_line(
+    c: &fantoccini::Client,
+    bed: &std::sync::Arc<vdi_e2e::Bed>,
+    host: &'static str,
+    unit: &str,
+    marker: &str,
+) {
+    click(c, "nav-journal").await;
+    choose(c, "journal-unit", unit).await;
+    wait_css_text(c, "#journal-status", Duration::from_secs(20), |t| {
+        t.starts_with("following")
+    })
+    .await;
+    let cmd = vdi_e2e::Bed::journal_line_cmd(unit, marker, 4);
+    let writer = bed.clone();
+    tokio::task::spawn_blocking(move || writer.sh(host, &cmd))
+        .await
+        .unwrap();
+    wait_css_text(c, "#journal-list", Duration::from_secs(10), |t| {
+        t.contains(marker)
+    })
+    .await;
+}

@@ -55,6 +55,26 @@ pub fn build_deb() -> PathBuf {
     PathBuf::from(text(&out.stdout).trim())
 }
 
+/// `testbed.sh ARGS...`, with `owner` as `VDI_TESTBED_OWNER` (none: no owner,
+/// whatever this process's environment says).
+pub fn testbed(args: &[&str], owner: Option<u32>) -> Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg(Bed::script())
+        .args(args)
+        .env_remove("VDI_TESTBED_OWNER");
+    if let Some(pid) = owner {
+        cmd.env("VDI_TESTBED_OWNER", pid.to_string());
+    }
+    run(&mut cmd)
+}
+
+/// Whether `testbed.sh list` lists bed `name`.
+pub fn bed_is_up(name: &str) -> bool {
+    text(&testbed(&["list"], None).stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
+
 pub struct Bed {
     pub name: String,
 }

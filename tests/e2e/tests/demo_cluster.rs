@@ -9,34 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdi_console::Console;
 use vdi_console::secrets::Secrets;
-use vdi_e2e::{Bed, build_deb, can_run, repo_root};
+use vdi_e2e::{Bed, bed_is_up, build_deb, can_run, repo_root, testbed};
 use vdi_wire::console::ClusterPhase;
 
 const BED: &str = "cdlib";
 
-fn testbed(args: &[&str], owner: Option<u32>) -> (bool, String) {
-    let mut cmd = Command::new("bash");
-    cmd.arg(repo_root().join("tests/testbed/testbed.sh"))
-        .args(args);
-    if let Some(pid) = owner {
-        cmd.env("VDI_TESTBED_OWNER", pid.to_string());
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn listed() -> bool {
-    testbed(&["list"], None)
-        .1
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(BED))
+    bed_is_up(BED)
 }
 
 #[test]
@@ -50,10 +29,14 @@ fn demo_cluster_reclaims_a_dead_consoles_bed_and_goes_with_the_console() {
     };
     // A bed whose owner (a console) died after bringing it up.
     let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
-    let (ok, out) = testbed(&["up", BED, "1"], Some(owner.id()));
+    let up = testbed(&["up", BED, "1"], Some(owner.id()));
     owner.kill().unwrap();
     owner.wait().unwrap();
-    assert!(ok, "{out}");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     assert!(listed());
 
     // SAFETY: this test binary has one test and sets these before any

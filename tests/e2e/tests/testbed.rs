@@ -2,25 +2,7 @@
 //! `up` of the same name, and a bed whose owner still runs is never taken.
 
 use std::process::{Command, Stdio};
-use vdi_e2e::{Bed, can_run, repo_root};
-
-fn testbed(args: &[&str], owner: Option<u32>) -> std::process::Output {
-    let mut cmd = Command::new("bash");
-    cmd.arg(repo_root().join("tests/testbed/testbed.sh"))
-        .args(args)
-        .env_remove("VDI_TESTBED_OWNER");
-    if let Some(pid) = owner {
-        cmd.env("VDI_TESTBED_OWNER", pid.to_string());
-    }
-    cmd.output().unwrap()
-}
-
-fn listed(bed: &str) -> bool {
-    let out = testbed(&["list"], None);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(bed))
-}
+use vdi_e2e::{Bed, bed_is_up, can_run, testbed};
 
 #[test]
 fn stale_bed_is_reclaimed_live_one_is_not() {
@@ -40,21 +22,21 @@ fn stale_bed_is_reclaimed_live_one_is_not() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    assert!(listed(name));
+    assert!(bed_is_up(name));
 
     // While its owner runs, another `up` refuses and leaves the bed alone.
     let again = testbed(&["up", name, "1"], Some(std::process::id()));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success() && err.contains("exists"), "{err}");
-    assert!(listed(name), "a refused up must not take the bed down");
+    assert!(bed_is_up(name), "a refused up must not take the bed down");
 
     // The owner dies without `down`: the next `up` takes the stale bed down
     // and brings a fresh one up (owned by this test, taken down on drop).
     owner.kill().unwrap();
     owner.wait().unwrap();
     let bed = Bed::up_with(name, 1, &[]);
-    assert!(listed(name));
+    assert!(bed_is_up(name));
     assert_eq!(bed.sh("h1", "echo ok").trim(), "ok");
     drop(bed);
-    assert!(!listed(name), "down after the reclaim");
+    assert!(!bed_is_up(name), "down after the reclaim");
 }
