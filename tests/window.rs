@@ -10,7 +10,8 @@
 mod desktop;
 
 use desktop::{
-    Desktop, choose, click, click_css, set_value, shots, texts, wait_css, wait_css_text, wait_text,
+    Desktop, choose, click, click_css, screenshot, set_value, shots, texts, wait_css,
+    wait_css_text, wait_text,
 };
 use fantoccini::Locator;
 use std::time::{Duration, Instant};
@@ -112,11 +113,7 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert!(text.contains("demo-desktop"), "{text}");
-    std::fs::write(
-        shots().join("connections.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    std::fs::write(shots().join("connections.png"), screenshot(&c).await).unwrap();
     // The filter hides what does not match and shows it again.
     let filter = c.find(Locator::Id("connections-filter")).await.unwrap();
     filter.send_keys("no-such-vm").await.unwrap();
@@ -261,7 +258,7 @@ async fn console_window_end_to_end() {
         pending.contains("tunnel_ttl_secs: default → 300"),
         "{pending}"
     );
-    std::fs::write(shots().join("settings.png"), c.screenshot().await.unwrap()).unwrap();
+    std::fs::write(shots().join("settings.png"), screenshot(&c).await).unwrap();
     click(&c, "settings-apply").await;
     wait_text(&c, "notice", |n| n == "Changed: tunnel_ttl_secs").await;
     let stored = vdi_gateway::Store::open(data.join("embedded/settings.db"))
@@ -301,12 +298,12 @@ async fn console_window_end_to_end() {
         .for_element(Locator::Css(r#".fleet-row[data-name="lab-1"] .dot.down"#))
         .await
     {
-        std::fs::write(shots().join("failure.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("failure.png"), screenshot(&c).await).unwrap();
         panic!(
             "the new gateway is not listed as unreachable ({e}); see target/screenshots/failure.png"
         );
     }
-    std::fs::write(shots().join("fleet-two.png"), c.screenshot().await.unwrap()).unwrap();
+    std::fs::write(shots().join("fleet-two.png"), screenshot(&c).await).unwrap();
     c.find(Locator::Css(
         r#".fleet-row[data-name="lab-1"] .remove-gateway"#,
     ))
@@ -387,7 +384,7 @@ async fn console_window_end_to_end() {
         !plan.contains(&lab_cli) && !plan.contains(embedded_cli.expose()),
         "{plan}"
     );
-    std::fs::write(shots().join("bulk.png"), c.screenshot().await.unwrap()).unwrap();
+    std::fs::write(shots().join("bulk.png"), screenshot(&c).await).unwrap();
     click(&c, "bulk-apply").await;
     wait_text(&c, "notice", |t| t == "Settings change: 2 host(s) done").await;
     let done = c
@@ -405,11 +402,7 @@ async fn console_window_end_to_end() {
     assert_ne!(lab_now.cli_key.expose(), lab_cli);
     assert_ne!(embedded_now.cli_key, embedded_cli);
     assert_ne!(embedded_now.cli_key, lab_now.cli_key);
-    std::fs::write(
-        shots().join("bulk-applied.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    std::fs::write(shots().join("bulk-applied.png"), screenshot(&c).await).unwrap();
 
     // 1280x720: every button, field and choice of every view can be reached
     // (scrolled into view, it is on screen and nothing covers it).
@@ -451,7 +444,7 @@ async fn console_window_end_to_end() {
         let name = nav.trim_start_matches("nav-");
         std::fs::write(
             shots().join(format!("{name}-1280x720.png")),
-            c.screenshot().await.unwrap(),
+            screenshot(&c).await,
         )
         .unwrap();
     }

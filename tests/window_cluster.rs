@@ -10,8 +10,8 @@
 mod desktop;
 
 use desktop::{
-    Desktop, choose, click, click_css, fresh_journal_line, set_value, shots, texts, wait_css,
-    wait_css_text,
+    Desktop, choose, click, click_css, fresh_journal_line, screenshot, set_value, shots, texts,
+    wait_css, wait_css_text,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,11 +114,7 @@ fn console_runs_the_demo_cluster() {
             1,
             "{vips:?}"
         );
-        std::fs::write(
-            shots().join("demo-cluster.png"),
-            c.screenshot().await.unwrap(),
-        )
-        .unwrap();
+        std::fs::write(shots().join("demo-cluster.png"), screenshot(&c).await).unwrap();
 
         // Services over SSH: the host keys are the bed's, no prompt.
         click_css(&c, r#".fleet-row[data-name="demo-h1"] td"#).await;
@@ -138,7 +134,7 @@ fn console_runs_the_demo_cluster() {
         );
         std::fs::write(
             shots().join("demo-cluster-services.png"),
-            c.screenshot().await.unwrap(),
+            screenshot(&c).await,
         )
         .unwrap();
 
@@ -147,7 +143,7 @@ fn console_runs_the_demo_cluster() {
         fresh_journal_line(&c, &bed, "h1", "haproxy", &marker).await;
         std::fs::write(
             shots().join("demo-cluster-journal.png"),
-            c.screenshot().await.unwrap(),
+            screenshot(&c).await,
         )
         .unwrap();
 
@@ -220,7 +216,7 @@ fn console_runs_the_demo_cluster() {
         }
         std::fs::write(
             shots().join("demo-cluster-connections.png"),
-            c.screenshot().await.unwrap(),
+            screenshot(&c).await,
         )
         .unwrap();
 

@@ -8,7 +8,8 @@
 mod desktop;
 
 use desktop::{
-    Desktop, click, click_css, fresh_journal_line, set_value, shots, wait_css, wait_css_text,
+    Desktop, click, click_css, fresh_journal_line, screenshot, set_value, shots, wait_css,
+    wait_css_text,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +89,7 @@ fn console_window_over_ssh() {
         })
         .await;
         assert_eq!(fp, fingerprint);
-        std::fs::write(shots().join("host-key.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("host-key.png"), screenshot(&c).await).unwrap();
         click(&c, "trust-host-key").await;
         c.accept_alert().await.expect("a confirmation");
         wait_css(
@@ -97,7 +98,7 @@ fn console_window_over_ssh() {
             Duration::from_secs(20),
         )
         .await;
-        std::fs::write(shots().join("services.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("services.png"), screenshot(&c).await).unwrap();
 
         // Restart HAProxy and see it come back.
         let pid_before = bed.sh("h1", "systemctl show -p MainPID --value haproxy");
@@ -119,7 +120,7 @@ fn console_window_over_ssh() {
         // Follow HAProxy's journal and see a fresh line appear.
         let marker = format!("vdi-window-fresh-line-{}", std::process::id());
         fresh_journal_line(&c, &bed, "h1", "haproxy", &marker).await;
-        std::fs::write(shots().join("journal.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("journal.png"), screenshot(&c).await).unwrap();
         // The search highlights it.
         let search = c
             .find(fantoccini::Locator::Id("journal-search"))
@@ -130,11 +131,7 @@ fn console_window_over_ssh() {
             t == "window-fresh"
         })
         .await;
-        std::fs::write(
-            shots().join("journal-search.png"),
-            c.screenshot().await.unwrap(),
-        )
-        .unwrap();
+        std::fs::write(shots().join("journal-search.png"), screenshot(&c).await).unwrap();
 
         // The configuration preview and the audit log.
         click(&c, "nav-config").await;
@@ -155,7 +152,7 @@ fn console_window_over_ssh() {
         })
         .await;
         assert!(diff.contains("+    timeout client 1m"), "{diff}");
-        std::fs::write(shots().join("config.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("config.png"), screenshot(&c).await).unwrap();
         click(&c, "nav-audit").await;
         wait_css(
             &c,
@@ -169,7 +166,7 @@ fn console_window_over_ssh() {
             Duration::from_secs(10),
         )
         .await;
-        std::fs::write(shots().join("audit.png"), c.screenshot().await.unwrap()).unwrap();
+        std::fs::write(shots().join("audit.png"), screenshot(&c).await).unwrap();
 
         // A host-local field through the settings form: over SSH, read back on the host.
         click(&c, "nav-settings").await;
@@ -223,11 +220,7 @@ fn console_window_over_ssh() {
         );
         let unit = "systemctl is-active vdi-gateway-maintenance";
         assert_eq!(bed.ssh("h1", unit).1.trim(), "active");
-        std::fs::write(
-            shots().join("reboot-plan.png"),
-            c.screenshot().await.unwrap(),
-        )
-        .unwrap();
+        std::fs::write(shots().join("reboot-plan.png"), screenshot(&c).await).unwrap();
         click(&c, "cancel-reboot").await;
         wait_css_text(&c, "#notice", Duration::from_secs(20), |t| {
             t.starts_with("Reboot cancelled")

@@ -33,7 +33,30 @@ pub fn configure<R: tauri::Runtime>(
     builder.manage(console).invoke_handler(commands::handler())
 }
 
+/// WebKitGTK renders the page without GPU compositing unless the user asks
+/// for it (`VDI_CONSOLE_GPU=on`, or WebKit's own `WEBKIT_*_COMPOSITING_MODE`
+/// set). Tables and small SVG charts gain nothing from a GL compositor, and
+/// it costs ~85 MB in the web process (Mesa, its LLVM, the layers' buffers;
+/// measured in docs/benchmarks.md) and shows a blank window on some drivers.
+fn choose_rendering() {
+    let user_chose = [
+        "WEBKIT_DISABLE_COMPOSITING_MODE",
+        "WEBKIT_FORCE_COMPOSITING_MODE",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if cfg!(target_os = "linux")
+        && !user_chose
+        && std::env::var("VDI_CONSOLE_GPU").as_deref() != Ok("on")
+    {
+        // SAFETY: the first thing `run` does, before any thread is started
+        // (WebKit reads it when GTK starts, in this thread).
+        unsafe { std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1") };
+    }
+}
+
 pub fn run() {
+    choose_rendering();
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("VDI_CONSOLE_LOG").unwrap_or_else(|_| "info".into()))
         .init();

@@ -144,6 +144,31 @@ pub fn shots() -> PathBuf {
     dir
 }
 
+/// The X display of this process's [`Desktop`] (for [`screenshot`]).
+static SCREEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The app's window as PNG, read from the X server (`import`) rather than
+/// through WebDriver: without GPU compositing (the app's default) WebKit's
+/// snapshot for WebDriver can wait forever on a page with nothing to repaint.
+/// With no window manager the window sits at the screen's corner; its rect
+/// comes from WebDriver.
+pub async fn screenshot(c: &fantoccini::Client) -> Vec<u8> {
+    let display = SCREEN.lock().unwrap().clone().expect("a Desktop started");
+    let (x, y, w, h) = c.get_window_rect().await.unwrap_or((0, 0, 1280, 800));
+    let out = Command::new("import")
+        .args(["-display", &display, "-window", "root", "-crop"])
+        .arg(format!("{w}x{h}+{x}+{y}"))
+        .arg("png:-")
+        .output()
+        .expect("import (imagemagick, scripts/setup installs it)");
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Xvfb and tauri-driver for one test; stopped on drop.
 pub struct Desktop {
     pub port: u16,
@@ -174,6 +199,7 @@ impl Desktop {
             return None;
         }
         let display = format!(":{}", 90 + std::process::id() % 100);
+        *SCREEN.lock().unwrap() = Some(display.clone());
         let xvfb = spawn_group(
             Command::new("Xvfb")
                 .args([
@@ -257,7 +283,7 @@ pub async fn wait_css(
         Ok(e) => e,
         Err(e) => {
             let name = format!("failure-{}.png", std::process::id());
-            std::fs::write(shots().join(&name), c.screenshot().await.unwrap()).unwrap();
+            std::fs::write(shots().join(&name), screenshot(c).await).unwrap();
             panic!("no {css} within {limit:?} ({e}); see target/screenshots/{name}");
         }
     }
@@ -287,7 +313,7 @@ pub async fn wait_css_text(
         }
         if t.elapsed() > limit {
             let name = format!("failure-{}.png", std::process::id());
-            std::fs::write(shots().join(&name), c.screenshot().await.unwrap()).unwrap();
+            std::fs::write(shots().join(&name), screenshot(c).await).unwrap();
             panic!("{css} still says {text:?} after {limit:?}; see target/screenshots/{name}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -5,17 +5,19 @@ use leptos::prelude::*;
 use vdi_console_view::charts;
 
 /// A small line over its area; `label` is its accessible name and tooltip.
+/// The values are a signal: a new sample (or, in a recycled table row,
+/// another gateway) changes the paths, not the elements.
 #[component]
 pub fn Spark(
-    values: Vec<Option<u64>>,
+    #[prop(into)] values: Signal<Vec<Option<u64>>>,
     label: String,
     #[prop(default = 120.0)] w: f64,
     #[prop(default = 22.0)] h: f64,
     #[prop(default = "")] class: &'static str,
 ) -> impl IntoView {
-    let line = charts::line(&values, w, h);
-    let area = charts::area(&values, w, h);
-    let points = values.iter().flatten().count();
+    let line = move || values.with(|v| charts::line(v, w, h));
+    let area = move || values.with(|v| charts::area(v, w, h));
+    let points = move || values.with(|v| v.iter().flatten().count());
     let title = label.clone();
     view! {
         <svg class=format!("spark {class}") width=w height=h viewBox=format!("0 0 {w} {h}")
