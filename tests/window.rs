@@ -304,6 +304,55 @@ async fn console_window_end_to_end() {
         );
     }
     std::fs::write(shots().join("fleet-two.png"), screenshot(&c).await).unwrap();
+    // The table's rows are recycled places: after a filter each place shows
+    // all of its new gateway (name, checkbox, state), and back again.
+    let client = &c;
+    let rows_now = move || async move {
+        client.execute(
+            r#"return [...document.querySelectorAll('#fleet-table .fleet-row')].map(r => [
+                r.dataset.name,
+                r.querySelector('.bulk-pick').getAttribute('aria-label'),
+                r.querySelector('td:nth-child(2)').textContent.split(' ')[0],
+                r.querySelector('.dot.down') ? 'down' : r.querySelector('.dot.up, .dot.warn') ? 'up' : '?']);"#,
+            vec![],
+        )
+        .await
+        .unwrap()
+    };
+    let filter = c.find(Locator::Css("#fleet-filter")).await.unwrap();
+    let both = serde_json::json!([
+        ["lab-1", "choose lab-1", "lab-1", "down"],
+        ["local (embedded)", "choose local (embedded)", "local", "up"]
+    ]);
+    assert_eq!(rows_now().await, both);
+    for (text, want) in [
+        ("local", serde_json::json!([both[1]])),
+        ("lab", serde_json::json!([both[0]])),
+        ("", both.clone()),
+    ] {
+        set_value(&c, &filter, text).await;
+        // The table's count changes in the same reactive turn as its rows:
+        // once it says so, every place shows its new gateway (a push, every
+        // 2 s, must not be what fixes it).
+        let n = want.as_array().unwrap().len().to_string();
+        let t = Instant::now();
+        while c
+            .execute(
+                "return document.getElementById('fleet-table').dataset.shown;",
+                vec![],
+            )
+            .await
+            .unwrap()
+            != serde_json::json!(n)
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "filter {text:?}: count"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows_now().await, want, "filter {text:?}");
+    }
     c.find(Locator::Css(
         r#".fleet-row[data-name="lab-1"] .remove-gateway"#,
     ))

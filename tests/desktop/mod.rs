@@ -98,7 +98,10 @@ pub async fn set_value(c: &fantoccini::Client, e: &fantoccini::elements::Element
     )
     .await
     .unwrap();
-    e.send_keys(text).await.unwrap();
+    // WebDriver refuses to send no keys: "" leaves the field cleared.
+    if !text.is_empty() {
+        e.send_keys(text).await.unwrap();
+    }
 }
 
 /// Clicks element `id` after scrolling it to the middle of the window: under
