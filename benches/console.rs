@@ -177,9 +177,7 @@ async fn run_case(data: &Path, names: &[String], busy: &[String], rounds: usize)
         n,
         &format!("{}.includes(name)", serde_json::to_string(busy).unwrap()),
     );
-    let mut sorted = names.to_vec();
-    sorted.sort();
-    let name_first = table_first(n, &format!("name === {:?}", sorted[0]));
+    let name_first = table_first(n, &format!("name === {:?}", names.iter().min().unwrap()));
     for _ in 0..rounds {
         filter.push(timed(&c, &set_filter("1"), &table_shows(matching, "1")).await);
         filter.push(timed(&c, &set_filter(""), &table_shows(n, "")).await);

@@ -10,8 +10,8 @@
 mod desktop;
 
 use desktop::{
-    Desktop, choose, click, click_css, screenshot, set_value, shots, texts, wait_css,
-    wait_css_text, wait_text,
+    Desktop, choose, click, click_css, save_screenshot, set_value, texts, wait_css, wait_css_text,
+    wait_text,
 };
 use fantoccini::Locator;
 use std::time::{Duration, Instant};
@@ -113,7 +113,7 @@ async fn console_window_end_to_end() {
         .await
         .unwrap();
     assert!(text.contains("demo-desktop"), "{text}");
-    std::fs::write(shots().join("connections.png"), screenshot(&c).await).unwrap();
+    save_screenshot(&c, "connections.png").await;
     // The filter hides what does not match and shows it again.
     let filter = c.find(Locator::Id("connections-filter")).await.unwrap();
     filter.send_keys("no-such-vm").await.unwrap();
@@ -258,7 +258,7 @@ async fn console_window_end_to_end() {
         pending.contains("tunnel_ttl_secs: default → 300"),
         "{pending}"
     );
-    std::fs::write(shots().join("settings.png"), screenshot(&c).await).unwrap();
+    save_screenshot(&c, "settings.png").await;
     click(&c, "settings-apply").await;
     wait_text(&c, "notice", |n| n == "Changed: tunnel_ttl_secs").await;
     let stored = vdi_gateway::Store::open(data.join("embedded/settings.db"))
@@ -298,12 +298,12 @@ async fn console_window_end_to_end() {
         .for_element(Locator::Css(r#".fleet-row[data-name="lab-1"] .dot.down"#))
         .await
     {
-        std::fs::write(shots().join("failure.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "failure.png").await;
         panic!(
             "the new gateway is not listed as unreachable ({e}); see target/screenshots/failure.png"
         );
     }
-    std::fs::write(shots().join("fleet-two.png"), screenshot(&c).await).unwrap();
+    save_screenshot(&c, "fleet-two.png").await;
     // The table's rows are recycled places: after a filter each place shows
     // all of its new gateway (name, checkbox, state), and back again.
     let client = &c;
@@ -334,23 +334,13 @@ async fn console_window_end_to_end() {
         // The table's count changes in the same reactive turn as its rows:
         // once it says so, every place shows its new gateway (a push, every
         // 2 s, must not be what fixes it).
-        let n = want.as_array().unwrap().len().to_string();
-        let t = Instant::now();
-        while c
-            .execute(
-                "return document.getElementById('fleet-table').dataset.shown;",
-                vec![],
-            )
-            .await
-            .unwrap()
-            != serde_json::json!(n)
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "filter {text:?}: count"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let n = want.as_array().unwrap().len();
+        wait_css(
+            &c,
+            &format!(r#"#fleet-table[data-shown="{n}"]"#),
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!(rows_now().await, want, "filter {text:?}");
     }
     c.find(Locator::Css(
@@ -433,7 +423,7 @@ async fn console_window_end_to_end() {
         !plan.contains(&lab_cli) && !plan.contains(embedded_cli.expose()),
         "{plan}"
     );
-    std::fs::write(shots().join("bulk.png"), screenshot(&c).await).unwrap();
+    save_screenshot(&c, "bulk.png").await;
     click(&c, "bulk-apply").await;
     wait_text(&c, "notice", |t| t == "Settings change: 2 host(s) done").await;
     let done = c
@@ -451,7 +441,7 @@ async fn console_window_end_to_end() {
     assert_ne!(lab_now.cli_key.expose(), lab_cli);
     assert_ne!(embedded_now.cli_key, embedded_cli);
     assert_ne!(embedded_now.cli_key, lab_now.cli_key);
-    std::fs::write(shots().join("bulk-applied.png"), screenshot(&c).await).unwrap();
+    save_screenshot(&c, "bulk-applied.png").await;
 
     // 1280x720: every button, field and choice of every view can be reached
     // (scrolled into view, it is on screen and nothing covers it).
@@ -491,11 +481,7 @@ async fn console_window_end_to_end() {
             "{nav}: out of reach at 1280x720"
         );
         let name = nav.trim_start_matches("nav-");
-        std::fs::write(
-            shots().join(format!("{name}-1280x720.png")),
-            screenshot(&c).await,
-        )
-        .unwrap();
+        save_screenshot(&c, &format!("{name}-1280x720.png")).await;
     }
     // The view and the choice survive a restart.
     click(&c, "nav-connections").await;

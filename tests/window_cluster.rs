@@ -10,7 +10,7 @@
 mod desktop;
 
 use desktop::{
-    Desktop, choose, click, click_css, fresh_journal_line, screenshot, set_value, shots, texts,
+    Desktop, choose, click, click_css, fresh_journal_line, save_screenshot, set_value, texts,
     wait_css, wait_css_text,
 };
 use std::sync::Arc;
@@ -114,7 +114,7 @@ fn console_runs_the_demo_cluster() {
             1,
             "{vips:?}"
         );
-        std::fs::write(shots().join("demo-cluster.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "demo-cluster.png").await;
 
         // Services over SSH: the host keys are the bed's, no prompt.
         click_css(&c, r#".fleet-row[data-name="demo-h1"] td"#).await;
@@ -132,20 +132,12 @@ fn console_runs_the_demo_cluster() {
                 .is_empty(),
             "no trust-on-first-use prompt"
         );
-        std::fs::write(
-            shots().join("demo-cluster-services.png"),
-            screenshot(&c).await,
-        )
-        .unwrap();
+        save_screenshot(&c, "demo-cluster-services.png").await;
 
         // The journal: a fresh line arrives.
         let marker = format!("vdi-demo-cluster-line-{}", std::process::id());
         fresh_journal_line(&c, &bed, "h1", "haproxy", &marker).await;
-        std::fs::write(
-            shots().join("demo-cluster-journal.png"),
-            screenshot(&c).await,
-        )
-        .unwrap();
+        save_screenshot(&c, "demo-cluster-journal.png").await;
 
         // The configuration preview of a managed host.
         click(&c, "nav-config").await;
@@ -214,11 +206,7 @@ fn console_runs_the_demo_cluster() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        std::fs::write(
-            shots().join("demo-cluster-connections.png"),
-            screenshot(&c).await,
-        )
-        .unwrap();
+        save_screenshot(&c, "demo-cluster-connections.png").await;
 
         // Stop: the bed, its entries and its host keys go.
         click(&c, "nav-fleet").await;

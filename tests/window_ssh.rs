@@ -8,7 +8,7 @@
 mod desktop;
 
 use desktop::{
-    Desktop, click, click_css, fresh_journal_line, screenshot, set_value, shots, wait_css,
+    Desktop, click, click_css, fresh_journal_line, save_screenshot, set_value, wait_css,
     wait_css_text,
 };
 use std::sync::Arc;
@@ -89,7 +89,7 @@ fn console_window_over_ssh() {
         })
         .await;
         assert_eq!(fp, fingerprint);
-        std::fs::write(shots().join("host-key.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "host-key.png").await;
         click(&c, "trust-host-key").await;
         c.accept_alert().await.expect("a confirmation");
         wait_css(
@@ -98,7 +98,7 @@ fn console_window_over_ssh() {
             Duration::from_secs(20),
         )
         .await;
-        std::fs::write(shots().join("services.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "services.png").await;
 
         // Restart HAProxy and see it come back.
         let pid_before = bed.sh("h1", "systemctl show -p MainPID --value haproxy");
@@ -120,7 +120,7 @@ fn console_window_over_ssh() {
         // Follow HAProxy's journal and see a fresh line appear.
         let marker = format!("vdi-window-fresh-line-{}", std::process::id());
         fresh_journal_line(&c, &bed, "h1", "haproxy", &marker).await;
-        std::fs::write(shots().join("journal.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "journal.png").await;
         // The search highlights it.
         let search = c
             .find(fantoccini::Locator::Id("journal-search"))
@@ -131,7 +131,7 @@ fn console_window_over_ssh() {
             t == "window-fresh"
         })
         .await;
-        std::fs::write(shots().join("journal-search.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "journal-search.png").await;
 
         // The configuration preview and the audit log.
         click(&c, "nav-config").await;
@@ -152,7 +152,7 @@ fn console_window_over_ssh() {
         })
         .await;
         assert!(diff.contains("+    timeout client 1m"), "{diff}");
-        std::fs::write(shots().join("config.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "config.png").await;
         click(&c, "nav-audit").await;
         wait_css(
             &c,
@@ -166,7 +166,7 @@ fn console_window_over_ssh() {
             Duration::from_secs(10),
         )
         .await;
-        std::fs::write(shots().join("audit.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "audit.png").await;
 
         // A host-local field through the settings form: over SSH, read back on the host.
         click(&c, "nav-settings").await;
@@ -220,7 +220,7 @@ fn console_window_over_ssh() {
         );
         let unit = "systemctl is-active vdi-gateway-maintenance";
         assert_eq!(bed.ssh("h1", unit).1.trim(), "active");
-        std::fs::write(shots().join("reboot-plan.png"), screenshot(&c).await).unwrap();
+        save_screenshot(&c, "reboot-plan.png").await;
         click(&c, "cancel-reboot").await;
         wait_css_text(&c, "#notice", Duration::from_secs(20), |t| {
             t.starts_with("Reboot cancelled")

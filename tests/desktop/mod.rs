@@ -172,6 +172,11 @@ pub async fn screenshot(c: &fantoccini::Client) -> Vec<u8> {
     out.stdout
 }
 
+/// [`screenshot`] into `target/screenshots/NAME`.
+pub async fn save_screenshot(c: &fantoccini::Client, name: &str) {
+    std::fs::write(shots().join(name), screenshot(c).await).unwrap();
+}
+
 /// Xvfb and tauri-driver for one test; stopped on drop.
 pub struct Desktop {
     pub port: u16,
@@ -286,7 +291,7 @@ pub async fn wait_css(
         Ok(e) => e,
         Err(e) => {
             let name = format!("failure-{}.png", std::process::id());
-            std::fs::write(shots().join(&name), screenshot(c).await).unwrap();
+            save_screenshot(c, &name).await;
             panic!("no {css} within {limit:?} ({e}); see target/screenshots/{name}");
         }
     }
@@ -316,7 +321,7 @@ pub async fn wait_css_text(
         }
         if t.elapsed() > limit {
             let name = format!("failure-{}.png", std::process::id());
-            std::fs::write(shots().join(&name), screenshot(c).await).unwrap();
+            save_screenshot(c, &name).await;
             panic!("{css} still says {text:?} after {limit:?}; see target/screenshots/{name}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

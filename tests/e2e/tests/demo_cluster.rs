@@ -14,10 +14,6 @@ use vdi_wire::console::ClusterPhase;
 
 const BED: &str = "cdlib";
 
-fn listed() -> bool {
-    bed_is_up(BED)
-}
-
 #[test]
 fn demo_cluster_reclaims_a_dead_consoles_bed_and_goes_with_the_console() {
     if !can_run() {
@@ -37,7 +33,7 @@ fn demo_cluster_reclaims_a_dead_consoles_bed_and_goes_with_the_console() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    assert!(listed());
+    assert!(bed_is_up(BED));
 
     // SAFETY: this test binary has one test and sets these before any
     // thread that reads the environment starts.
@@ -112,7 +108,7 @@ fn demo_cluster_reclaims_a_dead_consoles_bed_and_goes_with_the_console() {
 
         // The console's exit takes it all down.
         console.shutdown().await;
-        assert!(!listed(), "the bed is down");
+        assert!(!bed_is_up(BED), "the bed is down");
         assert!(console.list().unwrap().is_empty());
         assert_eq!(console.cluster_state().phase, ClusterPhase::Off);
         let known = std::fs::read_to_string(data.join("known_hosts")).unwrap_or_default();
